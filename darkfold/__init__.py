@@ -1,0 +1,17 @@
+"""darkfold: run Darknet YOLO models from Python, with BatchNorm folded.
+
+    import darkfold
+    model = darkfold.load("yolov4.cfg", "yolov4.weights")
+    folded = model.fold()
+    folded.save("yolov4-folded.cfg", "yolov4-folded.weights")
+
+``darkfold.load()`` with no arguments loads the bundled YOLOv3-tiny (COCO).
+"""
+
+from .bundled import COCO_NAMES, DEFAULT_CFG, DEFAULT_WEIGHTS
+from .errors import CfgError, DarkfoldError, WeightsError
+from .model import Model, load
+
+__all__ = ["load", "Model", "DarkfoldError", "CfgError", "WeightsError",
+           "DEFAULT_CFG", "DEFAULT_WEIGHTS", "COCO_NAMES"]
+__version__ = "0.1.0"

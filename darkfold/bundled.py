@@ -1,0 +1,10 @@
+"""The model that ships inside the package: COCO-pretrained YOLOv3-tiny."""
+
+import os
+from importlib import resources
+
+_PACKAGE = resources.files("darkfold")
+
+DEFAULT_CFG = os.fspath(_PACKAGE / "models" / "yolov3-tiny.cfg")
+DEFAULT_WEIGHTS = os.fspath(_PACKAGE / "models" / "yolov3-tiny.weights")
+COCO_NAMES = os.fspath(_PACKAGE / "data" / "coco.names")

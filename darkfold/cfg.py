@@ -1,0 +1,241 @@
+"""Read and write Darknet .cfg files.
+
+A cfg is kept as its original lines plus an index of sections and options, so
+that writing it back reproduces every comment, blank line and line ending, and
+an edit (``Cfg.set``) touches only the value it changes.
+
+Darknet's own reader (``read_cfg`` and ``read_option`` in parser.c and
+option_list.c) skips lines that start with ``#`` or ``;`` and splits the rest at
+the first ``=``. darkfold reads the same files, and is stricter where Darknet
+silently guesses: inline comments are cut, a duplicate key or a value of the
+wrong type is an error naming the file and line, and every option a layer did
+not read can be reported.
+"""
+
+import math
+import os
+from dataclasses import dataclass
+
+from .errors import CfgError
+from .files import read_bytes
+
+_REQUIRED = object()
+_COMMENT_CHARS = "#;"
+
+
+@dataclass
+class Option:
+    """One ``key=value`` line of a section."""
+
+    key: str
+    value: str  # the text after '=', without inline comment or outer spaces
+    line: int  # 1-based line number in the file
+    start: int  # where the value starts in the line (for in-place edits)
+
+
+class Section:
+    """A ``[name]`` section and its options, with typed getters.
+
+    Each getter records the key as read, so that ``unread()`` lists what no
+    layer looked at (Darknet prints these as "Unused field").
+    """
+
+    def __init__(self, name, line, path):
+        self.name = name
+        self.line = line
+        self.path = path
+        self.options = {}
+        self.duplicates = []  # later Options whose key was already set
+        self._read = set()
+        self._ignored = set()
+
+    def __repr__(self):
+        return f"<Section [{self.name}] at {self.where()}>"
+
+    def where(self, key=None):
+        """``file:line`` of the section, or of one of its options."""
+        line = self.options[key].line if key in self.options else self.line
+        return f"{self.path}:{line}"
+
+    def __contains__(self, key):
+        return key in self.options
+
+    def _raw(self, key, default):
+        self._read.add(key)
+        option = self.options.get(key)
+        if option is None:
+            if default is _REQUIRED:
+                raise CfgError(f"{self.where()}: [{self.name}] needs '{key}=', which is missing")
+            return None
+        return option.value
+
+    def _bad(self, key, expected):
+        value = self.options[key].value
+        return CfgError(f"{self.where(key)}: [{self.name}] {key}={value!r}: expected {expected}")
+
+    def get_str(self, key, default=_REQUIRED, choices=None):
+        value = self._raw(key, default)
+        if value is None:
+            return default
+        if not value:
+            raise self._bad(key, "a value")
+        if choices is not None and value not in choices:
+            raise self._bad(key, "one of " + ", ".join(sorted(choices)))
+        return value
+
+    def get_int(self, key, default=_REQUIRED, minimum=None):
+        value = self._raw(key, default)
+        if value is None:
+            return default
+        number = _to_int(value)
+        if number is None:
+            raise self._bad(key, "an integer")
+        if minimum is not None and number < minimum:
+            raise self._bad(key, f"an integer >= {minimum}")
+        return number
+
+    def get_float(self, key, default=_REQUIRED):
+        value = self._raw(key, default)
+        if value is None:
+            return default
+        number = _to_float(value)
+        if number is None:
+            raise self._bad(key, "a number")
+        return number
+
+    def get_ints(self, key, default=_REQUIRED):
+        return self._get_list(key, default, _to_int, "a comma-separated list of integers")
+
+    def get_floats(self, key, default=_REQUIRED):
+        return self._get_list(key, default, _to_float, "a comma-separated list of numbers")
+
+    def _get_list(self, key, default, convert, expected):
+        value = self._raw(key, default)
+        if value is None:
+            return default
+        items = [convert(item) for item in value.split(",")]
+        if not value or None in items:
+            raise self._bad(key, expected)
+        return items
+
+    def ignore(self, *keys):
+        """Mark keys as known: Darknet reads them for training only."""
+        self._ignored.update(keys)
+
+    def unread(self):
+        """Options no getter asked for and not ignored, in file order."""
+        known = self._read | self._ignored
+        return [o for o in self.options.values() if o.key not in known]
+
+    def is_ignored(self, key):
+        """True for a key marked by ``ignore`` that no getter read."""
+        return key in self._ignored and key not in self._read
+
+
+def _to_int(text):
+    try:
+        return int(text.strip())
+    except ValueError:
+        return None
+
+
+def _to_float(text):
+    try:
+        number = float(text.strip())
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+class Cfg:
+    """A parsed cfg: its lines as written, and the sections read from them."""
+
+    def __init__(self, text, path="<cfg>"):
+        self.path = str(path)
+        self.lines = text.splitlines(keepends=True)
+        self.sections = _parse_sections(self.lines, self.path)
+        if not self.sections:
+            raise CfgError(f"{self.path}: no sections; a cfg starts with [net]")
+
+    def text(self):
+        return "".join(self.lines)
+
+    def set(self, section, key, value):
+        """Change the value of an existing option, keeping the rest of its line."""
+        option = section.options[key]
+        line = self.lines[option.line - 1]
+        end = option.start + len(option.value)
+        self.lines[option.line - 1] = line[: option.start] + str(value) + line[end:]
+        option.value = str(value)
+
+    def without_sections(self, drop):
+        """A new Cfg with the given sections' lines removed (comments after them too)."""
+        drop = {id(s) for s in drop}
+        starts = [s.line for s in self.sections] + [len(self.lines) + 1]
+        kept = list(self.lines[: starts[0] - 1])
+        for section, start, end in zip(self.sections, starts, starts[1:]):
+            if id(section) not in drop:
+                kept.extend(self.lines[start - 1 : end - 1])
+        return Cfg("".join(kept), self.path)
+
+    def copy(self, path=None):
+        return Cfg(self.text(), self.path if path is None else path)
+
+
+def _parse_sections(lines, path):
+    sections = []
+    for number, raw in enumerate(lines, start=1):
+        content = raw.rstrip("\r\n")
+        stripped = content.strip()
+        if not stripped or stripped[0] in _COMMENT_CHARS:
+            continue
+        if stripped.startswith("["):
+            sections.append(_parse_header(stripped, number, path))
+        elif not sections:
+            raise CfgError(f"{path}:{number}: option {stripped!r} comes before the first [section]")
+        else:
+            _add_option(sections[-1], content, number, path)
+    return sections
+
+
+def _parse_header(stripped, number, path):
+    header = _cut_comment(stripped).strip()
+    name = header[1:-1].strip()
+    if not header.endswith("]") or not name or "[" in name or "]" in name:
+        raise CfgError(f"{path}:{number}: {stripped!r}: expected a section header like [convolutional]")
+    return Section(name, number, path)
+
+
+def _add_option(section, content, number, path):
+    key, equals, rest = content.partition("=")
+    key = key.strip()
+    if not equals or not key or any(ch.isspace() for ch in key):
+        raise CfgError(f"{path}:{number}: {content.strip()!r}: expected key=value")
+    value_text = _cut_comment(rest)
+    value = value_text.strip()
+    start = len(content) - len(rest) + (len(value_text) - len(value_text.lstrip()))
+    option = Option(key, value, number, start)
+    # Darknet's option_find returns the first match; whether a later duplicate
+    # is an error depends on whether the key matters (see layers.build_layers).
+    if key in section.options:
+        section.duplicates.append(option)
+    else:
+        section.options[key] = option
+
+
+def _cut_comment(text):
+    cut = min((i for i in (text.find(c) for c in _COMMENT_CHARS) if i >= 0), default=len(text))
+    return text[:cut]
+
+
+def read_cfg(path):
+    """Parse the cfg file at ``path``."""
+    data = read_bytes(path, "cfg")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise CfgError(
+            f"{path}: not a text cfg file (byte {data[error.start]:#04x} at offset {error.start}); "
+            "is it a .weights file given in place of the .cfg?"
+        ) from None
+    return Cfg(text, os.fspath(path))

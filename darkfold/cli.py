@@ -1,0 +1,148 @@
+"""The ``darkfold`` command: one function per subcommand, over the public API."""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from . import __version__, load
+from .bundled import DEFAULT_CFG, DEFAULT_WEIGHTS
+from .errors import DarkfoldError
+from .summary import layer_table, model_summary
+
+_EXAMPLES = """\
+examples:
+  darkfold info                                   the bundled YOLOv3-tiny (COCO)
+  darkfold info yolov4.cfg yolov4.weights         layer table and weights header
+  darkfold info yolov4.cfg --json                 the same facts as JSON
+  darkfold convert yolov4.cfg yolov4.weights -o out/
+                                                  write out/yolov4-folded.{cfg,weights}
+"""
+
+
+def main(argv=None):
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except DarkfoldError as error:
+        print(f"darkfold: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("darkfold: interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser():
+    parser = argparse.ArgumentParser(
+        prog="darkfold",
+        description="Read Darknet YOLO models, fold their BatchNorm, and write them back in Darknet format.",
+        epilog=_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"darkfold {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    info = commands.add_parser(
+        "info", help="print a model's layer table, BFLOPs and parameter count",
+        description="Print the layer table Darknet prints when it loads CFG: shapes, BFLOPs per layer, "
+                    "totals, and the weights header when WEIGHTS is given. Without CFG, describes "
+                    "the bundled YOLOv3-tiny.",
+        epilog="examples:\n  darkfold info\n  darkfold info yolov3.cfg yolov3.weights\n  darkfold info yolov4.cfg --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    info.add_argument("cfg", nargs="?", metavar="CFG", help="Darknet .cfg file (default: the bundled model)")
+    info.add_argument("weights", nargs="?", metavar="WEIGHTS", help="Darknet .weights file to check against CFG")
+    info.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    info.add_argument("--partial", action="store_true",
+                      help="accept a weights file holding only the first layers (e.g. darknet53.conv.74)")
+    info.set_defaults(run=run_info)
+
+    convert = commands.add_parser(
+        "convert", help="fold BatchNorm and write the folded .cfg and .weights",
+        description="Fold every BatchNorm of the model into the layer before it and write "
+                    "<cfg stem>-folded.cfg and <weights stem>-folded.weights to OUT_DIR. Inputs are never "
+                    "overwritten; existing outputs only with --force. Without CFG and WEIGHTS, converts "
+                    "the bundled YOLOv3-tiny.",
+        epilog="examples:\n  darkfold convert yolov4.cfg yolov4.weights\n"
+               "  darkfold convert yolov4.cfg yolov4.weights -o models/ --force",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    convert.add_argument("cfg", nargs="?", metavar="CFG", help="Darknet .cfg file (default: the bundled model)")
+    convert.add_argument("weights", nargs="?", metavar="WEIGHTS", help="Darknet .weights file")
+    convert.add_argument("-o", "--output", metavar="OUT_DIR", default=".",
+                         help="folder for the folded files (default: the current folder; created if missing)")
+    convert.add_argument("-f", "--force", action="store_true", help="replace existing output files")
+    convert.set_defaults(run=run_convert)
+    return parser
+
+
+def _model_paths(args):
+    if args.cfg is None:
+        return DEFAULT_CFG, DEFAULT_WEIGHTS
+    return args.cfg, args.weights
+
+
+def _print_warnings(model):
+    for warning in model.warnings:
+        print(f"darkfold: warning: {warning}", file=sys.stderr)
+
+
+def run_info(args):
+    cfg_path, weights_path = _model_paths(args)
+    model = load(cfg_path, weights_path, partial=args.partial)
+    _print_warnings(model)
+    if args.json:
+        print(json.dumps(model_summary(model), indent=1))
+    else:
+        print(layer_table(model))
+    return 0
+
+
+def run_convert(args):
+    if args.cfg is not None and args.weights is None:
+        raise DarkfoldError(f"{args.cfg}: convert needs the weights too: darkfold convert CFG WEIGHTS")
+    cfg_path, weights_path = _model_paths(args)
+    out_cfg, out_weights = _output_paths(cfg_path, weights_path, args.output, args.force)
+    started = time.perf_counter()
+    print(f"reading {cfg_path} and {weights_path}", file=sys.stderr)
+    model = load(cfg_path, weights_path)
+    _print_warnings(model)
+    folded = model.fold()
+    print(f"writing {out_cfg} and {out_weights}", file=sys.stderr)
+    folded.save(out_cfg, out_weights)
+    elapsed = time.perf_counter() - started
+    foldable = sum(1 for layer in model.layers if any(p.name == "rolling_mean" for p in layer.params))
+    size_in, size_out = os.path.getsize(weights_path), os.path.getsize(out_weights)
+    print(f"folded {len(folded.folded)} of {foldable} BatchNorm layers")
+    print(f"{weights_path}: {size_in:,} bytes -> {out_weights}: {size_out:,} bytes "
+          f"({size_in - size_out:,} fewer)")
+    print(f"{out_cfg}: {len(folded.layers)} layers, {folded.bflops:.3f} BFLOPs")
+    print(f"done in {elapsed:.2f} s")
+    return 0
+
+
+def _output_paths(cfg_path, weights_path, out_dir, force):
+    """The two output paths, after checking they are safe to write."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise DarkfoldError(f"{out_dir}: output folder is a file")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as error:
+        raise DarkfoldError(f"{out_dir}: cannot create output folder: {error.strerror}") from None
+    outputs = [os.path.join(out_dir, _stem(path) + "-folded" + suffix)
+               for path, suffix in ((cfg_path, ".cfg"), (weights_path, ".weights"))]
+    for output in outputs:
+        for source in (cfg_path, weights_path):
+            if os.path.exists(source) and os.path.exists(output) and os.path.samefile(source, output):
+                raise DarkfoldError(f"{output}: output would overwrite the input {source}; choose another -o")
+        if os.path.exists(output) and not force:
+            raise DarkfoldError(f"{output}: already exists; use --force to replace it")
+    if not os.access(out_dir, os.W_OK):
+        raise DarkfoldError(f"{out_dir}: output folder is not writable")
+    return outputs
+
+
+def _stem(path):
+    return os.path.splitext(os.path.basename(path))[0]

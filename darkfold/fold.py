@@ -1,0 +1,120 @@
+"""Fold BatchNorm into the layer before it, and rewrite the cfg to match.
+
+At inference a BatchNorm is a per-channel affine map, so it can be merged into
+the weights and biases of the convolution (or connected layer) it follows:
+
+    s  = scales / sqrt(rolling_variance + eps)
+    w' = w * s              (per output filter)
+    b' = biases - rolling_mean * s
+
+Darknet stores BatchNorm's beta in ``biases`` when ``batch_normalize=1``, so
+the folded layer keeps ``biases`` + ``weights`` and loses the three BN arrays;
+its cfg line becomes ``batch_normalize=0``. A standalone ``[batchnorm]`` layer
+directly after a linear convolution is merged into that convolution and its
+section removed, with later layer references renumbered.
+"""
+
+import numpy as np
+
+from .kernels import fold_batchnorm
+
+# Darknet (AlexeyAB) fuse_conv_batchnorm: sqrt(rolling_variance + .00001).
+EPS = 1e-5
+
+_BN_ARRAYS = ("scales", "rolling_mean", "rolling_variance")
+_REFERENCE_KEYS = {"route": "layers", "shortcut": "from", "scale_channels": "from", "sam": "from"}
+
+
+def fold_arrays(weights, biases, scales, rolling_mean, rolling_variance):
+    """Folded ``(weights, biases)``: new float32 arrays, inputs untouched."""
+    flat = weights.reshape(weights.shape[0], -1)
+    out_weights = np.empty(flat.shape, np.float32)
+    out_biases = np.empty(biases.shape, np.float32)
+    fold_batchnorm(flat, biases, scales, rolling_mean, rolling_variance, EPS, out_weights, out_biases)
+    return out_weights.reshape(weights.shape), out_biases
+
+
+def fold_model(model):
+    """A new Model with every foldable BatchNorm folded (see module docstring).
+
+    ``model`` is not changed. The new model's ``folded`` lists the indices
+    (in ``model``) of the layers whose BatchNorm was folded.
+    """
+    from .model import Model
+
+    if not model.has_weights:
+        raise ValueError("fold needs a model loaded with weights")
+    cfg = model.cfg.copy()
+    sections = cfg.sections[1:]  # sections[i] is layer i in the copy
+    params = list(model.params)
+    folded = []
+    for layer in model.layers:
+        arrays = params[layer.index]
+        if arrays is None:
+            continue
+        if layer.type in ("convolutional", "connected") and layer.batch_normalize:
+            params[layer.index] = _fold_own_batchnorm(arrays)
+            for key in ("batch_normalize", "cbn"):
+                if key in sections[layer.index]:
+                    cfg.set(sections[layer.index], key, 0)
+            folded.append(layer.index)
+    merged = [layer.index for layer in model.layers if _is_mergeable_batchnorm(model, layer, params)]
+    for index in merged:
+        params[index - 1] = _merge_batchnorm(params[index - 1], params[index])
+        folded.append(index)
+    if merged:
+        _renumber_references(cfg, model.layers, merged)
+        cfg = cfg.without_sections([sections[i] for i in merged])
+        params = [p for i, p in enumerate(params) if i not in set(merged)]
+    result = Model(cfg, model.header, params)
+    result.folded = tuple(sorted(folded))
+    return result
+
+
+def _fold_own_batchnorm(arrays):
+    weights, biases = fold_arrays(arrays["weights"], arrays["biases"], *(arrays[n] for n in _BN_ARRAYS))
+    return {"biases": biases, "weights": weights}
+
+
+def _is_mergeable_batchnorm(model, layer, params):
+    """A [batchnorm] right after a linear convolution that nothing else reads."""
+    if layer.type != "batchnorm" or layer.index == 0 or params[layer.index] is None:
+        return False
+    before = model.layers[layer.index - 1]
+    if before.type != "convolutional" or before.activation != "linear":
+        return False
+    return not any(before.index in other.sources for other in model.layers)
+
+
+def _merge_batchnorm(conv, batchnorm):
+    # batchnorm_layer.c: y = scales * (x - mean) / sqrt(var + eps) + biases,
+    # applied to the convolution's output x = w * input + conv biases.
+    zeros = np.zeros_like(batchnorm["biases"])
+    weights, shift = fold_arrays(conv["weights"], zeros, *(batchnorm[n] for n in _BN_ARRAYS))
+    factor = batchnorm["scales"].astype(np.float64) / np.sqrt(batchnorm["rolling_variance"].astype(np.float64) + EPS)
+    biases = batchnorm["biases"] + factor * conv["biases"].astype(np.float64) + shift
+    return {"biases": biases.astype(np.float32), "weights": weights}
+
+
+def _renumber_references(cfg, layers, dropped):
+    """Rewrite route/shortcut references for the removal of layers ``dropped``.
+
+    A reference to a dropped [batchnorm] now points at the convolution it was
+    merged into, which has the same output.
+    """
+
+    def new_index(old):
+        return old - sum(1 for d in dropped if d <= old)
+
+    sections = cfg.sections[1:]
+    for layer in layers:
+        key = _REFERENCE_KEYS.get(layer.type)
+        if key is None or layer.index in dropped:
+            continue
+        section = sections[layer.index]
+        here = new_index(layer.index)
+        values = section.get_ints(key)
+        targets = [new_index(layer.index + v if v < 0 else v) for v in values]
+        rewritten = [t - here if v < 0 else t for v, t in zip(values, targets)]
+        if rewritten != values:
+            cfg.set(section, key, ",".join(str(v) for v in rewritten))

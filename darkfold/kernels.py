@@ -1,0 +1,26 @@
+"""numba kernels: plain functions over preallocated arrays.
+
+Callers check shapes and dtypes before calling; a kernel never validates.
+"""
+
+import math
+
+import numba
+
+
+@numba.njit(cache=True, parallel=True)
+def fold_batchnorm(weights, biases, scales, rolling_mean, rolling_variance, eps, out_weights, out_biases):
+    """Fold inference-time BatchNorm into the preceding linear map, per output filter.
+
+    ``weights`` is (filters, k) float32; the others are (filters,). Matches
+    Darknet's fuse_conv_batchnorm (network.c): the factor and the bias are
+    computed in double, and each weight is multiplied in double and rounded
+    to float32 once.
+    """
+    filters, k = weights.shape
+    for f in numba.prange(filters):
+        root = math.sqrt(float(rolling_variance[f]) + eps)
+        factor = float(scales[f]) / root
+        out_biases[f] = float(biases[f]) - float(scales[f]) * float(rolling_mean[f]) / root
+        for i in range(k):
+            out_weights[f, i] = float(weights[f, i]) * factor

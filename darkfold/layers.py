@@ -1,0 +1,635 @@
+"""Layer specs from cfg sections: options, output shapes, parameters and BFLOPs.
+
+One parse function per layer type, in the spirit of Darknet's parser.c, and one
+table (``PARSERS``) from section name to parse function. Each function reads the
+options its layer uses with typed getters, marks the training-only options
+Darknet reads as known, and returns a ``Layer`` with its output shape, the
+parameter arrays it stores in the .weights file (in file order) and the BFLOPs
+Darknet counts for it. The weights reader, the fold and ``darkfold info`` all
+work from these specs.
+"""
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from .errors import CfgError
+
+
+class Shape(NamedTuple):
+    w: int
+    h: int
+    c: int
+
+    def __str__(self):
+        return f"{self.w} x {self.h} x {self.c}"
+
+
+@dataclass(frozen=True)
+class Param:
+    """One float32 array a layer stores in the .weights file."""
+
+    name: str
+    shape: tuple
+
+    @property
+    def size(self):
+        count = 1
+        for dim in self.shape:
+            count *= dim
+        return count
+
+
+@dataclass
+class Layer:
+    """A layer as the cfg describes it, with shapes inferred by Darknet's rules."""
+
+    index: int
+    type: str  # Darknet's section name, e.g. "convolutional"
+    section: object  # the cfg.Section it came from
+    input: Shape
+    output: Shape
+    sources: tuple = ()  # absolute indices of other layers it reads (route, shortcut, ...)
+    params: tuple = ()  # Param specs, in .weights file order
+    bflops: float = 0.0
+    options: dict = field(default_factory=dict)  # typed options the layer uses
+
+    def __getattr__(self, name):
+        try:
+            return self.__dict__["options"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @property
+    def where(self):
+        return f"{self.section.path}:{self.section.line}"
+
+    @property
+    def param_count(self):
+        return sum(p.size for p in self.params)
+
+
+@dataclass
+class Net:
+    """The [net] section: input size and the options detection needs."""
+
+    width: int
+    height: int
+    channels: int
+    letter_box: int
+    section: object
+
+    @property
+    def input(self):
+        return Shape(self.width, self.height, self.channels)
+
+
+# Keys Darknet reads in parse_net_options for training, augmentation and the
+# learning-rate policy. darkfold accepts them and does not use them.
+_NET_TRAINING_KEYS = (
+    "batch max_batches learning_rate learning_rate_min sgdr_cycle sgdr_mult momentum decay subdivisions "
+    "time_steps track augment_speed sequential_subdivisions try_fix_nan weights_reject_freq "
+    "equidistant_point badlabels_rejection_percentage num_sigmas_reject_badlabels ema_alpha "
+    "use_cuda_graph loss_scale dynamic_minibatch optimized_memory workspace_size_limit_MB adam B1 B2 "
+    "eps max_crop min_crop flip blur gaussian_noise mixup cutmix mosaic mosaic_bound contrastive "
+    "contrastive_jit_flip contrastive_color unsupervised label_smooth_eps resize_step attention "
+    "adversarial_lr max_chart_loss angle aspect saturation exposure hue power policy burn_in step "
+    "scale steps scales seq_scales gamma show_receptive_field crop_height crop_width"
+).split()
+
+# Keys parser.c reads for every layer; all are about training except the two
+# that change what is loaded, which darkfold refuses below.
+_COMMON_TRAINING_KEYS = (
+    "clip onlyforward dont_update burnin_update stopbackward train_only_bn learning_rate"
+).split()
+
+# Keys of the detection heads used only by the loss or by training-time tracking.
+_HEAD_TRAINING_KEYS = (
+    "jitter resize focal_loss ignore_thresh truth_thresh iou_thresh random max max_delta "
+    "counters_per_class label_smooth_eps objectness_smooth iou_normalizer obj_normalizer "
+    "cls_normalizer delta_normalizer iou_loss iou_thresh_kind track_history_size sim_thresh "
+    "dets_for_track dets_for_show track_ciou_norm embedding_layer show_details uc_normalizer "
+    "rescore coord_scale object_scale noobject_scale mask_scale class_scale bias_match "
+    "thresh classfix absolute log sqrt forced"
+).split()
+
+# get_activation in Darknet's activations.c; any other name is an error here
+# (Darknet prints a warning and silently uses relu).
+ACTIVATIONS = frozenset(
+    "logistic swish mish hard_mish normalize_channels normalize_channels_softmax "
+    "normalize_channels_softmax_maxval loggy relu relu6 elu selu gelu relie plse hardtan lhtan "
+    "linear ramp revleaky leaky tanh stair".split()
+)
+
+# Darknet layer types darkfold recognises but cannot run or load.
+_UNSUPPORTED = frozenset(
+    "crnn rnn gru lstm conv_lstm history crop local_avg lrn normalization contrastive "
+    "implicit empty silence activation".split()
+)
+
+
+class _Context:
+    """What a parse function may look at: its index, input, and earlier layers."""
+
+    def __init__(self, section, index, input_shape, layers, net):
+        self.section = section
+        self.index = index
+        self.input = input_shape
+        self.layers = layers
+        self.net = net
+
+    def layer(self, output, **fields):
+        return Layer(self.index, self.section.name, self.section, self.input, Shape(*output), **fields)
+
+    def error(self, message, key=None):
+        return CfgError(f"{self.section.where(key)}: layer {self.index} [{self.section.name}]: {message}")
+
+    def resolve(self, key):
+        """Absolute indices of the layers listed in ``key`` (negative = relative)."""
+        indices = []
+        for value in self.section.get_ints(key):
+            absolute = self.index + value if value < 0 else value
+            if not 0 <= absolute < self.index:
+                raise self.error(
+                    f"{key}={value} refers to layer {absolute}, which does not exist "
+                    f"(layers 0 to {self.index - 1} come before this one)",
+                    key,
+                )
+            indices.append(absolute)
+        return indices
+
+    def activation(self, default):
+        name = self.section.get_str("activation", default)
+        if name not in ACTIVATIONS:
+            raise CfgError(
+                f"{self.section.where('activation')}: unknown activation '{name}'; "
+                f"Darknet knows: {', '.join(sorted(ACTIVATIONS))}"
+            )
+        return name
+
+    def refuse(self, *keys):
+        """Options that change the computation in ways darkfold does not implement."""
+        for key in keys:
+            if key in self.section and self.section.get_str(key) not in ("0", "0.0"):
+                raise self.error(f"{key}={self.section.get_str(key)} is not supported by darkfold", key)
+
+    def need_image(self):
+        if min(self.input) <= 0:
+            raise self.error(f"needs an image input, but the layer before outputs {self.input}")
+
+
+def parse_net(section):
+    """Read the [net] section (Darknet's parse_net_options)."""
+    s = section
+    width = s.get_int("width", 0, minimum=0)
+    height = s.get_int("height", 0, minimum=0)
+    channels = s.get_int("channels", 0, minimum=0)
+    if "inputs" in s:
+        inputs = s.get_int("inputs", minimum=1)
+        if not (width and height and channels):
+            width, height, channels = 1, 1, inputs
+    if not (width and height and channels):
+        raise CfgError(f"{s.where()}: [{s.name}] needs width=, height= and channels= (each >= 1)")
+    letter_box = s.get_int("letter_box", 0)
+    s.ignore(*_NET_TRAINING_KEYS)
+    return Net(width, height, channels, letter_box, section)
+
+
+def parse_convolutional(ctx):
+    s = ctx.section
+    ctx.need_image()
+    ctx.refuse("share_index", "antialiasing", "xnor", "binary", "bin_output", "sway", "rotate",
+               "stretch", "stretch_sway", "flipped", "coordconv")
+    filters = s.get_int("filters", 1, minimum=1)
+    groups = s.get_int("groups", 1, minimum=1)
+    size = s.get_int("size", 1, minimum=1)
+    stride = s.get_int("stride", 1, minimum=1)
+    stride_x = s.get_int("stride_x", stride, minimum=1)
+    stride_y = s.get_int("stride_y", stride, minimum=1)
+    dilation = 1 if size == 1 else s.get_int("dilation", 1, minimum=1)
+    s.ignore("dilation")
+    pad = s.get_int("pad", 0)
+    padding = size // 2 if pad else s.get_int("padding", 0, minimum=0)
+    s.ignore("padding")
+    activation = ctx.activation("logistic")
+    batch_normalize = 1 if s.get_int("batch_normalize", 0) or s.get_int("cbn", 0) else 0
+    s.ignore("assisted_excitation", "dot", "angle", "grad_centr", "reverse", "stream", "wait_stream")
+
+    w, h, c = ctx.input
+    if c % groups or filters % groups:
+        raise ctx.error(f"groups={groups} must divide both the input channels ({c}) and filters ({filters})", "groups")
+    # convolutional_layer.c: the output size ignores dilation; the forward
+    # pass pads by padding * dilation, which keeps "same" convolutions same.
+    out_w = (w + 2 * padding - size) // stride_x + 1
+    out_h = (h + 2 * padding - size) // stride_y + 1
+    if out_w < 1 or out_h < 1:
+        raise ctx.error(f"a {size}x{size} kernel does not fit the {w} x {h} input")
+    params = [Param("biases", (filters,))]
+    if batch_normalize:
+        params += [Param(name, (filters,)) for name in ("scales", "rolling_mean", "rolling_variance")]
+    params.append(Param("weights", (filters, c // groups, size, size)))
+    # Darknet: l.bflops = 2 * nweights * out_h * out_w / 1e9 (convolutional_layer.c)
+    bflops = 2.0 * filters * (c // groups) * size * size * out_h * out_w / 1e9
+    options = dict(filters=filters, groups=groups, size=size, stride_x=stride_x, stride_y=stride_y,
+                   dilation=dilation, padding=padding, activation=activation,
+                   batch_normalize=batch_normalize)
+    return ctx.layer((out_w, out_h, filters), params=tuple(params), bflops=bflops, options=options)
+
+
+def parse_connected(ctx):
+    s = ctx.section
+    output = s.get_int("output", 1, minimum=1)
+    activation = ctx.activation("logistic")
+    batch_normalize = s.get_int("batch_normalize", 0)
+    inputs = ctx.input.w * ctx.input.h * ctx.input.c
+    # Darknet stores connected BN statistics after the weights, unlike convolutional.
+    params = [Param("biases", (output,)), Param("weights", (output, inputs))]
+    if batch_normalize:
+        params += [Param(name, (output,)) for name in ("scales", "rolling_mean", "rolling_variance")]
+    options = dict(output=output, activation=activation, batch_normalize=batch_normalize)
+    # connected_layer.c never sets l.bflops, so Darknet's total leaves it out.
+    return ctx.layer((1, 1, output), params=tuple(params), options=options)
+
+
+def parse_local(ctx):
+    s = ctx.section
+    ctx.need_image()
+    filters = s.get_int("filters", 1, minimum=1)
+    size = s.get_int("size", 1, minimum=1)
+    stride = s.get_int("stride", 1, minimum=1)
+    pad = s.get_int("pad", 0)
+    activation = ctx.activation("logistic")
+    w, h, c = ctx.input
+    # local_layer.c: local_out_height() shrinks by size without pad, by 1 with it.
+    out_w = (w - (1 if pad else size)) // stride + 1
+    out_h = (h - (1 if pad else size)) // stride + 1
+    locations = out_w * out_h
+    params = (Param("biases", (out_h, out_w, filters)),
+              Param("weights", (locations, filters, c, size, size)))
+    options = dict(filters=filters, size=size, stride=stride, pad=pad, activation=activation)
+    return ctx.layer((out_w, out_h, filters), params=params, options=options)
+
+
+def _parse_pool(ctx, kind):
+    s = ctx.section
+    ctx.need_image()
+    stride = s.get_int("stride", 1, minimum=1)
+    stride_x = s.get_int("stride_x", stride, minimum=1)
+    stride_y = s.get_int("stride_y", stride, minimum=1)
+    size = s.get_int("size", stride, minimum=1)
+    padding = s.get_int("padding", size - 1, minimum=0)
+    if kind == "maxpool":
+        ctx.refuse("maxpool_depth", "antialiasing")
+        s.ignore("out_channels", "maxpool_zero_nonmax")
+    w, h, c = ctx.input
+    # maxpool_layer.c: out = (in + padding - size) / stride + 1; the window
+    # starts at -padding/2, so the extra padding falls on the right and bottom.
+    out_w = (w + padding - size) // stride_x + 1
+    out_h = (h + padding - size) // stride_y + 1
+    if out_w < 1 or out_h < 1:
+        raise ctx.error(f"a {size}x{size} window does not fit the {w} x {h} input")
+    bflops = size * size * c * out_h * out_w / 1e9
+    options = dict(size=size, stride_x=stride_x, stride_y=stride_y, padding=padding)
+    return ctx.layer((out_w, out_h, c), bflops=bflops, options=options)
+
+
+def parse_maxpool(ctx):
+    return _parse_pool(ctx, "maxpool")
+
+
+def parse_local_avgpool(ctx):
+    return _parse_pool(ctx, "local_avgpool")
+
+
+def parse_avgpool(ctx):
+    ctx.need_image()
+    return ctx.layer((1, 1, ctx.input.c))
+
+
+def parse_route(ctx):
+    s = ctx.section
+    sources = ctx.resolve("layers")
+    groups = s.get_int("groups", 1, minimum=1)
+    group_id = s.get_int("group_id", 0, minimum=0)
+    s.ignore("stream", "wait_stream")
+    if group_id >= groups:
+        raise ctx.error(f"group_id={group_id} must be less than groups={groups}", "group_id")
+    shapes = [ctx.layers[i].output for i in sources]
+    first = shapes[0]
+    for index, shape in zip(sources, shapes):
+        if (shape.w, shape.h) != (first.w, first.h):
+            raise ctx.error(
+                f"layers={s.get_str('layers')}: layer {index} outputs {shape.w} x {shape.h}, "
+                f"layer {sources[0]} outputs {first.w} x {first.h}; route needs equal width and height",
+                "layers",
+            )
+        if shape.c % groups:
+            raise ctx.error(f"groups={groups} does not divide the {shape.c} channels of layer {index}", "groups")
+    channels = sum(shape.c for shape in shapes) // groups
+    options = dict(layers=tuple(sources), groups=groups, group_id=group_id)
+    return ctx.layer((first.w, first.h, channels), sources=tuple(sources), options=options)
+
+
+def parse_shortcut(ctx):
+    s = ctx.section
+    sources = ctx.resolve("from")
+    activation = ctx.activation("linear")
+    weights_type = s.get_str("weights_type", "none",
+                             choices={"none", "per_feature", "per_layer", "per_channel"})
+    weights_normalization = s.get_str("weights_normalization", "none",
+                                      choices={"none", "relu", "avg_relu", "softmax"})
+    # shortcut_cpu adds the channels the two inputs have in common; the output
+    # keeps the shape of the layer before. Darknet also resamples unequal
+    # widths, which no YOLO cfg uses.
+    for index in sources:
+        source = ctx.layers[index].output
+        if (source.w, source.h) != (ctx.input.w, ctx.input.h):
+            raise ctx.error(
+                f"from: layer {index} outputs {source} but the layer before outputs {ctx.input}; "
+                "darkfold supports shortcuts between layers of equal width and height only",
+                "from",
+            )
+    # shortcut_layer.c: one weight per input (per_feature) or per input and channel.
+    inputs = len(sources) + 1
+    params = ()
+    if weights_type in ("per_feature", "per_layer"):
+        params = (Param("weights", (inputs,)),)
+    elif weights_type == "per_channel":
+        params = (Param("weights", (inputs, ctx.input.c)),)
+    w, h, c = ctx.input
+    # shortcut_layer.c: one add per output value and source, twice if weighted.
+    bflops = w * h * c * len(sources) * (2 if params else 1) / 1e9
+    options = dict(activation=activation, weights_type=weights_type,
+                   weights_normalization=weights_normalization)
+    return ctx.layer(ctx.input, sources=tuple(sources), params=params, bflops=bflops, options=options)
+
+
+def parse_scale_channels(ctx):
+    # scale_channels_layer.c: the output has the shape of the `from` layer,
+    # each channel (or, with scale_wh, each position) multiplied by the
+    # matching value of the layer before.
+    s = ctx.section
+    (source,) = ctx.resolve("from")
+    scale_wh = s.get_int("scale_wh", 0)
+    activation = ctx.activation("linear")
+    output = ctx.layers[source].output
+    expected = Shape(output.w, output.h, 1) if scale_wh else Shape(1, 1, output.c)
+    if ctx.input != expected:
+        raise ctx.error(f"the layer before outputs {ctx.input}, but scaling layer {source} "
+                        f"({output}) needs {expected}", "from")
+    options = dict(scale_wh=scale_wh, activation=activation)
+    return ctx.layer(output, sources=(source,), options=options)
+
+
+def parse_sam(ctx):
+    (source,) = ctx.resolve("from")
+    activation = ctx.activation("linear")
+    if ctx.layers[source].output != ctx.input:
+        raise ctx.error(f"from: layer {source} outputs {ctx.layers[source].output}, expected {ctx.input}", "from")
+    return ctx.layer(ctx.input, sources=(source,), options=dict(activation=activation))
+
+
+def parse_upsample(ctx):
+    s = ctx.section
+    ctx.need_image()
+    stride = s.get_int("stride", 2)
+    scale = s.get_float("scale", 1.0)
+    if stride == 0:
+        raise ctx.error("stride=0: expected a non-zero integer", "stride")
+    w, h, c = ctx.input
+    # upsample_layer.c: a negative stride downsamples by -stride.
+    if stride > 0:
+        output = (w * stride, h * stride, c)
+    else:
+        if w % -stride or h % -stride:
+            raise ctx.error(f"stride={stride} does not divide the {w} x {h} input", "stride")
+        output = (w // -stride, h // -stride, c)
+    return ctx.layer(output, options=dict(stride=stride, scale=scale))
+
+
+def _parse_reorg(ctx):
+    s = ctx.section
+    ctx.need_image()
+    stride = s.get_int("stride", 1, minimum=1)
+    reverse = s.get_int("reverse", 0)
+    w, h, c = ctx.input
+    if reverse:
+        if c % (stride * stride):
+            raise ctx.error(f"stride={stride}: {c} channels are not divisible by {stride * stride}", "stride")
+        output = (w * stride, h * stride, c // (stride * stride))
+    else:
+        if w % stride or h % stride:
+            raise ctx.error(f"stride={stride} does not divide the {w} x {h} input", "stride")
+        output = (w // stride, h // stride, c * stride * stride)
+    return ctx.layer(output, options=dict(stride=stride, reverse=reverse))
+
+
+def parse_reorg(ctx):
+    return _parse_reorg(ctx)
+
+
+def parse_reorg3d(ctx):
+    return _parse_reorg(ctx)
+
+
+def _anchors(ctx, count):
+    anchors = ctx.section.get_floats("anchors", [])
+    if len(anchors) < 2 * count:
+        raise ctx.error(f"anchors= has {len(anchors)} values, expected {2 * count} (num={count} pairs)", "anchors")
+    return tuple(zip(anchors[0 : 2 * count : 2], anchors[1 : 2 * count : 2]))
+
+
+def _check_head_input(ctx, per_box, boxes, described):
+    expected = per_box * boxes
+    if ctx.input.c != expected:
+        raise ctx.error(
+            f"the layer before outputs {ctx.input.c} channels, but {described} needs "
+            f"{per_box} x {boxes} = {expected}: set filters={expected} in the [convolutional] "
+            "layer before it"
+        )
+
+
+def _parse_yolo_head(ctx, values_per_box):
+    s = ctx.section
+    ctx.need_image()
+    classes = s.get_int("classes", 20, minimum=1)
+    num = s.get_int("num", 1, minimum=1)
+    mask = s.get_ints("mask", list(range(num)))
+    for index in mask:
+        if not 0 <= index < num:
+            raise ctx.error(f"mask index {index} is outside the {num} anchors (num={num})", "mask")
+    anchors = _anchors(ctx, num)
+    scale_x_y = s.get_float("scale_x_y", 1.0)
+    new_coords = s.get_int("new_coords", 0)
+    nms_kind = s.get_str("nms_kind", "default",
+                         choices={"default", "greedynms", "diounms", "cornersnms"})
+    beta_nms = s.get_float("beta_nms", 0.6)
+    s.ignore(*_HEAD_TRAINING_KEYS, "yolo_point")
+    _check_head_input(ctx, classes + values_per_box, len(mask),
+                      f"classes={classes} with {len(mask)} masked anchors")
+    options = dict(classes=classes, num=num, mask=tuple(mask), anchors=anchors,
+                   scale_x_y=scale_x_y, new_coords=new_coords, nms_kind=nms_kind, beta_nms=beta_nms)
+    return ctx.layer(ctx.input, options=options)
+
+
+def parse_yolo(ctx):
+    return _parse_yolo_head(ctx, 5)
+
+
+def parse_gaussian_yolo(ctx):
+    # Gaussian YOLOv3: x, y, w, h and their four uncertainties, objectness.
+    return _parse_yolo_head(ctx, 9)
+
+
+def parse_region(ctx):
+    s = ctx.section
+    ctx.need_image()
+    coords = s.get_int("coords", 4, minimum=1)
+    classes = s.get_int("classes", 20, minimum=1)
+    num = s.get_int("num", 1, minimum=1)
+    softmax = s.get_int("softmax", 0)
+    anchors = _anchors(ctx, num)
+    tree = s.get_str("tree", "")
+    s.ignore(*_HEAD_TRAINING_KEYS, "map")
+    _check_head_input(ctx, coords + 1 + classes, num, f"coords={coords}, classes={classes}, num={num}")
+    options = dict(coords=coords, classes=classes, num=num, softmax=softmax, anchors=anchors, tree=tree)
+    return ctx.layer(ctx.input, options=options)
+
+
+def parse_detection(ctx):
+    s = ctx.section
+    coords = s.get_int("coords", 1, minimum=1)
+    classes = s.get_int("classes", 1, minimum=1)
+    num = s.get_int("num", 1, minimum=1)
+    side = s.get_int("side", 7, minimum=1)
+    softmax = s.get_int("softmax", 0)
+    s.ignore(*_HEAD_TRAINING_KEYS, "reorg")
+    inputs = ctx.input.w * ctx.input.h * ctx.input.c
+    expected = side * side * ((1 + coords) * num + classes)
+    if inputs != expected:
+        raise ctx.error(f"the layer before outputs {inputs} values, but side={side}, num={num}, "
+                        f"coords={coords}, classes={classes} need {expected}")
+    options = dict(coords=coords, classes=classes, num=num, side=side, softmax=softmax)
+    return ctx.layer(ctx.input, options=options)
+
+
+def parse_dropout(ctx):
+    s = ctx.section
+    probability = s.get_float("probability", 0.2)
+    s.ignore("dropblock", "dropblock_size_rel", "dropblock_size_abs")
+    return ctx.layer(ctx.input, options=dict(probability=probability))
+
+
+def parse_softmax(ctx):
+    s = ctx.section
+    groups = s.get_int("groups", 1, minimum=1)
+    temperature = s.get_float("temperature", 1.0)
+    tree = s.get_str("tree", "")
+    s.ignore("spatial", "noloss")
+    return ctx.layer(ctx.input, options=dict(groups=groups, temperature=temperature, tree=tree))
+
+
+def parse_cost(ctx):
+    s = ctx.section
+    s.get_str("type", "sse", choices={"sse", "masked", "smooth", "L1", "seg", "wgan"})
+    s.ignore("scale", "ratio", "noobject_scale", "thresh")
+    return ctx.layer(ctx.input)
+
+
+def parse_batchnorm(ctx):
+    c = ctx.input.c
+    params = tuple(Param(name, (c,)) for name in ("biases", "scales", "rolling_mean", "rolling_variance"))
+    return ctx.layer(ctx.input, params=params)
+
+
+PARSERS = {
+    "convolutional": parse_convolutional,
+    "conv": parse_convolutional,
+    "connected": parse_connected,
+    "conn": parse_connected,
+    "local": parse_local,
+    "maxpool": parse_maxpool,
+    "max": parse_maxpool,
+    "local_avgpool": parse_local_avgpool,
+    "avgpool": parse_avgpool,
+    "avg": parse_avgpool,
+    "route": parse_route,
+    "shortcut": parse_shortcut,
+    "scale_channels": parse_scale_channels,
+    "sam": parse_sam,
+    "upsample": parse_upsample,
+    "reorg": parse_reorg,
+    "reorg3d": parse_reorg3d,
+    "yolo": parse_yolo,
+    "Gaussian_yolo": parse_gaussian_yolo,
+    "region": parse_region,
+    "detection": parse_detection,
+    "dropout": parse_dropout,
+    "softmax": parse_softmax,
+    "soft": parse_softmax,
+    "cost": parse_cost,
+    "batchnorm": parse_batchnorm,
+}
+
+# Darknet spells some types two ways; darkfold reports the long name.
+_CANONICAL = {"conv": "convolutional", "conn": "connected", "max": "maxpool", "avg": "avgpool",
+              "soft": "softmax"}
+
+
+def build_layers(cfg):
+    """Parse the [net] section and every layer of ``cfg``.
+
+    Returns ``(net, layers, warnings)``, where ``warnings`` lists the options
+    no layer read, each with its file and line (Darknet's "Unused field").
+    """
+    first, *rest = cfg.sections
+    if first.name not in ("net", "network"):
+        raise CfgError(f"{first.where()}: the first section is [{first.name}]; a cfg starts with [net]")
+    net = parse_net(first)
+    layers = []
+    shape = net.input
+    for index, section in enumerate(rest):
+        parser = PARSERS.get(section.name)
+        if parser is None:
+            raise _unknown_type(section, index)
+        ctx = _Context(section, index, shape, layers, net)
+        ctx.refuse("dontload", "dontloadscales")
+        section.ignore(*_COMMON_TRAINING_KEYS)
+        layer = parser(ctx)
+        layer.type = _CANONICAL.get(layer.type, layer.type)
+        layers.append(layer)
+        shape = layer.output
+    if not layers:
+        raise CfgError(f"{cfg.path}: no layers after [{first.name}]")
+    warnings = []
+    for section in cfg.sections:
+        warnings += _check_duplicates(section)
+        warnings += [
+            f"{section.where(option.key)}: unknown key '{option.key}' in [{section.name}] (ignored)"
+            for option in section.unread()
+        ]
+    return net, layers, warnings
+
+
+def _check_duplicates(section):
+    """A repeated key is an error, unless it is one only training reads.
+
+    Several cfgs Darknet ships repeat [net] training keys (batch, momentum);
+    Darknet takes the first, and so does darkfold, with a warning.
+    """
+    warnings = []
+    for option in section.duplicates:
+        first = section.options[option.key]
+        message = (f"{section.path}:{option.line}: duplicate key '{option.key}' in [{section.name}] "
+                   f"(first set on line {first.line})")
+        if not section.is_ignored(option.key):
+            raise CfgError(message)
+        warnings.append(f"{message}; the first is used, as in Darknet")
+    return warnings
+
+
+def _unknown_type(section, index):
+    name = section.name
+    if name in _UNSUPPORTED:
+        return CfgError(f"{section.where()}: layer {index}: layer type [{name}] is not supported by darkfold")
+    known = ", ".join(sorted(n for n in PARSERS if n not in _CANONICAL))
+    return CfgError(f"{section.where()}: layer {index}: unknown layer type [{name}]; darkfold knows: {known}")

@@ -1,0 +1,92 @@
+"""A Darknet model: its cfg, layer specs and parameters."""
+
+import os
+
+from .bundled import DEFAULT_CFG, DEFAULT_WEIGHTS
+from .cfg import read_cfg
+from .errors import DarkfoldError
+from .files import atomic_output
+from .layers import build_layers
+from .weights import read_weights, write_weights
+
+
+class Model:
+    """Layer specs plus parameters, as read from a .cfg and a .weights file.
+
+    ``layers[i]`` describes layer ``i`` (type, shapes, options); ``params[i]``
+    maps its array names (``biases``, ``scales``, ``rolling_mean``,
+    ``rolling_variance``, ``weights``) to float32 numpy arrays, or is ``None``
+    when no weights were loaded for it.
+    """
+
+    def __init__(self, cfg, header=None, params=None):
+        self.cfg = cfg
+        self.net, self.layers, self.warnings = build_layers(cfg)
+        self.header = header
+        self.params = params if params is not None else [None] * len(self.layers)
+        self.folded = ()  # indices of layers whose BatchNorm fold() folded
+
+    def __repr__(self):
+        return f"<darkfold.Model {self.cfg.path}: {len(self.layers)} layers, {self.bflops:.3f} BFLOPs>"
+
+    @property
+    def bflops(self):
+        """Billions of floating point operations per image, as Darknet counts them."""
+        return sum(layer.bflops for layer in self.layers)
+
+    @property
+    def param_count(self):
+        return sum(layer.param_count for layer in self.layers)
+
+    @property
+    def has_weights(self):
+        return self.header is not None
+
+    @property
+    def loaded_layers(self):
+        """How many layers have their parameters (all, unless a partial file was loaded)."""
+        return sum(1 for arrays in self.params if arrays is not None)
+
+    def save(self, cfg_path, weights_path=None):
+        """Write the cfg, and the weights if a path is given.
+
+        Both files are written to temporary names and renamed into place only
+        when both are complete, so a failure leaves no partial output.
+        """
+        if weights_path is not None and not self.has_weights:
+            raise DarkfoldError(f"{self.cfg.path}: this model was loaded without weights; there are none to save")
+        with atomic_output(cfg_path) as cfg_temporary:
+            with open(cfg_temporary, "wb") as file:
+                file.write(self.cfg.text().encode("utf-8"))
+            if weights_path is not None:
+                with atomic_output(weights_path) as weights_temporary:
+                    write_weights(weights_temporary, self.header, self.layers, self.params)
+
+    def fold(self):
+        """Return a new Model with every BatchNorm folded into its layer.
+
+        The original is left unchanged: folded layers get new arrays, and the
+        rest share their (read-only) arrays with it. See ``darkfold.fold``.
+        """
+        from .fold import fold_model
+
+        return fold_model(self)
+
+
+def load(cfg_path=None, weights_path=None, *, partial=False):
+    """Read a Darknet model: ``cfg_path``, and its weights if given.
+
+    With no arguments, loads the bundled COCO YOLOv3-tiny. ``partial=True``
+    accepts a weights file that stops at a layer boundary (a backbone such as
+    ``darknet53.conv.74``); layers past its end get no parameters. Bad input
+    raises ``darkfold.DarkfoldError``.
+    """
+    if cfg_path is None:
+        if weights_path is not None:
+            raise DarkfoldError(f"{weights_path}: weights given without a cfg")
+        cfg_path, weights_path = DEFAULT_CFG, DEFAULT_WEIGHTS
+    cfg = read_cfg(os.fspath(cfg_path))
+    model = Model(cfg)
+    if weights_path is not None:
+        model.header, model.params = read_weights(os.fspath(weights_path), model.layers, partial=partial)
+    return model

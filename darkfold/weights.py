@@ -1,0 +1,198 @@
+"""Read and write Darknet .weights files.
+
+The file is a header followed by each layer's float32 arrays, in cfg order,
+with nothing between them and nothing after them (Darknet's load_weights_upto
+and save_weights_upto in parser.c). The reader memory-maps the file and walks
+it with one offset, checking before every layer that its bytes are there, so a
+file that does not match its cfg fails with the layer and the byte counts.
+"""
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import WeightsError
+from .files import check_readable
+
+_FLOAT = np.dtype("<f4")
+_MAX_VERSION = 65535  # generous: real files say 0.1.0, 0.2.0 or 0.2.5 (transposed: > 1000)
+
+
+@dataclass(frozen=True)
+class Header:
+    major: int
+    minor: int
+    revision: int
+    seen: int  # images seen in training
+
+    @property
+    def seen_is_64bit(self):
+        # parser.c: `seen` became uint64 at version 0.2.
+        return self.major * 10 + self.minor >= 2
+
+    @property
+    def size(self):
+        return 12 + (8 if self.seen_is_64bit else 4)
+
+    @property
+    def transposed(self):
+        """Old files store connected weights as inputs x outputs."""
+        return self.major > 1000 or self.minor > 1000
+
+    def to_bytes(self):
+        version = np.array([self.major, self.minor, self.revision], dtype="<i4").tobytes()
+        seen = np.array([self.seen], dtype="<u8" if self.seen_is_64bit else "<u4").tobytes()
+        return version + seen
+
+    def __str__(self):
+        return f"version {self.major}.{self.minor}.{self.revision}, seen {self.seen} images"
+
+
+def read_header(data, path):
+    """Parse the header at the start of ``data`` (a uint8 array)."""
+    if len(data) < 16:
+        raise WeightsError(f"{path}: {len(data)} bytes is too short for a Darknet weights header (16 or 20 bytes)")
+    major, minor, revision = (int(v) for v in data[:12].view("<i4"))
+    if _looks_like_text(data[:64]):
+        raise WeightsError(f"{path}: this is a text file, not Darknet weights; is it the .cfg given in place of the .weights?")
+    if not all(0 <= v <= _MAX_VERSION for v in (major, minor, revision)):
+        raise WeightsError(
+            f"{path}: bad header: version {major}.{minor}.{revision} is not a Darknet weights version "
+            "(expected small non-negative numbers such as 0.2.0); not a Darknet .weights file?"
+        )
+    header = Header(major, minor, revision, 0)
+    if len(data) < header.size:
+        raise WeightsError(f"{path}: {len(data)} bytes is too short for the {header.size}-byte header of version {major}.{minor}")
+    seen_type = "<u8" if header.seen_is_64bit else "<u4"
+    seen = int(data[12 : header.size].view(seen_type)[0])
+    return Header(major, minor, revision, seen)
+
+
+def _looks_like_text(head):
+    text = bytes(head)
+    return bool(text) and all(32 <= b < 127 or b in b"\t\r\n" for b in text)
+
+
+def read_weights(path, layers, partial=False):
+    """Read the parameters of ``layers`` from the weights file at ``path``.
+
+    Returns ``(header, params)``: ``params[i]`` is a dict from array name to a
+    read-only float32 array (a view into the memory-mapped file) for every
+    layer that stores parameters, else ``{}``. With ``partial=True`` a file
+    that ends at a layer boundary (a backbone such as ``darknet53.conv.74``)
+    is accepted and the layers past its end get ``None``.
+    """
+    check_readable(path, "weights")
+    data = _map(path)
+    header = read_header(data, path)
+    params = []
+    offset = header.size
+    for layer in layers:
+        needed = 4 * layer.param_count
+        if needed and offset == len(data) and partial:
+            params.extend(None for _ in layers[len(params):])
+            break
+        if offset + needed > len(data):
+            raise WeightsError(_short_file_message(path, layers, layer, offset, len(data), header))
+        params.append(_layer_arrays(data, offset, layer, header))
+        offset += needed
+    if offset != len(data):
+        raise WeightsError(_long_file_message(path, layers, offset, len(data), header))
+    return header, params
+
+
+def _map(path):
+    if os.path.getsize(path) == 0:
+        raise WeightsError(f"{path}: the weights file is empty")
+    return np.memmap(path, dtype=np.uint8, mode="r")
+
+
+def _layer_arrays(data, offset, layer, header):
+    arrays = {}
+    for param in layer.params:
+        end = offset + 4 * param.size
+        array = data[offset:end].view(_FLOAT)
+        if layer.type == "connected" and param.name == "weights" and header.transposed:
+            array = array.reshape(param.shape[::-1]).T
+        arrays[param.name] = array.reshape(param.shape)
+        offset = end
+    return arrays
+
+
+def expected_size(layers, header):
+    return header.size + 4 * sum(layer.param_count for layer in layers)
+
+
+def _short_file_message(path, layers, layer, offset, actual, header):
+    expected = expected_size(layers, header)
+    where = f"layer {layer.index} [{layer.type}] ({layer.where}) needs {4 * layer.param_count} bytes from offset {offset}"
+    if offset == actual:
+        earlier = [l for l in layers[: layer.index] if l.params]
+        return (
+            f"{path}: the file ends after layer {layer.index - 1}, but {where}: expected {expected} bytes, "
+            f"file has {actual}. It holds complete weights for the first {len(earlier)} layers with "
+            f"parameters: a partial backbone file (such as darknet53.conv.74) can be loaded with "
+            f"partial=True (--partial); otherwise the download was cut short. {_classes_hint(layers, actual, header)}"
+        ).rstrip()
+    return (
+        f"{path}: truncated: {where}, but only {actual - offset} remain: expected {expected} bytes, "
+        f"file has {actual} ({expected - actual} missing). A truncated download, or weights for a "
+        f"different cfg. {_classes_hint(layers, actual, header)}"
+    ).rstrip()
+
+
+def _long_file_message(path, layers, offset, actual, header):
+    last = max((l for l in layers if l.params), key=lambda l: l.index, default=layers[-1])
+    return (
+        f"{path}: {actual - offset} bytes left over after the last layer with parameters "
+        f"(layer {last.index} [{last.type}], {last.where}): this cfg needs {offset} bytes, file has "
+        f"{actual}. The weights were made for a different cfg (other filters or classes?). "
+        f"{_classes_hint(layers, actual, header)}"
+    ).rstrip()
+
+
+def _classes_hint(layers, actual, header):
+    """Name the classes= the file would fit, when only the heads' size differs.
+
+    The [convolutional] before each [yolo]/[region] layer has filters =
+    boxes * (classes + values per box); the file size is linear in classes.
+    """
+    heads = [l for l in layers if l.type in ("yolo", "region", "Gaussian_yolo")]
+    convs = [layers[h.index - 1] for h in heads if h.index > 0 and layers[h.index - 1].type == "convolutional"]
+    if not heads or len(convs) != len(heads):
+        return ""
+    classes = heads[0].classes
+    if any(h.classes != classes for h in heads):
+        return ""
+    per_class = 0
+    for head, conv in zip(heads, convs):
+        boxes = head.num if head.type == "region" else len(head.mask)
+        per_filter = conv.param_count // conv.filters
+        per_class += 4 * boxes * per_filter
+    surplus = actual - expected_size(layers, header)
+    if surplus % per_class:
+        return ""
+    fit = classes + surplus // per_class
+    if fit < 1 or fit == classes:
+        return ""
+    return (f"The file fits this cfg with classes={fit} instead of {classes} in every "
+            f"[{heads[0].type}] layer (and filters to match in the layer before each).")
+
+
+def write_weights(path, header, layers, params):
+    """Write ``header`` and ``params`` (as read by read_weights) to ``path``.
+
+    Layers whose params are ``None`` (past the end of a partial file) are left
+    out, as Darknet's save_weights_upto does.
+    """
+    with open(path, "wb") as file:
+        file.write(header.to_bytes())
+        for layer, arrays in zip(layers, params):
+            if arrays is None:
+                break
+            for param in layer.params:
+                array = arrays[param.name]
+                if layer.type == "connected" and param.name == "weights" and header.transposed:
+                    array = array.T
+                file.write(np.ascontiguousarray(array, dtype=_FLOAT).data)

@@ -1,0 +1,44 @@
+"""Shared fixtures: paths to the repository's models, cfgs and images."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+import darkfold
+
+REPO = Path(__file__).resolve().parent.parent
+CFG_DIR = REPO / "cfg"
+DATA_DIR = REPO / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_cfg():
+    return Path(darkfold.DEFAULT_CFG)
+
+
+@pytest.fixture(scope="session")
+def tiny_weights():
+    return Path(darkfold.DEFAULT_WEIGHTS)
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    return darkfold.load()
+
+
+def all_cfgs():
+    return sorted(CFG_DIR.glob("*.cfg")) + sorted(CFG_DIR.glob("*/*.cfg"))
+
+
+def write(path, data):
+    """Write text or bytes to ``path`` and return it."""
+    path = Path(path)
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    return path
+
+
+@pytest.fixture
+def tmp_cwd(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
