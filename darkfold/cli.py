@@ -4,6 +4,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 
 from . import __version__, load
@@ -139,8 +140,11 @@ def _output_paths(cfg_path, weights_path, out_dir, force):
                 raise DarkfoldError(f"{output}: output would overwrite the input {source}; choose another -o")
         if os.path.exists(output) and not force:
             raise DarkfoldError(f"{output}: already exists; use --force to replace it")
-    if not os.access(out_dir, os.W_OK):
-        raise DarkfoldError(f"{out_dir}: output folder is not writable")
+    try:
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as error:
+        raise DarkfoldError(f"{out_dir}: output folder is not writable: {error.strerror}") from None
     return outputs
 
 

@@ -1,0 +1,125 @@
+import pytest
+
+from darkfold.cfg import Cfg, read_cfg
+from darkfold.errors import CfgError, DarkfoldError
+
+from conftest import all_cfgs, write
+
+SMALL = """[net]
+# a comment
+width=416 ; inline comment
+height = 416
+channels=3
+
+[convolutional]
+filters=16   # inline
+size=3
+anchors = 10,13,  16,30
+"""
+
+
+def test_sections_options_and_line_numbers_are_kept():
+    cfg = Cfg(SMALL, "small.cfg")
+    net, conv = cfg.sections
+    assert (net.name, net.line, conv.name, conv.line) == ("net", 1, "convolutional", 7)
+    assert net.options["width"].value == "416"
+    assert net.options["height"].line == 4
+    assert conv.get_int("filters") == 16
+    assert conv.get_floats("anchors") == [10, 13, 16, 30]
+    assert conv.where("size") == "small.cfg:9"
+
+
+def test_crlf_and_network_section_name_are_accepted():
+    cfg = Cfg(SMALL.replace("\n", "\r\n").replace("[net]", "[network]"), "crlf.cfg")
+    assert cfg.sections[0].name == "network"
+    assert cfg.sections[1].get_int("filters") == 16
+    assert cfg.text() == SMALL.replace("\n", "\r\n").replace("[net]", "[network]")
+
+
+@pytest.mark.parametrize("path", all_cfgs(), ids=lambda p: p.name)
+def test_every_shipped_cfg_writes_back_byte_for_byte(path):
+    assert read_cfg(path).text().encode() == path.read_bytes()
+
+
+def test_set_changes_only_the_value_and_keeps_the_comment():
+    cfg = Cfg(SMALL, "small.cfg")
+    cfg.set(cfg.sections[1], "filters", 32)
+    assert cfg.lines[7] == "filters=32   # inline\n"
+    assert cfg.text() == SMALL.replace("filters=16", "filters=32")
+    assert Cfg(cfg.text()).sections[1].get_int("filters") == 32
+
+
+def test_duplicate_key_in_a_layer_is_reported_by_build_not_lost():
+    cfg = Cfg("[net]\nwidth=8\n[convolutional]\nfilters=4\nfilters=8\n", "dup.cfg")
+    (duplicate,) = cfg.sections[1].duplicates
+    assert (duplicate.key, duplicate.line) == ("filters", 5)
+    assert cfg.sections[1].get_int("filters") == 4  # Darknet's option_find: first wins
+
+
+@pytest.mark.parametrize(
+    "getter, value, expected",
+    [("get_int", "abc", "expected an integer"), ("get_int", "1.5", "expected an integer"),
+     ("get_float", "x", "expected a number"), ("get_float", "nan", "expected a number"),
+     ("get_ints", "1,,2", "expected a comma-separated list of integers"),
+     ("get_str", "", "expected a value")],
+)
+def test_bad_value_names_file_line_key_and_expected_type(getter, value, expected):
+    cfg = Cfg(f"[net]\nwidth=8\n\n[maxpool]\nsize={value}\n", "bad.cfg")
+    with pytest.raises(CfgError) as error:
+        getattr(cfg.sections[1], getter)("size")
+    assert str(error.value) == f"bad.cfg:5: [maxpool] size={value!r}: {expected}"
+
+
+def test_integer_below_minimum_is_an_error():
+    section = Cfg("[net]\n[convolutional]\nfilters=0\n", "zero.cfg").sections[1]
+    with pytest.raises(CfgError, match=r"zero.cfg:3: \[convolutional\] filters='0': expected an integer >= 1"):
+        section.get_int("filters", 1, minimum=1)
+
+
+def test_missing_required_key_names_the_section():
+    section = Cfg("[net]\n[route]\n", "route.cfg").sections[1]
+    with pytest.raises(CfgError, match=r"route.cfg:2: \[route\] needs 'layers=', which is missing"):
+        section.get_ints("layers")
+
+
+def test_unread_lists_what_no_getter_asked_for():
+    section = Cfg(SMALL, "small.cfg").sections[1]
+    section.get_int("filters")
+    section.ignore("size")
+    assert [o.key for o in section.unread()] == ["anchors"]
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [("width=1\n[net]\n", "x.cfg:1: option 'width=1' comes before the first [section]"),
+     ("[net]\nwidth\n", "x.cfg:2: 'width': expected key=value"),
+     ("[net]\n[convolutional\n", "x.cfg:2: '[convolutional': expected a section header"),
+     ("# only a comment\n", "x.cfg: no sections")],
+)
+def test_malformed_lines_are_errors_with_line_numbers(text, message):
+    with pytest.raises(CfgError) as error:
+        Cfg(text, "x.cfg")
+    assert str(error.value).startswith(message)
+
+
+def test_missing_cfg_file_names_the_path(tmp_path):
+    with pytest.raises(DarkfoldError, match="nope.cfg: cfg file not found"):
+        read_cfg(tmp_path / "nope.cfg")
+
+
+def test_folder_given_as_cfg_is_an_error(tmp_path):
+    with pytest.raises(DarkfoldError, match="is a directory, expected a cfg file"):
+        read_cfg(tmp_path)
+
+
+def test_binary_file_given_as_cfg_suggests_swapped_arguments(tmp_path):
+    path = write(tmp_path / "model.weights", b"\x00\x00\x00\x00\x02\x00\x00\x00\xff\xfe")
+    with pytest.raises(CfgError, match="not a text cfg file .* given in place of the .cfg"):
+        read_cfg(path)
+
+
+def test_without_sections_drops_only_those_sections():
+    cfg = Cfg(SMALL + "\n[maxpool]\nsize=2\n", "small.cfg")
+    trimmed = cfg.without_sections([cfg.sections[1]])
+    assert [s.name for s in trimmed.sections] == ["net", "maxpool"]
+    assert trimmed.text() == SMALL[: SMALL.index("[convolutional]")] + "[maxpool]\nsize=2\n"

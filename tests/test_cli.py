@@ -1,0 +1,134 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import darkfold
+from darkfold.cli import main
+
+from conftest import CFG_DIR, REPO, write
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_info_without_arguments_describes_the_bundled_model(capsys):
+    code, out, err = run(capsys, "info")
+    assert code == 0 and err == ""
+    lines = out.splitlines()
+    assert lines[0] == "   layer   filters  size/strd(dil)      input                output"
+    assert lines[1] == "   0 conv     16       3 x 3/ 1    416 x 416 x   3 ->  416 x 416 x  16 0.150 BF"
+    assert "Total BFLOPS 5.571" in lines
+    assert "Parameters 8,858,734" in lines
+    assert "Weights: version 0.2.0, seen 32013312 images" in lines
+
+
+def test_info_json_lists_layers_totals_and_header(capsys):
+    code, out, _ = run(capsys, "info", "--json")
+    summary = json.loads(out)
+    assert code == 0
+    assert summary["layers"][0] == {"index": 0, "type": "convolutional", "input": [416, 416, 3],
+                                    "output": [416, 416, 16], "bflops": 0.15, "params": 496}
+    assert summary["bflops"] == 5.571 and summary["params"] == 8858734
+    assert summary["weights"]["seen"] == 32013312
+
+
+def test_info_on_a_cfg_alone_prints_no_weights_line(capsys):
+    code, out, _ = run(capsys, "info", CFG_DIR / "yolov4.cfg")
+    assert code == 0 and "Total BFLOPS 128.459" in out and "Weights:" not in out
+
+
+def test_info_prints_unknown_keys_as_warnings(capsys, tmp_path):
+    cfg = write(tmp_path / "typo.cfg", "[net]\nwidth=8\nheight=8\nchannels=3\n[convolutional]\nfliters=4\n")
+    code, _, err = run(capsys, "info", cfg)
+    assert code == 0
+    assert err == f"darkfold: warning: {cfg}:6: unknown key 'fliters' in [convolutional] (ignored)\n"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["info", "missing.cfg"], "missing.cfg: cfg file not found"),
+    (["info", CFG_DIR / "yolov3.cfg", darkfold.DEFAULT_WEIGHTS], "truncated: layer 48 [convolutional]"),
+    (["convert", CFG_DIR / "yolov3.cfg"], "convert needs the weights too"),
+])
+def test_errors_are_one_line_on_stderr_with_exit_code_1(capsys, argv, message):
+    code, out, err = run(capsys, *argv)
+    assert code == 1 and out == ""
+    assert err.startswith("darkfold: error: ") and message in err and err.count("\n") == 1
+
+
+def test_wrong_argument_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["info", "--colour"])
+    assert exit_.value.code == 2
+    assert "unrecognized arguments: --colour" in capsys.readouterr().err
+
+
+def test_help_shows_examples(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "examples:" in out and "darkfold convert yolov4.cfg yolov4.weights -o out/" in out
+
+
+def test_convert_writes_folded_pair_and_summary(capsys, tmp_path):
+    code, out, _ = run(capsys, "convert", "-o", tmp_path)
+    assert code == 0
+    assert sorted(os.listdir(tmp_path)) == ["yolov3-tiny-folded.cfg", "yolov3-tiny-folded.weights"]
+    assert "folded 11 of 11 BatchNorm layers" in out and "(38,208 fewer)" in out
+    folded = darkfold.load(tmp_path / "yolov3-tiny-folded.cfg", tmp_path / "yolov3-tiny-folded.weights")
+    assert not any(getattr(layer, "batch_normalize", 0) for layer in folded.layers)
+
+
+def test_convert_refuses_to_replace_outputs_without_force(capsys, tmp_path):
+    assert run(capsys, "convert", "-o", tmp_path)[0] == 0
+    before = (tmp_path / "yolov3-tiny-folded.weights").stat().st_mtime_ns
+    code, _, err = run(capsys, "convert", "-o", tmp_path)
+    assert code == 1 and "yolov3-tiny-folded.cfg: already exists; use --force" in err
+    assert (tmp_path / "yolov3-tiny-folded.weights").stat().st_mtime_ns == before
+    assert run(capsys, "convert", "-o", tmp_path, "--force")[0] == 0
+
+
+def test_convert_never_overwrites_an_input(capsys, tmp_path, tiny_cfg, tiny_weights):
+    # An input whose name is what convert would write: x.cfg + x-folded.cfg given as weights.
+    cfg = write(tmp_path / "x.cfg", tiny_cfg.read_text())
+    weights = write(tmp_path / "x-folded.cfg", tiny_weights.read_bytes())
+    code, _, err = run(capsys, "convert", cfg, weights, "-o", tmp_path, "--force")
+    assert code == 1 and "output would overwrite the input" in err
+    assert weights.read_bytes() == tiny_weights.read_bytes()
+
+
+def test_convert_of_bad_weights_leaves_no_file_behind(capsys, tmp_path, tiny_cfg, tiny_weights):
+    cut = write(tmp_path / "cut.weights", tiny_weights.read_bytes()[:-100])
+    out_dir = tmp_path / "out"
+    code, _, err = run(capsys, "convert", tiny_cfg, cut, "-o", out_dir)
+    assert code == 1 and "truncated" in err
+    assert os.listdir(out_dir) == []
+
+
+def test_convert_to_an_unwritable_folder_is_one_clear_error(capsys, tmp_path):
+    if os.geteuid() == 0:
+        folder = "/sys/kernel"  # root may write anywhere mode bits allow; sysfs refuses new files
+    else:
+        folder = tmp_path / "locked"
+        folder.mkdir(mode=0o500)
+    code, _, err = run(capsys, "convert", "-o", folder)
+    assert code == 1 and err.startswith(f"darkfold: error: {folder}") and err.count("\n") == 1
+    assert not any(name.startswith(".darkfold-") for name in os.listdir(folder))
+
+
+def test_output_folder_that_is_a_file_is_an_error(capsys, tmp_path):
+    code, _, err = run(capsys, "convert", "-o", write(tmp_path / "f", "x"))
+    assert code == 1 and "output folder is a file" in err
+
+
+def test_module_entry_point_prints_errors_without_traceback(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "darkfold", "info", tmp_path / "none.cfg"],
+                            capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 1
+    assert result.stderr == f"darkfold: error: {tmp_path / 'none.cfg'}: cfg file not found\n"
+    assert "Traceback" not in result.stderr

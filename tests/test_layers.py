@@ -1,0 +1,179 @@
+import pytest
+
+from darkfold.cfg import Cfg, read_cfg
+from darkfold.errors import CfgError
+from darkfold.layers import Param, Shape, build_layers
+
+from conftest import CFG_DIR, all_cfgs
+
+
+def build(text, path="t.cfg"):
+    return build_layers(Cfg(text, path))
+
+
+NET = "[net]\nwidth=32\nheight=32\nchannels=3\n"
+
+
+@pytest.mark.parametrize("path", all_cfgs(), ids=lambda p: p.name)
+def test_every_shipped_cfg_infers_shapes(path):
+    net, layers, _ = build_layers(read_cfg(path))
+    assert layers and all(min(layer.output) >= 1 for layer in layers)
+
+
+@pytest.mark.parametrize("name, expected", [("yolov3-tiny.cfg", 5.571), ("yolov2.cfg", 29.475),
+                                            ("yolov4.cfg", 128.459)])
+def test_total_bflops_match_what_darknet_prints(name, expected):
+    _, layers, _ = build_layers(read_cfg(CFG_DIR / name))
+    assert sum(layer.bflops for layer in layers) == pytest.approx(expected, rel=1e-3)
+    assert round(sum(layer.bflops for layer in layers), 3) == expected
+
+
+def test_yolov3_tiny_shapes_follow_darknet():
+    _, layers, _ = build_layers(read_cfg(CFG_DIR / "yolov3-tiny.cfg"))
+    assert layers[0].output == Shape(416, 416, 16)
+    assert layers[11].type == "maxpool" and layers[11].output == Shape(13, 13, 512)  # size 2, stride 1
+    assert layers[16].type == "yolo" and layers[16].mask == (3, 4, 5)
+    assert layers[20].sources == (19, 8) and layers[20].output == Shape(26, 26, 384)
+    assert layers[19].output == Shape(26, 26, 128)
+
+
+def test_convolution_params_are_listed_in_weights_file_order():
+    _, (conv,), _ = build(NET + "[convolutional]\nbatch_normalize=1\nfilters=8\nsize=3\npad=1\ngroups=1\n")
+    assert conv.params == (Param("biases", (8,)), Param("scales", (8,)), Param("rolling_mean", (8,)),
+                           Param("rolling_variance", (8,)), Param("weights", (8, 3, 3, 3)))
+    assert conv.output == Shape(32, 32, 8)
+
+
+def test_connected_stores_batchnorm_after_weights():
+    _, (_, fc), _ = build(NET + "[maxpool]\nsize=4\nstride=4\n[connected]\noutput=10\nbatch_normalize=1\n")
+    assert [p.name for p in fc.params] == ["biases", "weights", "scales", "rolling_mean", "rolling_variance"]
+    assert fc.params[1].shape == (10, 8 * 8 * 3)
+
+
+def test_grouped_convolution_weights_have_input_channels_per_group():
+    _, (_, conv), _ = build(NET + "[convolutional]\nfilters=8\nsize=1\n[convolutional]\nfilters=8\ngroups=4\nsize=3\n")
+    assert conv.params[-1].shape == (8, 2, 3, 3)
+    assert conv.bflops == pytest.approx(2 * 8 * 2 * 9 * 30 * 30 / 1e9)
+
+
+def test_convolution_without_activation_is_logistic_as_in_darknet():
+    _, (conv,), _ = build(NET + "[convolutional]\nfilters=4\n")
+    assert conv.activation == "logistic"
+
+
+def test_dilation_does_not_change_darknet_output_size():
+    _, (conv,), _ = build(NET + "[convolutional]\nfilters=4\nsize=3\npad=1\ndilation=2\n")
+    assert conv.output == Shape(32, 32, 4) and conv.dilation == 2
+
+
+def test_maxpool_with_stride_one_pads_right_and_bottom():
+    _, (pool,), _ = build(NET + "[maxpool]\nsize=2\nstride=1\n")
+    assert pool.output == Shape(32, 32, 3) and pool.padding == 1
+
+
+@pytest.mark.parametrize("stride, expected", [(2, Shape(64, 64, 3)), (-2, Shape(16, 16, 3))])
+def test_upsample_negative_stride_downsamples(stride, expected):
+    _, (layer,), _ = build(NET + f"[upsample]\nstride={stride}\n")
+    assert layer.output == expected
+
+
+def test_reorg_moves_space_into_channels():
+    _, (layer,), _ = build(NET + "[reorg]\nstride=2\n")
+    assert layer.output == Shape(16, 16, 12)
+
+
+def test_reverse_reorg_needs_channels_divisible_by_stride_squared():
+    with pytest.raises(CfgError, match="3 channels are not divisible by 4"):
+        build(NET + "[reorg]\nstride=2\nreverse=1\n")
+
+
+def test_route_groups_take_a_channel_slice():
+    _, layers, _ = build(NET + "[convolutional]\nfilters=8\n[route]\nlayers=-1\ngroups=2\ngroup_id=1\n")
+    assert layers[1].output == Shape(32, 32, 4)
+
+
+def test_shortcut_keeps_the_shape_of_the_layer_before():
+    _, layers, _ = build(NET + "[convolutional]\nfilters=8\n[convolutional]\nfilters=4\n[shortcut]\nfrom=-2\n")
+    assert layers[2].output == Shape(32, 32, 4) and layers[2].sources == (0,)
+    assert layers[2].bflops == pytest.approx(32 * 32 * 4 / 1e9)
+
+
+def test_scale_channels_outputs_the_shape_of_its_source():
+    text = NET + "[convolutional]\nfilters=8\n[avgpool]\n[convolutional]\nfilters=8\nsize=1\n[scale_channels]\nfrom=-3\n"
+    _, layers, _ = build(text)
+    assert layers[3].output == Shape(32, 32, 8)
+
+
+def test_route_to_a_layer_that_does_not_exist_names_the_line():
+    with pytest.raises(CfgError) as error:
+        build(NET + "[convolutional]\nfilters=4\n[route]\nlayers=-1, 5\n")
+    assert str(error.value) == ("t.cfg:8: layer 1 [route]: layers=5 refers to layer 5, which does not exist "
+                                "(layers 0 to 0 come before this one)")
+
+
+def test_route_of_unequal_sizes_is_an_error():
+    with pytest.raises(CfgError, match="route needs equal width and height"):
+        build(NET + "[convolutional]\nfilters=4\n[maxpool]\nsize=2\nstride=2\n[route]\nlayers=-1,-2\n")
+
+
+def test_unknown_layer_type_names_file_line_and_type():
+    with pytest.raises(CfgError, match=r"t.cfg:5: layer 0: unknown layer type \[convolution\]; darkfold knows: "):
+        build(NET + "[convolution]\nfilters=4\n")
+
+
+def test_darknet_layer_type_darkfold_cannot_run_is_refused():
+    with pytest.raises(CfgError, match=r"t.cfg:5: layer 0: layer type \[lstm\] is not supported by darkfold"):
+        build(NET + "[lstm]\noutput=4\n")
+
+
+def test_option_that_changes_the_computation_is_refused():
+    with pytest.raises(CfgError, match=r"t.cfg:7: layer 0 \[convolutional\]: xnor=1 is not supported"):
+        build(NET + "[convolutional]\nfilters=4\nxnor=1\n")
+
+
+def test_unknown_activation_is_an_error_not_relu():
+    with pytest.raises(CfgError, match="t.cfg:6: unknown activation 'leakyy'"):
+        build(NET + "[convolutional]\nactivation=leakyy\n")
+
+
+def test_unknown_key_is_a_warning_with_its_line():
+    _, _, warnings = build(NET + "[convolutional]\nfilters=4\nfliters=8\n")
+    assert warnings == ["t.cfg:7: unknown key 'fliters' in [convolutional] (ignored)"]
+
+
+def test_duplicate_key_in_a_layer_is_an_error():
+    with pytest.raises(CfgError, match=r"t.cfg:7: duplicate key 'filters' in \[convolutional\] \(first set on line 6\)"):
+        build(NET + "[convolutional]\nfilters=4\nfilters=8\n")
+
+
+def test_duplicate_training_key_in_net_is_a_warning_first_wins():
+    _, _, warnings = build(NET + "batch=1\nbatch=64\n[convolutional]\nfilters=4\n")
+    assert warnings == ["t.cfg:6: duplicate key 'batch' in [net] (first set on line 5); "
+                        "the first is used, as in Darknet"]
+
+
+def test_yolo_head_that_does_not_match_filters_says_what_to_set():
+    text = NET + "[convolutional]\nfilters=255\nsize=1\n[yolo]\nmask=0,1,2\nanchors=1,2,3,4,5,6\nnum=3\nclasses=20\n"
+    with pytest.raises(CfgError, match=r"needs 25 x 3 = 75: set filters=75"):
+        build(text)
+
+
+def test_yolo_mask_outside_the_anchors_is_an_error():
+    text = NET + "[convolutional]\nfilters=18\nsize=1\n[yolo]\nmask=3,4,5\nanchors=1,2,3,4,5,6\nnum=3\nclasses=1\n"
+    with pytest.raises(CfgError, match="mask index 3 is outside the 3 anchors"):
+        build(text)
+
+
+def test_first_section_must_be_net():
+    with pytest.raises(CfgError, match=r"t.cfg:1: the first section is \[convolutional\]"):
+        build("[convolutional]\nfilters=4\n")
+
+
+def test_net_without_input_size_is_an_error():
+    with pytest.raises(CfgError, match="needs width=, height= and channels="):
+        build("[net]\nwidth=32\n[convolutional]\n")
+
+
+def test_kernel_larger_than_input_is_an_error():
+    with pytest.raises(CfgError, match="a 5x5 kernel does not fit the 4 x 4 input"):
+        build("[net]\nwidth=4\nheight=4\nchannels=1\n[convolutional]\nsize=5\n")
