@@ -16,6 +16,7 @@ section removed, with later layer references renumbered.
 
 import numpy as np
 
+from .errors import DarkfoldError
 from .kernels import fold_batchnorm
 
 # Darknet (AlexeyAB) fuse_conv_batchnorm: sqrt(rolling_variance + .00001).
@@ -43,7 +44,7 @@ def fold_model(model):
     from .model import Model
 
     if not model.has_weights:
-        raise ValueError("fold needs a model loaded with weights")
+        raise DarkfoldError(f"{model.cfg.path}: fold needs the weights; load the model with its .weights file")
     cfg = model.cfg.copy()
     sections = cfg.sections[1:]  # sections[i] is layer i in the copy
     params = list(model.params)

@@ -1,6 +1,5 @@
 """Shared fixtures: paths to the repository's models, cfgs and images."""
 
-import os
 from pathlib import Path
 
 import pytest

@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+
+import darkfold
+
+from conftest import CFG_DIR, write
+
+
+def test_load_without_arguments_is_the_bundled_yolov3_tiny(tiny_model):
+    assert len(tiny_model.layers) == 24 and tiny_model.has_weights
+    assert round(tiny_model.bflops, 3) == 5.571 and tiny_model.param_count == 8858734
+
+
+def test_options_are_attributes_of_a_layer(tiny_model):
+    conv = tiny_model.layers[0]
+    assert (conv.filters, conv.size, conv.activation, conv.batch_normalize) == (16, 3, "leaky", 1)
+    with pytest.raises(AttributeError):
+        conv.no_such_option
+
+
+def test_fold_returns_a_new_model_and_leaves_the_original_alone(tiny_model):
+    before = {name: array.copy() for name, array in tiny_model.params[0].items()}
+    folded = tiny_model.fold()
+    assert folded is not tiny_model and folded.folded == (0, 2, 4, 6, 8, 10, 12, 13, 14, 18, 21)
+    assert set(folded.params[0]) == {"biases", "weights"}
+    assert all(np.array_equal(tiny_model.params[0][n], a) for n, a in before.items())
+    assert tiny_model.layers[0].batch_normalize == 1 and folded.layers[0].batch_normalize == 0
+    # layers without BatchNorm share their arrays with the original
+    assert folded.params[15]["weights"] is tiny_model.params[15]["weights"]
+
+
+def test_fold_without_weights_is_an_error():
+    with pytest.raises(darkfold.DarkfoldError, match="fold needs the weights"):
+        darkfold.load(CFG_DIR / "yolov3-tiny.cfg").fold()
+
+
+def test_save_without_weights_writes_the_cfg_only(tmp_path):
+    model = darkfold.load(CFG_DIR / "yolov3-tiny.cfg")
+    model.save(tmp_path / "only.cfg")
+    assert (tmp_path / "only.cfg").read_bytes() == (CFG_DIR / "yolov3-tiny.cfg").read_bytes()
+    with pytest.raises(darkfold.DarkfoldError, match="loaded without weights"):
+        model.save(tmp_path / "a.cfg", tmp_path / "a.weights")
+
+
+def test_failed_save_leaves_neither_file(tiny_model, tmp_path):
+    (tmp_path / "taken").mkdir()  # a folder where the weights should go: the rename fails
+    with pytest.raises(darkfold.DarkfoldError, match="cannot write"):
+        tiny_model.save(tmp_path / "out.cfg", tmp_path / "taken")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
+def test_weights_given_without_cfg_is_an_error():
+    with pytest.raises(darkfold.DarkfoldError, match="weights given without a cfg"):
+        darkfold.load(None, "x.weights")
+
+
+def test_model_warnings_list_unknown_keys(tmp_path):
+    cfg = write(tmp_path / "w.cfg", "[net]\nwidth=8\nheight=8\nchannels=1\nfoo=1\n[maxpool]\n")
+    assert darkfold.load(cfg).warnings == [f"{cfg}:5: unknown key 'foo' in [net] (ignored)"]
