@@ -150,15 +150,21 @@ def _to_float(text):
 class Cfg:
     """A parsed cfg: its lines as written, and the sections read from them."""
 
-    def __init__(self, text, path="<cfg>"):
+    def __init__(self, text, path="<cfg>", encoding="utf-8"):
         self.path = str(path)
-        self.lines = text.splitlines(keepends=True)
+        self.encoding = encoding
+        # A byte-order mark (Windows editors add one) is kept for writing back.
+        self.bom = "\ufeff" if text.startswith("\ufeff") else ""
+        self.lines = text[len(self.bom):].splitlines(keepends=True)
         self.sections = _parse_sections(self.lines, self.path)
         if not self.sections:
             raise CfgError(f"{self.path}: no sections; a cfg starts with [net]")
 
     def text(self):
-        return "".join(self.lines)
+        return self.bom + "".join(self.lines)
+
+    def to_bytes(self):
+        return self.text().encode(self.encoding)
 
     def set(self, section, key, value):
         """Change the value of an existing option, keeping the rest of its line."""
@@ -176,10 +182,10 @@ class Cfg:
         for section, start, end in zip(self.sections, starts, starts[1:]):
             if id(section) not in drop:
                 kept.extend(self.lines[start - 1 : end - 1])
-        return Cfg("".join(kept), self.path)
+        return Cfg(self.bom + "".join(kept), self.path, self.encoding)
 
     def copy(self, path=None):
-        return Cfg(self.text(), self.path if path is None else path)
+        return Cfg(self.text(), self.path if path is None else path, self.encoding)
 
 
 def _parse_sections(lines, path):
@@ -231,11 +237,14 @@ def _cut_comment(text):
 def read_cfg(path):
     """Parse the cfg file at ``path``."""
     data = read_bytes(path, "cfg")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
+    if b"\0" in data[:4096]:
+        offset = data.index(b"\0")
         raise CfgError(
-            f"{path}: not a text cfg file (byte {data[error.start]:#04x} at offset {error.start}); "
+            f"{path}: not a text cfg file (a zero byte at offset {offset}); "
             "is it a .weights file given in place of the .cfg?"
-        ) from None
-    return Cfg(text, os.fspath(path))
+        )
+    try:
+        return Cfg(data.decode("utf-8"), os.fspath(path))
+    except UnicodeDecodeError:
+        # Darknet reads bytes; a comment in a legacy encoding is no error.
+        return Cfg(data.decode("latin-1"), os.fspath(path), "latin-1")

@@ -57,7 +57,7 @@ class Model:
             raise DarkfoldError(f"{self.cfg.path}: this model was loaded without weights; there are none to save")
         with atomic_output(cfg_path) as cfg_temporary:
             with open(cfg_temporary, "wb") as file:
-                file.write(self.cfg.text().encode("utf-8"))
+                file.write(self.cfg.to_bytes())
             if weights_path is not None:
                 with atomic_output(weights_path) as weights_temporary:
                     write_weights(weights_temporary, self.header, self.layers, self.params)

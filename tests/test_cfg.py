@@ -118,6 +118,16 @@ def test_binary_file_given_as_cfg_suggests_swapped_arguments(tmp_path):
         read_cfg(path)
 
 
+@pytest.mark.parametrize("data", ["\ufeff[net]\r\nwidth=8\r\n".encode("utf-8"),
+                                  "[net]\n# Gr\xf6\xdfe\nwidth=8\n".encode("latin-1")],
+                         ids=["utf-8 with BOM", "latin-1 comment"])
+def test_byte_order_mark_and_legacy_encodings_read_and_write_back(tmp_path, data):
+    cfg = read_cfg(write(tmp_path / "x.cfg", data))
+    assert cfg.sections[0].name == "net" and cfg.sections[0].get_int("width") == 8
+    assert cfg.to_bytes() == data
+    assert cfg.copy().to_bytes() == data
+
+
 def test_without_sections_drops_only_those_sections():
     cfg = Cfg(SMALL + "\n[maxpool]\nsize=2\n", "small.cfg")
     trimmed = cfg.without_sections([cfg.sections[1]])
