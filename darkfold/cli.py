@@ -33,6 +33,10 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("darkfold: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `darkfold info | head`: the reader left; stay quiet like other Unix tools.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 def _parser():

@@ -41,7 +41,7 @@ def layer_table(model):
     lines = [_HEADER]
     for layer in model.layers:
         # A route has no single input; Darknet leaves the column blank.
-        source = " " * 18 if layer.type == "route" else _shape(layer.input)
+        source = " " * len(_shape(layer.input)) if layer.type == "route" else _shape(layer.input)
         columns = "%4d %-29s%s -> %s" % (layer.index, _describe(layer), source, _shape(layer.output))
         if layer.bflops:
             columns += " %5.3f BF" % layer.bflops

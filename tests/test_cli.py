@@ -23,6 +23,8 @@ def test_info_without_arguments_describes_the_bundled_model(capsys):
     lines = out.splitlines()
     assert lines[0] == "   layer   filters  size/strd(dil)      input                output"
     assert lines[1] == "   0 conv     16       3 x 3/ 1    416 x 416 x   3 ->  416 x 416 x  16 0.150 BF"
+    assert lines[18] == "  17 route 13" + " " * 38 + "->   13 x  13 x 256"  # input column blank
+    assert lines[20] == "  19 upsample                 2x    13 x  13 x 128 ->   26 x  26 x 128"
     assert "Total BFLOPS 5.571" in lines
     assert "Parameters 8,858,734" in lines
     assert "Weights: version 0.2.0, seen 32013312 images" in lines
