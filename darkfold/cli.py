@@ -51,9 +51,9 @@ def _parser():
 
     info = commands.add_parser(
         "info", help="print a model's layer table, BFLOPs and parameter count",
-        description="Print the layer table Darknet prints when it loads CFG: shapes, BFLOPs per layer, "
-                    "totals, and the weights header when WEIGHTS is given. Without CFG, describes "
-                    "the bundled YOLOv3-tiny.",
+        description="Print the layer table Darknet prints when it loads CFG: shapes, BFLOPs per\n"
+                    "layer, totals, and the weights header when WEIGHTS is given (every byte of\n"
+                    "WEIGHTS is checked against CFG). Without CFG, describes the bundled YOLOv3-tiny.",
         epilog="examples:\n  darkfold info\n  darkfold info yolov3.cfg yolov3.weights\n  darkfold info yolov4.cfg --json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -66,10 +66,10 @@ def _parser():
 
     convert = commands.add_parser(
         "convert", help="fold BatchNorm and write the folded .cfg and .weights",
-        description="Fold every BatchNorm of the model into the layer before it and write "
-                    "<cfg stem>-folded.cfg and <weights stem>-folded.weights to OUT_DIR. Inputs are never "
-                    "overwritten; existing outputs only with --force. Without CFG and WEIGHTS, converts "
-                    "the bundled YOLOv3-tiny.",
+        description="Fold every BatchNorm of the model into the layer before it and write\n"
+                    "<cfg stem>-folded.cfg and <weights stem>-folded.weights to OUT_DIR.\n"
+                    "Inputs are never overwritten; existing outputs only with --force.\n"
+                    "Without CFG and WEIGHTS, converts the bundled YOLOv3-tiny.",
         epilog="examples:\n  darkfold convert yolov4.cfg yolov4.weights\n"
                "  darkfold convert yolov4.cfg yolov4.weights -o models/ --force",
         formatter_class=argparse.RawDescriptionHelpFormatter,
