@@ -6,6 +6,7 @@ Callers check shapes and dtypes before calling; a kernel never validates.
 import math
 
 import numba
+import numpy as np
 
 
 @numba.njit(cache=True, parallel=True)
@@ -19,8 +20,10 @@ def fold_batchnorm(weights, biases, scales, rolling_mean, rolling_variance, eps,
     """
     filters, k = weights.shape
     for f in numba.prange(filters):
-        root = math.sqrt(float(rolling_variance[f]) + eps)
-        factor = float(scales[f]) / root
-        out_biases[f] = float(biases[f]) - float(scales[f]) * float(rolling_mean[f]) / root
+        # np.float64, not float(): numba keeps float(float32) in single precision.
+        scale = np.float64(scales[f])
+        root = math.sqrt(np.float64(rolling_variance[f]) + eps)
+        factor = scale / root
+        out_biases[f] = np.float64(biases[f]) - scale * np.float64(rolling_mean[f]) / root
         for i in range(k):
-            out_weights[f, i] = float(weights[f, i]) * factor
+            out_weights[f, i] = np.float64(weights[f, i]) * factor
