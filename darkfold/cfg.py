@@ -175,13 +175,18 @@ class Cfg:
         option.value = str(value)
 
     def without_sections(self, drop):
-        """A new Cfg with the given sections' lines removed (comments after them too)."""
-        drop = {id(s) for s in drop}
-        starts = [s.line for s in self.sections] + [len(self.lines) + 1]
-        kept = list(self.lines[: starts[0] - 1])
-        for section, start, end in zip(self.sections, starts, starts[1:]):
-            if id(section) not in drop:
-                kept.extend(self.lines[start - 1 : end - 1])
+        """A new Cfg without the given sections: from each header to its last option.
+
+        The blank lines right after it go too; a comment after it stays, since
+        it usually introduces the next section.
+        """
+        dropped = set()
+        for section in drop:
+            last = max([section.line] + [o.line for o in [*section.options.values(), *section.duplicates]])
+            while last < len(self.lines) and not self.lines[last].strip():
+                last += 1
+            dropped.update(range(section.line, last + 1))
+        kept = [line for number, line in enumerate(self.lines, start=1) if number not in dropped]
         return Cfg(self.bom + "".join(kept), self.path, self.encoding)
 
     def copy(self, path=None):

@@ -128,8 +128,8 @@ def test_byte_order_mark_and_legacy_encodings_read_and_write_back(tmp_path, data
     assert cfg.copy().to_bytes() == data
 
 
-def test_without_sections_drops_only_those_sections():
-    cfg = Cfg(SMALL + "\n[maxpool]\nsize=2\n", "small.cfg")
+def test_without_sections_drops_only_those_sections_and_keeps_the_next_comment():
+    cfg = Cfg(SMALL + "\n# pooling\n[maxpool]\nsize=2\n", "small.cfg")
     trimmed = cfg.without_sections([cfg.sections[1]])
     assert [s.name for s in trimmed.sections] == ["net", "maxpool"]
-    assert trimmed.text() == SMALL[: SMALL.index("[convolutional]")] + "[maxpool]\nsize=2\n"
+    assert trimmed.text() == SMALL[: SMALL.index("[convolutional]")] + "# pooling\n[maxpool]\nsize=2\n"
