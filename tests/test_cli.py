@@ -63,6 +63,34 @@ def test_errors_are_one_line_on_stderr_with_exit_code_1(capsys, argv, message):
     assert err.startswith("darkfold: error: ") and message in err and err.count("\n") == 1
 
 
+NET = "[net]\nwidth=32\nheight=32\nchannels=3\n"
+BAD_CFGS = {
+    "unknown layer type": (NET + "[convolution]\nfilters=4\n", "bad.cfg:5: layer 0: unknown layer type [convolution]"),
+    "bad value": (NET + "[convolutional]\nfilters=four\n", "bad.cfg:6: [convolutional] filters='four': expected an integer"),
+    "duplicate key": (NET + "[maxpool]\nsize=2\nsize=3\n", "bad.cfg:7: duplicate key 'size' in [maxpool]"),
+    "route to nothing": (NET + "[maxpool]\n[route]\nlayers=-3\n", "bad.cfg:7: layer 1 [route]: layers=-3 refers to layer -2"),
+}
+
+
+@pytest.mark.parametrize("kind", BAD_CFGS)
+def test_each_bad_cfg_is_one_message_naming_file_and_line(capsys, tmp_path, kind):
+    text, message = BAD_CFGS[kind]
+    code, out, err = run(capsys, "info", write(tmp_path / "bad.cfg", text))
+    assert code == 1 and out == ""
+    assert err.startswith(f"darkfold: error: {tmp_path}/{message}") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("kind, cut, message", [
+    ("truncated", slice(0, -4), "truncated: layer 22 [convolutional]"),
+    ("oversized", slice(0, None), "4 bytes left over after the last layer with parameters"),
+    ("bad header", slice(20, None), "bad header: version"),
+])
+def test_each_bad_weights_file_is_one_message(capsys, tmp_path, tiny_cfg, tiny_weights, kind, cut, message):
+    data = tiny_weights.read_bytes()[cut] + (b"\0" * 4 if kind == "oversized" else b"")
+    code, out, err = run(capsys, "info", tiny_cfg, write(tmp_path / "w.weights", data))
+    assert code == 1 and out == "" and message in err and err.count("\n") == 1
+
+
 def test_wrong_argument_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["info", "--colour"])
