@@ -9,7 +9,9 @@ import numba
 import numpy as np
 
 
-@numba.njit(cache=True, parallel=True)
+# Serial on purpose: the fold is bound by memory bandwidth, a second thread
+# gains little, and a parallel region stalls badly when the CPUs are shared.
+@numba.njit(cache=True)
 def fold_batchnorm(weights, biases, scales, rolling_mean, rolling_variance, eps, out_weights, out_biases):
     """Fold inference-time BatchNorm into the preceding linear map, per output filter.
 
@@ -19,7 +21,7 @@ def fold_batchnorm(weights, biases, scales, rolling_mean, rolling_variance, eps,
     to float32 once.
     """
     filters, k = weights.shape
-    for f in numba.prange(filters):
+    for f in range(filters):
         # np.float64, not float(): numba keeps float(float32) in single precision.
         scale = np.float64(scales[f])
         root = math.sqrt(np.float64(rolling_variance[f]) + eps)
