@@ -4,14 +4,16 @@
     model = darkfold.load("yolov4.cfg", "yolov4.weights")
     folded = model.fold()
     folded.save("yolov4-folded.cfg", "yolov4-folded.weights")
+    # or, streaming layer by layer (what `darkfold convert` runs):
+    darkfold.convert("yolov4.cfg", "yolov4.weights", "yolov4-folded.cfg", "yolov4-folded.weights")
 
 ``darkfold.load()`` with no arguments loads the bundled YOLOv3-tiny (COCO).
 """
 
 from .bundled import COCO_NAMES, DEFAULT_CFG, DEFAULT_WEIGHTS
 from .errors import CfgError, DarkfoldError, WeightsError
-from .model import Model, load
+from .model import Model, convert, load
 
-__all__ = ["load", "Model", "DarkfoldError", "CfgError", "WeightsError",
+__all__ = ["load", "convert", "Model", "DarkfoldError", "CfgError", "WeightsError",
            "DEFAULT_CFG", "DEFAULT_WEIGHTS", "COCO_NAMES"]
 __version__ = "0.1.0"

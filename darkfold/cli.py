@@ -7,7 +7,7 @@ import sys
 import tempfile
 import time
 
-from . import __version__, load
+from . import __version__, convert, load
 from .bundled import DEFAULT_CFG, DEFAULT_WEIGHTS
 from .errors import DarkfoldError
 from .summary import layer_table, model_summary
@@ -111,19 +111,14 @@ def run_convert(args):
     cfg_path, weights_path = _model_paths(args)
     out_cfg, out_weights = _output_paths(cfg_path, weights_path, args.output, args.force)
     started = time.perf_counter()
-    print(f"reading {cfg_path} and {weights_path}", file=sys.stderr)
-    model = load(cfg_path, weights_path)
-    _print_warnings(model)
-    folded = model.fold()
-    print(f"writing {out_cfg} and {out_weights}", file=sys.stderr)
-    folded.save(out_cfg, out_weights)
+    print(f"folding {cfg_path} + {weights_path} into {out_cfg} + {out_weights}", file=sys.stderr)
+    folded = convert(cfg_path, weights_path, out_cfg, out_weights)
+    _print_warnings(folded)
     elapsed = time.perf_counter() - started
-    foldable = sum(1 for layer in model.layers if any(p.name == "rolling_mean" for p in layer.params))
     size_in, size_out = os.path.getsize(weights_path), os.path.getsize(out_weights)
-    print(f"folded {len(folded.folded)} of {foldable} BatchNorm layers")
-    print(f"{weights_path}: {size_in:,} bytes -> {out_weights}: {size_out:,} bytes "
-          f"({size_in - size_out:,} fewer)")
-    print(f"{out_cfg}: {len(folded.layers)} layers, {folded.bflops:.3f} BFLOPs")
+    print(f"folded {len(folded.folded)} BatchNorm layers; {len(folded.layers)} layers, {folded.bflops:.3f} BFLOPs")
+    print(f"{out_weights}: {size_out:,} bytes ({size_in - size_out:,} fewer than {weights_path})")
+    print(f"{out_cfg}: batch_normalize=0 in the folded layers, every other line as in {cfg_path}")
     print(f"done in {elapsed:.2f} s")
     return 0
 
@@ -139,9 +134,6 @@ def _output_paths(cfg_path, weights_path, out_dir, force):
     outputs = [os.path.join(out_dir, _stem(path) + "-folded" + suffix)
                for path, suffix in ((cfg_path, ".cfg"), (weights_path, ".weights"))]
     for output in outputs:
-        for source in (cfg_path, weights_path):
-            if os.path.exists(source) and os.path.exists(output) and os.path.samefile(source, output):
-                raise DarkfoldError(f"{output}: output would overwrite the input {source}; choose another -o")
         if os.path.exists(output) and not force:
             raise DarkfoldError(f"{output}: already exists; use --force to replace it")
     try:

@@ -14,6 +14,8 @@ directly after a linear convolution is merged into that convolution and its
 section removed, with later layer references renumbered.
 """
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .errors import DarkfoldError
@@ -28,11 +30,65 @@ _REFERENCE_KEYS = {"route": "layers", "shortcut": "from", "scale_channels": "fro
 
 def fold_arrays(weights, biases, scales, rolling_mean, rolling_variance):
     """Folded ``(weights, biases)``: new float32 arrays, inputs untouched."""
-    flat = weights.reshape(weights.shape[0], -1)
+    # One array type for every call (read-only, C-contiguous float32), so numba
+    # compiles and caches a single specialization.
+    flat, biases, scales, rolling_mean, rolling_variance = (
+        _readonly(a) for a in (weights.reshape(weights.shape[0], -1), biases, scales, rolling_mean,
+                               rolling_variance))
     out_weights = np.empty(flat.shape, np.float32)
     out_biases = np.empty(biases.shape, np.float32)
     fold_batchnorm(flat, biases, scales, rolling_mean, rolling_variance, EPS, out_weights, out_biases)
     return out_weights.reshape(weights.shape), out_biases
+
+
+def _readonly(array):
+    view = np.ascontiguousarray(array, dtype=np.float32).view()
+    view.flags.writeable = False
+    return view
+
+
+@dataclass(frozen=True)
+class FoldPlan:
+    """What folding ``model`` changes: the new cfg and which layers fold."""
+
+    cfg: object  # the folded Cfg
+    folded: tuple  # indices (in the original) of layers whose BatchNorm folds
+    merged: frozenset  # indices of [batchnorm] layers merged into the convolution before
+
+
+def plan_fold(model):
+    """Decide which BatchNorms fold and write the folded cfg; no arrays are touched."""
+    if not model.has_weights:
+        raise DarkfoldError(f"{model.cfg.path}: fold needs the weights; load the model with its .weights file")
+    cfg = model.cfg.copy()
+    sections = cfg.sections[1:]  # sections[i] is layer i in the copy
+    own = [layer.index for layer in model.layers if _has_own_batchnorm(model, layer)]
+    for index in own:
+        for key in ("batch_normalize", "cbn"):
+            if key in sections[index]:
+                cfg.set(sections[index], key, 0)
+    merged = [layer.index for layer in model.layers if _is_mergeable_batchnorm(model, layer)]
+    if merged:
+        _renumber_references(cfg, model.layers, merged)
+        cfg = cfg.without_sections([sections[i] for i in merged])
+    return FoldPlan(cfg, tuple(sorted(own + merged)), frozenset(merged))
+
+
+def folded_params(model, plan):
+    """Yield the arrays of each layer of the folded model, one layer at a time.
+
+    A consumer that writes and drops each layer (as ``darkfold.convert``
+    does) never holds more than one folded layer in memory.
+    """
+    for layer in model.layers:
+        if layer.index in plan.merged:
+            continue
+        arrays = model.params[layer.index]
+        if _has_own_batchnorm(model, layer):
+            arrays = _fold_own_batchnorm(arrays)
+        if layer.index + 1 in plan.merged:
+            arrays = _merge_batchnorm(arrays, model.params[layer.index + 1])
+        yield arrays
 
 
 def fold_model(model):
@@ -43,33 +99,15 @@ def fold_model(model):
     """
     from .model import Model
 
-    if not model.has_weights:
-        raise DarkfoldError(f"{model.cfg.path}: fold needs the weights; load the model with its .weights file")
-    cfg = model.cfg.copy()
-    sections = cfg.sections[1:]  # sections[i] is layer i in the copy
-    params = list(model.params)
-    folded = []
-    for layer in model.layers:
-        arrays = params[layer.index]
-        if arrays is None:
-            continue
-        if layer.type in ("convolutional", "connected") and layer.batch_normalize:
-            params[layer.index] = _fold_own_batchnorm(arrays)
-            for key in ("batch_normalize", "cbn"):
-                if key in sections[layer.index]:
-                    cfg.set(sections[layer.index], key, 0)
-            folded.append(layer.index)
-    merged = [layer.index for layer in model.layers if _is_mergeable_batchnorm(model, layer, params)]
-    for index in merged:
-        params[index - 1] = _merge_batchnorm(params[index - 1], params[index])
-        folded.append(index)
-    if merged:
-        _renumber_references(cfg, model.layers, merged)
-        cfg = cfg.without_sections([sections[i] for i in merged])
-        params = [p for i, p in enumerate(params) if i not in set(merged)]
-    result = Model(cfg, model.header, params)
-    result.folded = tuple(sorted(folded))
+    plan = plan_fold(model)
+    result = Model(plan.cfg, model.header, list(folded_params(model, plan)))
+    result.folded = plan.folded
     return result
+
+
+def _has_own_batchnorm(model, layer):
+    return (layer.type in ("convolutional", "connected") and layer.batch_normalize
+            and model.params[layer.index] is not None)
 
 
 def _fold_own_batchnorm(arrays):
@@ -77,9 +115,9 @@ def _fold_own_batchnorm(arrays):
     return {"biases": biases, "weights": weights}
 
 
-def _is_mergeable_batchnorm(model, layer, params):
+def _is_mergeable_batchnorm(model, layer):
     """A [batchnorm] right after a linear convolution that nothing else reads."""
-    if layer.type != "batchnorm" or layer.index == 0 or params[layer.index] is None:
+    if layer.type != "batchnorm" or layer.index == 0 or model.params[layer.index] is None:
         return False
     before = model.layers[layer.index - 1]
     if before.type != "convolutional" or before.activation != "linear":

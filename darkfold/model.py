@@ -55,12 +55,7 @@ class Model:
         """
         if weights_path is not None and not self.has_weights:
             raise DarkfoldError(f"{self.cfg.path}: this model was loaded without weights; there are none to save")
-        with atomic_output(cfg_path) as cfg_temporary:
-            with open(cfg_temporary, "wb") as file:
-                file.write(self.cfg.to_bytes())
-            if weights_path is not None:
-                with atomic_output(weights_path) as weights_temporary:
-                    write_weights(weights_temporary, self.header, self.layers, self.params)
+        _write_model(self.cfg, cfg_path, weights_path, self.header, self.layers, self.params)
 
     def fold(self):
         """Return a new Model with every BatchNorm folded into its layer.
@@ -71,6 +66,16 @@ class Model:
         from .fold import fold_model
 
         return fold_model(self)
+
+
+def _write_model(cfg, cfg_path, weights_path, header, layers, params):
+    """Write the cfg and (if ``weights_path``) the weights, renaming both into place at the end."""
+    with atomic_output(cfg_path) as cfg_temporary:
+        with open(cfg_temporary, "wb") as file:
+            file.write(cfg.to_bytes())
+        if weights_path is not None:
+            with atomic_output(weights_path) as weights_temporary:
+                write_weights(weights_temporary, header, layers, params)
 
 
 def load(cfg_path=None, weights_path=None, *, partial=False):
@@ -90,3 +95,26 @@ def load(cfg_path=None, weights_path=None, *, partial=False):
     if weights_path is not None:
         model.header, model.params = read_weights(os.fspath(weights_path), model.layers, partial=partial)
     return model
+
+
+def convert(cfg_path, weights_path, out_cfg_path, out_weights_path):
+    """Fold a model's BatchNorms and write the folded pair, one layer at a time.
+
+    The same result as ``load(cfg_path, weights_path).fold().save(...)``, but
+    each folded layer is written and dropped before the next is computed, so
+    memory stays near the size of the input file. Returns the folded model,
+    read back from the written files; its ``folded`` lists the folded layers.
+    """
+    from .fold import folded_params, plan_fold
+
+    for output in (out_cfg_path, out_weights_path):
+        for source in (cfg_path, weights_path):
+            if os.path.exists(output) and os.path.samefile(source, output):
+                raise DarkfoldError(f"{output}: output would overwrite the input {source}")
+    model = load(cfg_path, weights_path)
+    plan = plan_fold(model)
+    _, layers, _ = build_layers(plan.cfg)
+    _write_model(plan.cfg, out_cfg_path, out_weights_path, model.header, layers, folded_params(model, plan))
+    folded = load(out_cfg_path, out_weights_path)
+    folded.folded = plan.folded
+    return folded

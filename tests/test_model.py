@@ -57,3 +57,19 @@ def test_weights_given_without_cfg_is_an_error():
 def test_model_warnings_list_unknown_keys(tmp_path):
     cfg = write(tmp_path / "w.cfg", "[net]\nwidth=8\nheight=8\nchannels=1\nfoo=1\n[maxpool]\n")
     assert darkfold.load(cfg).warnings == [f"{cfg}:5: unknown key 'foo' in [net] (ignored)"]
+
+
+def test_convert_streams_the_same_files_as_fold_then_save(tiny_model, tiny_cfg, tiny_weights, tmp_path):
+    tiny_model.fold().save(tmp_path / "a.cfg", tmp_path / "a.weights")
+    folded = darkfold.convert(tiny_cfg, tiny_weights, tmp_path / "b.cfg", tmp_path / "b.weights")
+    assert (tmp_path / "b.weights").read_bytes() == (tmp_path / "a.weights").read_bytes()
+    assert (tmp_path / "b.cfg").read_bytes() == (tmp_path / "a.cfg").read_bytes()
+    assert folded.folded == tiny_model.fold().folded and len(folded.layers) == 24
+
+
+def test_convert_refuses_to_write_over_its_input(tiny_cfg, tiny_weights, tmp_path):
+    weights = tmp_path / "copy.weights"
+    weights.write_bytes(tiny_weights.read_bytes())
+    with pytest.raises(darkfold.DarkfoldError, match="output would overwrite the input"):
+        darkfold.convert(tiny_cfg, weights, tmp_path / "out.cfg", weights)
+    assert weights.read_bytes() == tiny_weights.read_bytes()
