@@ -156,4 +156,5 @@ def _renumber_references(cfg, layers, dropped):
         targets = [new_index(layer.index + v if v < 0 else v) for v in values]
         rewritten = [t - here if v < 0 else t for v, t in zip(values, targets)]
         if rewritten != values:
-            cfg.set(section, key, ",".join(str(v) for v in rewritten))
+            separator = ", " if ", " in section.options[key].value else ","
+            cfg.set(section, key, separator.join(str(v) for v in rewritten))
