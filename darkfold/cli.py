@@ -4,7 +4,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 
 from . import __version__, convert, load
@@ -109,12 +108,18 @@ def run_convert(args):
     if args.cfg is not None and args.weights is None:
         raise DarkfoldError(f"{args.cfg}: convert needs the weights too: darkfold convert CFG WEIGHTS")
     cfg_path, weights_path = _model_paths(args)
-    out_cfg, out_weights = _output_paths(cfg_path, weights_path, args.output, args.force)
+    out_cfg, out_weights = (os.path.join(args.output, _stem(path) + "-folded" + suffix)
+                            for path, suffix in ((cfg_path, ".cfg"), (weights_path, ".weights")))
     started = time.perf_counter()
-    print(f"folding {cfg_path} + {weights_path} into {out_cfg} + {out_weights}", file=sys.stderr)
-    folded = convert(cfg_path, weights_path, out_cfg, out_weights)
-    _print_warnings(folded)
+    created = _make_folder(args.output)
+    try:
+        folded = convert(cfg_path, weights_path, out_cfg, out_weights, force=args.force)
+    except BaseException:
+        if created:
+            os.rmdir(args.output)
+        raise
     elapsed = time.perf_counter() - started
+    _print_warnings(folded)
     size_in, size_out = os.path.getsize(weights_path), os.path.getsize(out_weights)
     print(f"folded {len(folded.folded)} BatchNorm layers; {len(folded.layers)} layers, {folded.bflops:.3f} BFLOPs")
     print(f"{out_weights}: {size_out:,} bytes ({size_in - size_out:,} fewer than {weights_path})")
@@ -123,25 +128,17 @@ def run_convert(args):
     return 0
 
 
-def _output_paths(cfg_path, weights_path, out_dir, force):
-    """The two output paths, after checking they are safe to write."""
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise DarkfoldError(f"{out_dir}: output folder is a file")
+def _make_folder(folder):
+    """Create the output folder if missing; True if this call created it."""
+    if os.path.isdir(folder):
+        return False
+    if os.path.exists(folder):
+        raise DarkfoldError(f"{folder}: output folder is a file")
     try:
-        os.makedirs(out_dir, exist_ok=True)
+        os.makedirs(folder)
     except OSError as error:
-        raise DarkfoldError(f"{out_dir}: cannot create output folder: {error.strerror}") from None
-    outputs = [os.path.join(out_dir, _stem(path) + "-folded" + suffix)
-               for path, suffix in ((cfg_path, ".cfg"), (weights_path, ".weights"))]
-    for output in outputs:
-        if os.path.exists(output) and not force:
-            raise DarkfoldError(f"{output}: already exists; use --force to replace it")
-    try:
-        with tempfile.TemporaryFile(dir=out_dir):
-            pass
-    except OSError as error:
-        raise DarkfoldError(f"{out_dir}: output folder is not writable: {error.strerror}") from None
-    return outputs
+        raise DarkfoldError(f"{folder}: cannot create output folder: {error.strerror}") from None
+    return True
 
 
 def _stem(path):

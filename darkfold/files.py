@@ -1,6 +1,7 @@
 """File access with the errors a user can act on, and atomic writes."""
 
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 
@@ -27,28 +28,72 @@ def read_bytes(path, kind):
 
 
 @contextmanager
-def atomic_output(path):
-    """Yield a temporary path beside ``path``; rename it into place on success.
+def atomic_outputs(*paths):
+    """Yield one temporary path beside each of ``paths``; move them into place on success.
 
-    An interrupted or failed write leaves ``path`` as it was and no temporary
-    file behind, so a reader never sees a half-written model.
+    Nothing is replaced until every temporary file is complete, and if one
+    move fails the outputs already moved are put back, so the files change
+    together or not at all. A failed or interrupted write leaves no
+    temporary file behind.
     """
+    temporaries = []
+    try:
+        for path in paths:
+            temporaries.append(_temporary_beside(path))
+        try:
+            yield temporaries
+        except OSError as error:
+            failed = dict(zip(temporaries, paths)).get(error.filename, ", ".join(map(str, paths)))
+            raise DarkfoldError(f"{failed}: cannot write: {error.strerror}") from None
+        _move_all(temporaries, paths)
+    finally:
+        for temporary in temporaries:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
+
+
+def _temporary_beside(path):
     folder = os.path.dirname(os.path.abspath(path))
     try:
         handle, temporary = tempfile.mkstemp(prefix=".darkfold-", suffix=".tmp", dir=folder)
     except OSError as error:
         raise DarkfoldError(f"{path}: cannot write here: {error.strerror}") from None
     os.close(handle)
+    return temporary
+
+
+def _move_all(temporaries, paths):
+    moved = []  # (path, backup of what it held, or None if it did not exist)
     try:
-        yield temporary
-        os.chmod(temporary, _new_file_mode())
-        os.replace(temporary, path)
+        for temporary, path in zip(temporaries, paths):
+            os.chmod(temporary, _new_file_mode())
+            backup = _backup(path, temporary + ".old") if os.path.exists(path) else None
+            try:
+                os.replace(temporary, path)
+            except OSError:
+                if backup is not None:
+                    os.unlink(backup)
+                raise
+            moved.append((path, backup))
     except OSError as error:
-        os.unlink(temporary)
+        for path, backup in reversed(moved):
+            if backup is None:
+                os.unlink(path)
+            else:
+                os.replace(backup, path)
         raise DarkfoldError(f"{path}: cannot write: {error.strerror}") from None
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    finally:
+        for _, backup in moved:
+            if backup is not None and os.path.exists(backup):
+                os.unlink(backup)
+
+
+def _backup(path, backup):
+    try:
+        os.link(path, backup)  # instant, and the old file never leaves its name
+    except OSError:
+        shutil.copyfile(path, backup)  # file systems without hard links (FAT)
+    return backup
 
 
 def _new_file_mode():

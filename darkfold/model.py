@@ -5,7 +5,7 @@ import os
 from .bundled import DEFAULT_CFG, DEFAULT_WEIGHTS
 from .cfg import read_cfg
 from .errors import DarkfoldError
-from .files import atomic_output
+from .files import atomic_outputs
 from .layers import build_layers
 from .weights import read_weights, write_weights
 
@@ -69,13 +69,13 @@ class Model:
 
 
 def _write_model(cfg, cfg_path, weights_path, header, layers, params):
-    """Write the cfg and (if ``weights_path``) the weights, renaming both into place at the end."""
-    with atomic_output(cfg_path) as cfg_temporary:
-        with open(cfg_temporary, "wb") as file:
+    """Write the cfg and (if ``weights_path``) the weights; both appear together or neither."""
+    paths = [cfg_path] if weights_path is None else [cfg_path, weights_path]
+    with atomic_outputs(*paths) as temporaries:
+        with open(temporaries[0], "wb") as file:
             file.write(cfg.to_bytes())
         if weights_path is not None:
-            with atomic_output(weights_path) as weights_temporary:
-                write_weights(weights_temporary, header, layers, params)
+            write_weights(temporaries[1], header, layers, params)
 
 
 def load(cfg_path=None, weights_path=None, *, partial=False):
@@ -97,24 +97,35 @@ def load(cfg_path=None, weights_path=None, *, partial=False):
     return model
 
 
-def convert(cfg_path, weights_path, out_cfg_path, out_weights_path):
+def convert(cfg_path, weights_path, out_cfg_path, out_weights_path, *, force=False):
     """Fold a model's BatchNorms and write the folded pair, one layer at a time.
 
-    The same result as ``load(cfg_path, weights_path).fold().save(...)``, but
+    The same files as ``load(cfg_path, weights_path).fold().save(...)``, but
     each folded layer is written and dropped before the next is computed, so
-    memory stays near the size of the input file. Returns the folded model,
-    read back from the written files; its ``folded`` lists the folded layers.
+    memory stays near the size of the input file. The inputs are checked
+    first; an input is never overwritten, an existing output only with
+    ``force=True``, and the two outputs appear together or not at all.
+    Returns the folded model, read back from the written files.
     """
     from .fold import folded_params, plan_fold
 
-    for output in (out_cfg_path, out_weights_path):
-        for source in (cfg_path, weights_path):
-            if os.path.exists(output) and os.path.samefile(source, output):
-                raise DarkfoldError(f"{output}: output would overwrite the input {source}")
     model = load(cfg_path, weights_path)
+    _check_outputs((out_cfg_path, out_weights_path), (cfg_path, weights_path), force)
     plan = plan_fold(model)
     _, layers, _ = build_layers(plan.cfg)
     _write_model(plan.cfg, out_cfg_path, out_weights_path, model.header, layers, folded_params(model, plan))
     folded = load(out_cfg_path, out_weights_path)
     folded.folded = plan.folded
+    folded.warnings = model.warnings  # line numbers of the input, which the user edits
     return folded
+
+
+def _check_outputs(outputs, inputs, force):
+    for output in outputs:
+        if not os.path.exists(output):
+            continue
+        for source in inputs:
+            if os.path.samefile(source, output):
+                raise DarkfoldError(f"{output}: output would overwrite the input {source}")
+        if not force:
+            raise DarkfoldError(f"{output}: already exists; use --force (force=True) to replace it")

@@ -137,7 +137,14 @@ def test_convert_of_bad_weights_leaves_no_file_behind(capsys, tmp_path, tiny_cfg
     out_dir = tmp_path / "out"
     code, _, err = run(capsys, "convert", tiny_cfg, cut, "-o", out_dir)
     assert code == 1 and "truncated" in err
-    assert os.listdir(out_dir) == []
+    assert not out_dir.exists()  # convert created it, and removes it again
+
+
+def test_convert_with_a_missing_input_is_one_error_even_with_force(capsys, tmp_path):
+    (tmp_path / "gone-folded.cfg").write_text("old")
+    code, _, err = run(capsys, "convert", tmp_path / "gone.cfg", darkfold.DEFAULT_WEIGHTS, "-o", tmp_path, "--force")
+    assert code == 1 and err == f"darkfold: error: {tmp_path / 'gone.cfg'}: cfg file not found\n"
+    assert (tmp_path / "gone-folded.cfg").read_text() == "old"
 
 
 def test_convert_to_an_unwritable_folder_is_one_clear_error(capsys, tmp_path):

@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 
@@ -73,3 +75,50 @@ def test_convert_refuses_to_write_over_its_input(tiny_cfg, tiny_weights, tmp_pat
     with pytest.raises(darkfold.DarkfoldError, match="output would overwrite the input"):
         darkfold.convert(tiny_cfg, weights, tmp_path / "out.cfg", weights)
     assert weights.read_bytes() == tiny_weights.read_bytes()
+
+
+def test_failure_while_writing_weights_leaves_no_output(tiny_model, tmp_path, monkeypatch):
+    def half_then_disk_full(path, *args):
+        with open(path, "wb") as file:
+            file.write(b"\0" * 1000)
+        raise OSError(28, "No space left on device", path)
+
+    monkeypatch.setattr(darkfold.model, "write_weights", half_then_disk_full)
+    with pytest.raises(darkfold.DarkfoldError, match="out.weights: cannot write: No space left on device"):
+        tiny_model.save(tmp_path / "out.cfg", tmp_path / "out.weights")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new outputs", "replacing outputs"])
+def test_outputs_change_together_when_the_second_rename_fails(tiny_model, tmp_path, monkeypatch, existing):
+    cfg, weights = tmp_path / "out.cfg", tmp_path / "out.weights"
+    if existing:
+        cfg.write_text("old cfg")
+        weights.write_bytes(b"old weights")
+    real_replace, calls = os.replace, []
+
+    def second_fails(source, target):
+        calls.append(target)
+        if len(calls) == 2:
+            raise OSError(5, "Input/output error", target)
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", second_fails)
+    with pytest.raises(darkfold.DarkfoldError, match="cannot write: Input/output error"):
+        tiny_model.save(cfg, weights)
+    monkeypatch.undo()
+    if existing:
+        assert (cfg.read_text(), weights.read_bytes()) == ("old cfg", b"old weights")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["out.cfg", "out.weights"]
+    else:
+        assert list(tmp_path.iterdir()) == []
+
+
+def test_convert_replaces_existing_outputs_only_with_force(tiny_cfg, tiny_weights, tmp_path):
+    out_cfg, out_weights = tmp_path / "f.cfg", tmp_path / "f.weights"
+    out_cfg.write_text("mine")
+    with pytest.raises(darkfold.DarkfoldError, match="f.cfg: already exists; use --force"):
+        darkfold.convert(tiny_cfg, tiny_weights, out_cfg, out_weights)
+    assert out_cfg.read_text() == "mine" and not out_weights.exists()
+    darkfold.convert(tiny_cfg, tiny_weights, out_cfg, out_weights, force=True)
+    assert darkfold.load(out_cfg, out_weights).fold().folded == ()  # nothing left to fold
