@@ -31,6 +31,7 @@ class Option:
     value: str  # the text after '=', without inline comment or outer spaces
     line: int  # 1-based line number in the file
     start: int  # where the value starts in the line (for in-place edits)
+    darknet_value: str = None  # what Darknet reads instead, when an inline comment follows
 
 
 class Section:
@@ -46,6 +47,7 @@ class Section:
         self.path = path
         self.options = {}
         self.duplicates = []  # later Options whose key was already set
+        self.comment_warnings = []  # string values Darknet would read with their comment
         self._read = set()
         self._ignored = set()
 
@@ -81,6 +83,13 @@ class Section:
             raise self._bad(key, "a value")
         if choices is not None and value not in choices:
             raise self._bad(key, "one of " + ", ".join(sorted(choices)))
+        seen_by_darknet = self.options[key].darknet_value
+        if seen_by_darknet is not None:
+            # Darknet's strip() keeps '#', so `activation=leaky # x` is the
+            # unknown name 'leaky#x' there, and Darknet falls back to relu.
+            self.comment_warnings.append(
+                f"{self.where(key)}: Darknet reads {key}={seen_by_darknet!r}, comment included; "
+                f"darkfold reads {value!r}. Put the comment on a line of its own")
         return value
 
     def get_int(self, key, default=_REQUIRED, minimum=None):
@@ -126,6 +135,10 @@ class Section:
         """Options no getter asked for and not ignored, in file order."""
         known = self._read | self._ignored
         return [o for o in self.options.values() if o.key not in known]
+
+    def known_keys(self):
+        """Every key a getter asked for or ``ignore`` named, present or not."""
+        return self._read | self._ignored
 
     def is_ignored(self, key):
         """True for a key marked by ``ignore`` that no getter read."""
@@ -225,7 +238,8 @@ def _add_option(section, content, number, path):
     value_text = _cut_comment(rest)
     value = value_text.strip()
     start = len(content) - len(rest) + (len(value_text) - len(value_text.lstrip()))
-    option = Option(key, value, number, start)
+    darknet_value = "".join(rest.split()) if len(value_text) < len(rest) else None
+    option = Option(key, value, number, start, darknet_value)
     # Darknet's option_find returns the first match; whether a later duplicate
     # is an error depends on whether the key matters (see layers.build_layers).
     if key in section.options:

@@ -27,6 +27,7 @@ def main(argv=None):
     try:
         return args.run(args)
     except DarkfoldError as error:
+        _print_warnings(error)
         print(f"darkfold: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -88,8 +89,9 @@ def _model_paths(args):
     return args.cfg, args.weights
 
 
-def _print_warnings(model):
-    for warning in model.warnings:
+def _print_warnings(source):
+    """Print the warnings of a Model or a DarkfoldError."""
+    for warning in source.warnings:
         print(f"darkfold: warning: {warning}", file=sys.stderr)
 
 

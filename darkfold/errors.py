@@ -6,7 +6,13 @@ was expected, so the CLI can print it as it is, without a traceback.
 
 
 class DarkfoldError(Exception):
-    """A model file, option or argument darkfold cannot accept."""
+    """A model file, option or argument darkfold cannot accept.
+
+    ``warnings`` lists what looked wrong before the error (an unknown key
+    next to a missing one, say), for the reader to see first.
+    """
+
+    warnings = ()
 
 
 class CfgError(DarkfoldError):

@@ -9,6 +9,7 @@ Darknet counts for it. The weights reader, the fold and ``darkfold info`` all
 work from these specs.
 """
 
+import difflib
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -130,12 +131,11 @@ _UNSUPPORTED = frozenset(
 class _Context:
     """What a parse function may look at: its index, input, and earlier layers."""
 
-    def __init__(self, section, index, input_shape, layers, net):
+    def __init__(self, section, index, input_shape, layers):
         self.section = section
         self.index = index
         self.input = input_shape
         self.layers = layers
-        self.net = net
 
     def layer(self, output, **fields):
         return Layer(self.index, self.section.name, self.section, self.input, Shape(*output), **fields)
@@ -580,51 +580,72 @@ def build_layers(cfg):
 
     Returns ``(net, layers, warnings)``, where ``warnings`` lists the options
     no layer read, each with its file and line (Darknet's "Unused field").
+    A CfgError carries the warnings found before it in ``error.warnings``:
+    a typo in a key is often what made a later check fail.
     """
     first, *rest = cfg.sections
     if first.name not in ("net", "network"):
         raise CfgError(f"{first.where()}: the first section is [{first.name}]; a cfg starts with [net]")
-    net = parse_net(first)
-    layers = []
-    shape = net.input
-    for index, section in enumerate(rest):
-        parser = PARSERS.get(section.name)
-        if parser is None:
-            raise _unknown_type(section, index)
-        ctx = _Context(section, index, shape, layers, net)
-        ctx.refuse("dontload", "dontloadscales")
-        section.ignore(*_COMMON_TRAINING_KEYS)
-        layer = parser(ctx)
-        layer.type = _CANONICAL.get(layer.type, layer.type)
-        layers.append(layer)
-        shape = layer.output
+    parsed = []
+    try:
+        net = parse_net(first)
+        parsed.append(first)
+        layers = []
+        shape = net.input
+        for index, section in enumerate(rest):
+            parser = PARSERS.get(section.name)
+            if parser is None:
+                raise _unknown_type(section, index)
+            ctx = _Context(section, index, shape, layers)
+            ctx.refuse("dontload", "dontloadscales")
+            section.ignore(*_COMMON_TRAINING_KEYS)
+            layer = parser(ctx)
+            layer.type = _CANONICAL.get(layer.type, layer.type)
+            layers.append(layer)
+            parsed.append(section)
+            shape = layer.output
+    except CfgError as error:
+        failing = cfg.sections[len(parsed)]
+        error.warnings = [message for section in parsed for message, _ in _section_notes(section)]
+        error.warnings += [_unknown_key(failing, o) for o in failing.unread() if _suggestion(failing, o)]
+        raise
     if not layers:
         raise CfgError(f"{cfg.path}: no layers after [{first.name}]")
-    warnings = []
-    for section in cfg.sections:
-        warnings += _check_duplicates(section)
-        warnings += [
-            f"{section.where(option.key)}: unknown key '{option.key}' in [{section.name}] (ignored)"
-            for option in section.unread()
-        ]
-    return net, layers, warnings
+    notes = [note for section in cfg.sections for note in _section_notes(section)]
+    for message, fatal in notes:
+        if fatal:
+            raise CfgError(message)
+    return net, layers, [message for message, _ in notes]
 
 
-def _check_duplicates(section):
-    """A repeated key is an error, unless it is one only training reads.
-
-    Several cfgs Darknet ships repeat [net] training keys (batch, momentum);
-    Darknet takes the first, and so does darkfold, with a warning.
-    """
-    warnings = []
+def _section_notes(section):
+    """``(message, fatal)`` for each duplicate, unknown key and inline-comment trap."""
+    notes = []
+    # Several cfgs Darknet ships repeat [net] training keys (batch, momentum);
+    # Darknet takes the first, and so does darkfold. A repeated key that
+    # matters is an error.
     for option in section.duplicates:
         first = section.options[option.key]
         message = (f"{section.path}:{option.line}: duplicate key '{option.key}' in [{section.name}] "
                    f"(first set on line {first.line})")
-        if not section.is_ignored(option.key):
-            raise CfgError(message)
-        warnings.append(f"{message}; the first is used, as in Darknet")
-    return warnings
+        if section.is_ignored(option.key):
+            notes.append((f"{message}; the first is used, as in Darknet", False))
+        else:
+            notes.append((message, True))
+    notes += [(_unknown_key(section, option), False) for option in section.unread()]
+    notes += [(message, False) for message in section.comment_warnings]
+    return notes
+
+
+def _unknown_key(section, option):
+    message = f"{section.where(option.key)}: unknown key '{option.key}' in [{section.name}] (ignored)"
+    suggestion = _suggestion(section, option)
+    return f"{message}; did you mean '{suggestion}'?" if suggestion else message
+
+
+def _suggestion(section, option):
+    matches = difflib.get_close_matches(option.key, section.known_keys(), n=1, cutoff=0.75)
+    return matches[0] if matches else None
 
 
 def _unknown_type(section, index):

@@ -93,7 +93,11 @@ def load(cfg_path=None, weights_path=None, *, partial=False):
     cfg = read_cfg(os.fspath(cfg_path))
     model = Model(cfg)
     if weights_path is not None:
-        model.header, model.params = read_weights(os.fspath(weights_path), model.layers, partial=partial)
+        try:
+            model.header, model.params = read_weights(os.fspath(weights_path), model.layers, partial=partial)
+        except DarkfoldError as error:
+            error.warnings = model.warnings  # a misspelt batch_normalize changes the size
+            raise
     return model
 
 

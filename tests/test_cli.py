@@ -49,7 +49,17 @@ def test_info_prints_unknown_keys_as_warnings(capsys, tmp_path):
     cfg = write(tmp_path / "typo.cfg", "[net]\nwidth=8\nheight=8\nchannels=3\n[convolutional]\nfliters=4\n")
     code, _, err = run(capsys, "info", cfg)
     assert code == 0
-    assert err == f"darkfold: warning: {cfg}:6: unknown key 'fliters' in [convolutional] (ignored)\n"
+    assert err == (f"darkfold: warning: {cfg}:6: unknown key 'fliters' in [convolutional] (ignored); "
+                   "did you mean 'filters'?\n")
+
+
+def test_a_misspelt_key_is_shown_before_the_weights_error_it_causes(capsys, tmp_path, tiny_cfg, tiny_weights):
+    cfg = write(tmp_path / "typo.cfg", tiny_cfg.read_text().replace("batch_normalize=1", "batch_normalise=1", 1))
+    code, _, err = run(capsys, "info", cfg, tiny_weights)
+    warning, error = err.splitlines()
+    assert code == 1
+    assert warning == f"darkfold: warning: {cfg}:26: unknown key 'batch_normalise' in [convolutional] (ignored); did you mean 'batch_normalize'?"
+    assert error.startswith(f"darkfold: error: {tiny_weights}: ")
 
 
 @pytest.mark.parametrize("argv, message", [

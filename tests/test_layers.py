@@ -138,7 +138,33 @@ def test_unknown_activation_is_an_error_not_relu():
 
 def test_unknown_key_is_a_warning_with_its_line():
     _, _, warnings = build(NET + "[convolutional]\nfilters=4\nfliters=8\n")
-    assert warnings == ["t.cfg:7: unknown key 'fliters' in [convolutional] (ignored)"]
+    assert warnings == ["t.cfg:7: unknown key 'fliters' in [convolutional] (ignored); did you mean 'filters'?"]
+
+
+def test_unknown_key_far_from_any_known_key_has_no_suggestion():
+    _, _, warnings = build(NET + "[maxpool]\nsize=2\ncolour=red\n")
+    assert warnings == ["t.cfg:7: unknown key 'colour' in [maxpool] (ignored)"]
+
+
+def test_error_carries_the_typo_that_caused_it():
+    text = NET + "[convolutional]\nfiltres=18\nsize=1\n[yolo]\nmask=0,1,2\nanchors=1,2,3,4,5,6\nnum=3\nclasses=1\n"
+    with pytest.raises(CfgError, match="set filters=18") as error:
+        build(text)
+    assert error.value.warnings == ["t.cfg:6: unknown key 'filtres' in [convolutional] (ignored); "
+                                    "did you mean 'filters'?"]
+
+
+def test_typo_in_the_failing_section_is_suggested():
+    with pytest.raises(CfgError, match="needs width=") as error:
+        build("[net]\nwidht=32\nheight=32\nchannels=3\n[maxpool]\n")
+    assert error.value.warnings == ["t.cfg:2: unknown key 'widht' in [net] (ignored); did you mean 'width'?"]
+
+
+def test_inline_comment_after_a_name_warns_that_darknet_reads_it():
+    _, (conv,), warnings = build(NET + "[convolutional]\nfilters=4 # four\nactivation=leaky # slope 0.1\n")
+    assert conv.activation == "leaky" and conv.filters == 4
+    assert warnings == ["t.cfg:7: Darknet reads activation='leaky#slope0.1', comment included; darkfold reads "
+                        "'leaky'. Put the comment on a line of its own"]
 
 
 def test_duplicate_key_in_a_layer_is_an_error():
