@@ -20,12 +20,11 @@ import numpy as np
 
 from .errors import DarkfoldError
 from .kernels import fold_batchnorm
+from .layers import BATCHNORM_ARRAYS
 
 # Darknet (AlexeyAB) fuse_conv_batchnorm: sqrt(rolling_variance + .00001).
 EPS = 1e-5
 
-_BN_ARRAYS = ("scales", "rolling_mean", "rolling_variance")
-_REFERENCE_KEYS = {"route": "layers", "shortcut": "from", "scale_channels": "from", "sam": "from"}
 
 
 def fold_arrays(weights, biases, scales, rolling_mean, rolling_variance):
@@ -111,7 +110,7 @@ def _has_own_batchnorm(model, layer):
 
 
 def _fold_own_batchnorm(arrays):
-    weights, biases = fold_arrays(arrays["weights"], arrays["biases"], *(arrays[n] for n in _BN_ARRAYS))
+    weights, biases = fold_arrays(arrays["weights"], arrays["biases"], *(arrays[n] for n in BATCHNORM_ARRAYS))
     return {"biases": biases, "weights": weights}
 
 
@@ -129,7 +128,7 @@ def _merge_batchnorm(conv, batchnorm):
     # batchnorm_layer.c: y = scales * (x - mean) / sqrt(var + eps) + biases,
     # applied to the convolution's output x = w * input + conv biases.
     zeros = np.zeros_like(batchnorm["biases"])
-    weights, shift = fold_arrays(conv["weights"], zeros, *(batchnorm[n] for n in _BN_ARRAYS))
+    weights, shift = fold_arrays(conv["weights"], zeros, *(batchnorm[n] for n in BATCHNORM_ARRAYS))
     factor = batchnorm["scales"].astype(np.float64) / np.sqrt(batchnorm["rolling_variance"].astype(np.float64) + EPS)
     biases = batchnorm["biases"] + factor * conv["biases"].astype(np.float64) + shift
     return {"biases": biases.astype(np.float32), "weights": weights}
@@ -147,7 +146,7 @@ def _renumber_references(cfg, layers, dropped):
 
     sections = cfg.sections[1:]
     for layer in layers:
-        key = _REFERENCE_KEYS.get(layer.type)
+        key = layer.source_key
         if key is None or layer.index in dropped:
             continue
         section = sections[layer.index]

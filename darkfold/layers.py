@@ -16,6 +16,10 @@ from typing import NamedTuple
 from .errors import CfgError
 
 
+# The arrays a BatchNorm stores after its biases, in .weights file order.
+BATCHNORM_ARRAYS = ("scales", "rolling_mean", "rolling_variance")
+
+
 class Shape(NamedTuple):
     w: int
     h: int
@@ -50,6 +54,7 @@ class Layer:
     input: Shape
     output: Shape
     sources: tuple = ()  # absolute indices of other layers it reads (route, shortcut, ...)
+    source_key: str = None  # the cfg key that lists them ("layers" or "from")
     params: tuple = ()  # Param specs, in .weights file order
     bflops: float = 0.0
     options: dict = field(default_factory=dict)  # typed options the layer uses
@@ -123,7 +128,7 @@ ACTIVATIONS = frozenset(
 
 # Darknet layer types darkfold recognises but cannot run or load.
 _UNSUPPORTED = frozenset(
-    "crnn rnn gru lstm conv_lstm history crop local_avg lrn normalization contrastive "
+    "crnn rnn gru lstm conv_lstm history crop lrn normalization contrastive "
     "implicit empty silence activation".split()
 )
 
@@ -138,6 +143,8 @@ class _Context:
         self.layers = layers
 
     def layer(self, output, **fields):
+        if fields.get("sources"):
+            fields["source_key"] = self.source_key
         return Layer(self.index, self.section.name, self.section, self.input, Shape(*output), **fields)
 
     def error(self, message, key=None):
@@ -145,6 +152,7 @@ class _Context:
 
     def resolve(self, key):
         """Absolute indices of the layers listed in ``key`` (negative = relative)."""
+        self.source_key = key
         indices = []
         for value in self.section.get_ints(key):
             absolute = self.index + value if value < 0 else value
@@ -225,7 +233,7 @@ def parse_convolutional(ctx):
         raise ctx.error(f"a {size}x{size} kernel does not fit the {w} x {h} input")
     params = [Param("biases", (filters,))]
     if batch_normalize:
-        params += [Param(name, (filters,)) for name in ("scales", "rolling_mean", "rolling_variance")]
+        params += [Param(name, (filters,)) for name in BATCHNORM_ARRAYS]
     params.append(Param("weights", (filters, c // groups, size, size)))
     # Darknet: l.bflops = 2 * nweights * out_h * out_w / 1e9 (convolutional_layer.c)
     bflops = 2.0 * filters * (c // groups) * size * size * out_h * out_w / 1e9
@@ -244,7 +252,7 @@ def parse_connected(ctx):
     # Darknet stores connected BN statistics after the weights, unlike convolutional.
     params = [Param("biases", (output,)), Param("weights", (output, inputs))]
     if batch_normalize:
-        params += [Param(name, (output,)) for name in ("scales", "rolling_mean", "rolling_variance")]
+        params += [Param(name, (output,)) for name in BATCHNORM_ARRAYS]
     options = dict(output=output, activation=activation, batch_normalize=batch_normalize)
     # connected_layer.c never sets l.bflops, so Darknet's total leaves it out.
     return ctx.layer((1, 1, output), params=tuple(params), options=options)
@@ -263,7 +271,7 @@ def parse_local(ctx):
     out_w = (w - (1 if pad else size)) // stride + 1
     out_h = (h - (1 if pad else size)) // stride + 1
     locations = out_w * out_h
-    params = (Param("biases", (out_h, out_w, filters)),
+    params = (Param("biases", (filters, out_h, out_w)),
               Param("weights", (locations, filters, c, size, size)))
     options = dict(filters=filters, size=size, stride=stride, pad=pad, activation=activation)
     return ctx.layer((out_w, out_h, filters), params=params, options=options)
@@ -466,7 +474,7 @@ def _parse_yolo_head(ctx, values_per_box):
     s.ignore(*_HEAD_TRAINING_KEYS, "yolo_point")
     _check_head_input(ctx, classes + values_per_box, len(mask),
                       f"classes={classes} with {len(mask)} masked anchors")
-    options = dict(classes=classes, num=num, mask=tuple(mask), anchors=anchors,
+    options = dict(classes=classes, num=num, mask=tuple(mask), anchors=anchors, boxes=len(mask),
                    scale_x_y=scale_x_y, new_coords=new_coords, nms_kind=nms_kind, beta_nms=beta_nms)
     return ctx.layer(ctx.input, options=options)
 
@@ -491,7 +499,8 @@ def parse_region(ctx):
     tree = s.get_str("tree", "")
     s.ignore(*_HEAD_TRAINING_KEYS, "map")
     _check_head_input(ctx, coords + 1 + classes, num, f"coords={coords}, classes={classes}, num={num}")
-    options = dict(coords=coords, classes=classes, num=num, softmax=softmax, anchors=anchors, tree=tree)
+    options = dict(coords=coords, classes=classes, num=num, boxes=num, softmax=softmax, anchors=anchors,
+                   tree=tree)
     return ctx.layer(ctx.input, options=options)
 
 
@@ -537,7 +546,7 @@ def parse_cost(ctx):
 
 def parse_batchnorm(ctx):
     c = ctx.input.c
-    params = tuple(Param(name, (c,)) for name in ("biases", "scales", "rolling_mean", "rolling_variance"))
+    params = tuple(Param(name, (c,)) for name in ("biases", *BATCHNORM_ARRAYS))
     return ctx.layer(ctx.input, params=params)
 
 
@@ -550,6 +559,7 @@ PARSERS = {
     "maxpool": parse_maxpool,
     "max": parse_maxpool,
     "local_avgpool": parse_local_avgpool,
+    "local_avg": parse_local_avgpool,
     "avgpool": parse_avgpool,
     "avg": parse_avgpool,
     "route": parse_route,
@@ -572,7 +582,7 @@ PARSERS = {
 
 # Darknet spells some types two ways; darkfold reports the long name.
 _CANONICAL = {"conv": "convolutional", "conn": "connected", "max": "maxpool", "avg": "avgpool",
-              "soft": "softmax"}
+              "soft": "softmax", "local_avg": "local_avgpool"}
 
 
 def build_layers(cfg):

@@ -27,7 +27,7 @@ def _describe(layer):
     if kind == "upsample":
         name = "upsample" if layer.stride > 0 else "downsample"
         return f"{name:<24s}" + "%2dx  " % abs(layer.stride)
-    if kind == "reorg":
+    if kind in ("reorg", "reorg3d"):
         return f"{'reorg':<24s}" + "/%2d  " % layer.stride
     if kind in ("route", "shortcut", "scale_channels", "sam"):
         return f"{kind} " + " ".join(str(i) for i in layer.sources)

@@ -113,11 +113,16 @@ def _layer_arrays(data, offset, layer, header):
     for param in layer.params:
         end = offset + 4 * param.size
         array = data[offset:end].view(_FLOAT)
-        if layer.type == "connected" and param.name == "weights" and header.transposed:
+        if _stored_transposed(layer, param, header):
             array = array.reshape(param.shape[::-1]).T
         arrays[param.name] = array.reshape(param.shape)
         offset = end
     return arrays
+
+
+def _stored_transposed(layer, param, header):
+    # load_connected_weights: old files hold connected weights as inputs x outputs.
+    return header.transposed and layer.type == "connected" and param.name == "weights"
 
 
 def expected_size(layers, header):
@@ -158,7 +163,7 @@ def _classes_hint(layers, actual, header):
     The [convolutional] before each [yolo]/[region] layer has filters =
     boxes * (classes + values per box); the file size is linear in classes.
     """
-    heads = [l for l in layers if l.type in ("yolo", "region", "Gaussian_yolo")]
+    heads = [l for l in layers if "boxes" in l.options]
     convs = [layers[h.index - 1] for h in heads if h.index > 0 and layers[h.index - 1].type == "convolutional"]
     if not heads or len(convs) != len(heads):
         return ""
@@ -167,9 +172,8 @@ def _classes_hint(layers, actual, header):
         return ""
     per_class = 0
     for head, conv in zip(heads, convs):
-        boxes = head.num if head.type == "region" else len(head.mask)
         per_filter = conv.param_count // conv.filters
-        per_class += 4 * boxes * per_filter
+        per_class += 4 * head.boxes * per_filter
     surplus = actual - expected_size(layers, header)
     if surplus % per_class:
         return ""
@@ -193,6 +197,6 @@ def write_weights(path, header, layers, params):
                 break
             for param in layer.params:
                 array = arrays[param.name]
-                if layer.type == "connected" and param.name == "weights" and header.transposed:
+                if _stored_transposed(layer, param, header):
                     array = array.T
                 file.write(np.ascontiguousarray(array, dtype=_FLOAT).data)
