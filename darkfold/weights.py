@@ -138,12 +138,12 @@ def _short_file_message(path, layers, layer, offset, actual, header):
             f"{path}: the file ends after layer {layer.index - 1}, but {where}: expected {expected} bytes, "
             f"file has {actual}. It holds complete weights for the first {len(earlier)} layers with "
             f"parameters: a partial backbone file (such as darknet53.conv.74) can be loaded with "
-            f"partial=True (--partial); otherwise the download was cut short. {_classes_hint(layers, actual, header)}"
+            f"partial=True (--partial); otherwise the download was cut short. {_likely_cause(layers, actual, header)}"
         ).rstrip()
     return (
         f"{path}: truncated: {where}, but only {actual - offset} remain: expected {expected} bytes, "
         f"file has {actual} ({expected - actual} missing). A truncated download, or weights for a "
-        f"different cfg. {_classes_hint(layers, actual, header)}"
+        f"different cfg. {_likely_cause(layers, actual, header)}"
     ).rstrip()
 
 
@@ -153,8 +153,32 @@ def _long_file_message(path, layers, offset, actual, header):
         f"{path}: {actual - offset} bytes left over after the last layer with parameters "
         f"(layer {last.index} [{last.type}], {last.where}): this cfg needs {offset} bytes, file has "
         f"{actual}. The weights were made for a different cfg (other filters or classes?). "
-        f"{_classes_hint(layers, actual, header)}"
+        f"{_likely_cause(layers, actual, header)}"
     ).rstrip()
+
+
+def _likely_cause(layers, actual, header):
+    """A sentence naming the cfg change the file size points to, or ''."""
+    return _folding_hint(layers, actual, header) or _classes_hint(layers, actual, header)
+
+
+def _folding_hint(layers, actual, header):
+    """Recognise folded weights given with an unfolded cfg, and the reverse.
+
+    Folding drops scales, rolling_mean and rolling_variance: 12 bytes per
+    filter of each batch_normalize=1 layer.
+    """
+    surplus = actual - expected_size(layers, header)
+    with_batchnorm = [l for l in layers if any(p.name == "rolling_mean" for p in l.params)]
+    if with_batchnorm and surplus == -12 * sum(l.params[0].size for l in with_batchnorm):
+        return ("The file is exactly the size of this model with its BatchNorm folded: these are folded "
+                "weights (darkfold convert); use them with the folded cfg, which says batch_normalize=0.")
+    heads = {l.index - 1 for l in layers if "boxes" in l.options}
+    foldable = [l for l in layers if l.type == "convolutional" and not l.batch_normalize and l.index not in heads]
+    if foldable and surplus == 12 * sum(l.filters for l in foldable):
+        return ("The file is exactly the size of this model with BatchNorm in every convolution before the "
+                "heads: these look like unfolded weights; use them with the original cfg (batch_normalize=1).")
+    return ""
 
 
 def _classes_hint(layers, actual, header):

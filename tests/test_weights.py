@@ -152,3 +152,12 @@ def test_transposed_connected_weights_are_read_as_outputs_by_inputs(tmp_path):
 def test_read_header_parses_version_and_seen():
     data = np.frombuffer(Header(0, 2, 5, 99).to_bytes(), np.uint8)
     assert read_header(data, "x") == Header(0, 2, 5, 99)
+
+
+def test_folded_weights_with_the_unfolded_cfg_are_recognised(tiny_cfg, tmp_path):
+    folded = darkfold.convert(tiny_cfg, darkfold.DEFAULT_WEIGHTS, tmp_path / "f.cfg", tmp_path / "f.weights")
+    with pytest.raises(WeightsError, match="these are folded weights .* use them with the folded cfg"):
+        darkfold.load(tiny_cfg, tmp_path / "f.weights")
+    with pytest.raises(WeightsError, match="look like unfolded weights; use them with the original cfg"):
+        darkfold.load(tmp_path / "f.cfg", darkfold.DEFAULT_WEIGHTS)
+    assert folded.folded
