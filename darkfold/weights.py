@@ -137,14 +137,15 @@ def _short_file_message(path, layers, layer, offset, actual, header):
         return (
             f"{path}: the file ends after layer {layer.index - 1}, but {where}: expected {expected} bytes, "
             f"file has {actual}. It holds complete weights for the first {len(earlier)} layers with "
-            f"parameters: a partial backbone file (such as darknet53.conv.74) can be loaded with "
-            f"partial=True (--partial); otherwise the download was cut short. {_likely_cause(layers, actual, header)}"
-        ).rstrip()
+            f"parameters. " + (_likely_cause(layers, actual, header) or
+                               "A partial backbone file (such as darknet53.conv.74) can be loaded with "
+                               "partial=True (--partial); otherwise the download was cut short.")
+        )
     return (
         f"{path}: truncated: {where}, but only {actual - offset} remain: expected {expected} bytes, "
-        f"file has {actual} ({expected - actual} missing). A truncated download, or weights for a "
-        f"different cfg. {_likely_cause(layers, actual, header)}"
-    ).rstrip()
+        f"file has {actual} ({expected - actual} missing). "
+        + (_likely_cause(layers, actual, header) or "A truncated download, or weights for a different cfg.")
+    )
 
 
 def _long_file_message(path, layers, offset, actual, header):
@@ -152,9 +153,9 @@ def _long_file_message(path, layers, offset, actual, header):
     return (
         f"{path}: {actual - offset} bytes left over after the last layer with parameters "
         f"(layer {last.index} [{last.type}], {last.where}): this cfg needs {offset} bytes, file has "
-        f"{actual}. The weights were made for a different cfg (other filters or classes?). "
-        f"{_likely_cause(layers, actual, header)}"
-    ).rstrip()
+        f"{actual}. "
+        + (_likely_cause(layers, actual, header) or "The weights were made for a different cfg (other filters or classes?).")
+    )
 
 
 def _likely_cause(layers, actual, header):
