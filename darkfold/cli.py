@@ -96,6 +96,8 @@ def _print_warnings(source):
 
 
 def run_info(args):
+    if args.partial and args.cfg is not None and args.weights is None:
+        raise DarkfoldError("--partial is about a weights file: darkfold info CFG WEIGHTS --partial")
     cfg_path, weights_path = _model_paths(args)
     model = load(cfg_path, weights_path, partial=args.partial)
     _print_warnings(model)

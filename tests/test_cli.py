@@ -66,6 +66,7 @@ def test_a_misspelt_key_is_shown_before_the_weights_error_it_causes(capsys, tmp_
     (["info", "missing.cfg"], "missing.cfg: cfg file not found"),
     (["info", CFG_DIR / "yolov3.cfg", darkfold.DEFAULT_WEIGHTS], "truncated: layer 48 [convolutional]"),
     (["convert", CFG_DIR / "yolov3.cfg"], "convert needs the weights too"),
+    (["info", CFG_DIR / "yolov3.cfg", "--partial"], "--partial is about a weights file"),
 ])
 def test_errors_are_one_line_on_stderr_with_exit_code_1(capsys, argv, message):
     code, out, err = run(capsys, *argv)

@@ -129,7 +129,7 @@ def test_folded_model_matches_variance_adjusted_original_in_opencv(pair):
     for index in heads:
         assert original[index].shape == folded[index].shape
         difference = max_abs(original[index] - folded[index])
-        tolerance = relative_tolerance(original[index], 1e-4)
+        tolerance = 1e-4  # issue 3: absolute, though heads reach |20| (measured <= 2.7e-5)
         assert difference <= tolerance, (
             f"{pair.name} layer {index}: max |diff| {difference:.3g} > {tolerance:.3g} "
             f"(scale {max_abs(original[index]):.3g})")
