@@ -79,6 +79,7 @@ def _parser():
     convert.add_argument("-o", "--output", metavar="OUT_DIR", default=".",
                          help="folder for the folded files (default: the current folder; created if missing)")
     convert.add_argument("-f", "--force", action="store_true", help="replace existing output files")
+    convert.add_argument("--json", action="store_true", help="print the summary as JSON")
     convert.set_defaults(run=run_convert)
     return parser
 
@@ -125,6 +126,10 @@ def run_convert(args):
     elapsed = time.perf_counter() - started
     _print_warnings(folded)
     size_in, size_out = os.path.getsize(weights_path), os.path.getsize(out_weights)
+    if args.json:
+        print(json.dumps({"cfg": out_cfg, "weights": out_weights, "folded_layers": list(folded.folded),
+                          "bytes_in": size_in, "bytes_out": size_out, "seconds": round(elapsed, 3)}))
+        return 0
     print(f"folded {len(folded.folded)} BatchNorm layers; {len(folded.layers)} layers, {folded.bflops:.3f} BFLOPs")
     print(f"{out_weights}: {size_out:,} bytes ({size_in - size_out:,} fewer than {weights_path})")
     print(f"{out_cfg}: batch_normalize=0 in the folded layers, every other line as in {cfg_path}")

@@ -125,6 +125,14 @@ def test_convert_writes_folded_pair_and_summary(capsys, tmp_path):
     assert not any(getattr(layer, "batch_normalize", 0) for layer in folded.layers)
 
 
+def test_convert_json_summary(capsys, tmp_path):
+    code, out, _ = run(capsys, "convert", "-o", tmp_path, "--json")
+    summary = json.loads(out)
+    assert code == 0 and summary["folded_layers"] == [0, 2, 4, 6, 8, 10, 12, 13, 14, 18, 21]
+    assert summary["bytes_in"] - summary["bytes_out"] == 38208
+    assert summary["weights"] == str(tmp_path / "yolov3-tiny-folded.weights")
+
+
 def test_convert_refuses_to_replace_outputs_without_force(capsys, tmp_path):
     assert run(capsys, "convert", "-o", tmp_path)[0] == 0
     before = (tmp_path / "yolov3-tiny-folded.weights").stat().st_mtime_ns
