@@ -5,14 +5,14 @@ from setuptools import find_packages, setup
 setup(
     name="darkfold",
     version="0.1.0",
-    description="Run Darknet YOLO models from Python: read .cfg/.weights, fold BatchNorm, write Darknet format",
+    description="Darknet YOLO models from Python: read .cfg/.weights, fold BatchNorm, write Darknet format",
     long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["darkfold", "darkfold.*"]),
     package_data={"darkfold": ["models/*.cfg", "models/*.weights", "data/*.names"]},
     python_requires=">=3.9",
-    # OpenCV serves image I/O and preprocessing; darkfold does not need its dnn module,
-    # so OpenCV 5 (which dropped readNetFromDarknet) is fine at run time.
+    # OpenCV is for the detection pipeline (image I/O, resizing), not its dnn module:
+    # OpenCV 5, which dropped readNetFromDarknet, is fine at run time.
     install_requires=["numpy>=1.22", "opencv-python-headless>=4.5", "numba>=0.56"],
     extras_require={
         # OpenCV 4.14 is the last release with cv2.dnn.readNetFromDarknet, the

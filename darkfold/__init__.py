@@ -1,4 +1,4 @@
-"""darkfold: run Darknet YOLO models from Python, with BatchNorm folded.
+"""darkfold: read, fold and write Darknet YOLO models from Python.
 
     import darkfold
     model = darkfold.load("yolov4.cfg", "yolov4.weights")

@@ -12,8 +12,8 @@ wrong type is an error naming the file and line, and every option a layer did
 not read can be reported.
 """
 
-import math
 import os
+import re
 from dataclasses import dataclass
 
 from .errors import CfgError
@@ -145,19 +145,23 @@ class Section:
         return key in self._ignored and key not in self._read
 
 
+# Darknet converts with atoi/atof; darkfold accepts the plain ASCII numbers those
+# read in full (Python's int() would also take "1_6" or full-width digits).
+_INT = re.compile(r"[+-]?[0-9]+")
+_FLOAT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+_INT_LIMIT = 2**31 - 1  # Darknet's int
+
+
 def _to_int(text):
-    try:
-        return int(text.strip())
-    except ValueError:
+    text = text.strip()
+    if not _INT.fullmatch(text) or abs(int(text)) > _INT_LIMIT:
         return None
+    return int(text)
 
 
 def _to_float(text):
-    try:
-        number = float(text.strip())
-    except ValueError:
-        return None
-    return number if math.isfinite(number) else None
+    text = text.strip()
+    return float(text) if _FLOAT.fullmatch(text) else None
 
 
 class Cfg:
@@ -168,7 +172,7 @@ class Cfg:
         self.encoding = encoding
         # A byte-order mark (Windows editors add one) is kept for writing back.
         self.bom = "\ufeff" if text.startswith("\ufeff") else ""
-        self.lines = text[len(self.bom):].splitlines(keepends=True)
+        self.lines = _split_lines(text[len(self.bom):])
         self.sections = _parse_sections(self.lines, self.path)
         if not self.sections:
             raise CfgError(f"{self.path}: no sections; a cfg starts with [net]")
@@ -206,6 +210,13 @@ class Cfg:
         return Cfg(self.text(), self.path if path is None else path, self.encoding)
 
 
+def _split_lines(text):
+    """Lines with their endings, split at "\\n" only, as Darknet's fgetl does."""
+    lines = [line + "\n" for line in text.split("\n")]
+    lines[-1] = lines[-1][:-1]
+    return lines if lines[-1] else lines[:-1]
+
+
 def _parse_sections(lines, path):
     sections = []
     for number, raw in enumerate(lines, start=1):
@@ -227,7 +238,12 @@ def _parse_header(stripped, number, path):
     name = header[1:-1].strip()
     if not header.endswith("]") or not name or "[" in name or "]" in name:
         raise CfgError(f"{path}:{number}: {stripped!r}: expected a section header like [convolutional]")
-    return Section(name, number, path)
+    section = Section(name, number, path)
+    if header != stripped:
+        section.comment_warnings.append(
+            f"{path}:{number}: Darknet reads the section name with its comment, "
+            f"{''.join(stripped.split())!r}, and does not recognise it. Put the comment on a line of its own")
+    return section
 
 
 def _add_option(section, content, number, path):

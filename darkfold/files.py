@@ -14,6 +14,8 @@ def check_readable(path, kind):
         raise DarkfoldError(f"{path}: {kind} file not found")
     if os.path.isdir(path):
         raise DarkfoldError(f"{path}: is a directory, expected a {kind} file")
+    if not os.path.isfile(path):
+        raise DarkfoldError(f"{path}: not a regular file (a device or pipe?), expected a {kind} file")
     if not os.access(path, os.R_OK):
         raise DarkfoldError(f"{path}: {kind} file is not readable (permission denied)")
 
@@ -76,11 +78,11 @@ def _move_all(temporaries, paths):
                 raise
             moved.append((path, backup))
     except OSError as error:
-        for path, backup in reversed(moved):
+        for moved_path, backup in reversed(moved):
             if backup is None:
-                os.unlink(path)
+                os.unlink(moved_path)
             else:
-                os.replace(backup, path)
+                os.replace(backup, moved_path)
         raise DarkfoldError(f"{path}: cannot write: {error.strerror}") from None
     finally:
         for _, backup in moved:

@@ -101,6 +101,7 @@ def fold_model(model):
     plan = plan_fold(model)
     result = Model(plan.cfg, model.header, list(folded_params(model, plan)))
     result.folded = plan.folded
+    result.warnings = model.warnings  # with the input's line numbers, which the user edits
     return result
 
 

@@ -115,7 +115,7 @@ _HEAD_TRAINING_KEYS = (
     "cls_normalizer delta_normalizer iou_loss iou_thresh_kind track_history_size sim_thresh "
     "dets_for_track dets_for_show track_ciou_norm embedding_layer show_details uc_normalizer "
     "rescore coord_scale object_scale noobject_scale mask_scale class_scale bias_match "
-    "thresh classfix absolute log sqrt forced"
+    "thresh absolute log forced"
 ).split()
 
 # get_activation in Darknet's activations.c; any other name is an error here
@@ -164,6 +164,12 @@ class _Context:
                 )
             indices.append(absolute)
         return indices
+
+    def resolve_one(self, key):
+        indices = self.resolve(key)
+        if len(indices) != 1:
+            raise self.error(f"{key}= takes one layer here, not {len(indices)}", key)
+        return indices[0]
 
     def activation(self, default):
         name = self.section.get_str("activation", default)
@@ -270,6 +276,8 @@ def parse_local(ctx):
     # local_layer.c: local_out_height() shrinks by size without pad, by 1 with it.
     out_w = (w - (1 if pad else size)) // stride + 1
     out_h = (h - (1 if pad else size)) // stride + 1
+    if out_w < 1 or out_h < 1:
+        raise ctx.error(f"a {size}x{size} kernel does not fit the {w} x {h} input")
     locations = out_w * out_h
     params = (Param("biases", (filters, out_h, out_w)),
               Param("weights", (locations, filters, c, size, size)))
@@ -345,6 +353,10 @@ def parse_shortcut(ctx):
                              choices={"none", "per_feature", "per_layer", "per_channel"})
     weights_normalization = s.get_str("weights_normalization", "none",
                                       choices={"none", "relu", "avg_relu", "softmax"})
+    if weights_type != "none" and weights_normalization == "none":
+        # parse_shortcut exits on this combination.
+        raise ctx.error(f"weights_type={weights_type} needs weights_normalization=relu, avg_relu or softmax",
+                        "weights_normalization")
     # shortcut_cpu adds the channels the two inputs have in common; the output
     # keeps the shape of the layer before. Darknet also resamples unequal
     # widths, which no YOLO cfg uses.
@@ -376,7 +388,7 @@ def parse_scale_channels(ctx):
     # each channel (or, with scale_wh, each position) multiplied by the
     # matching value of the layer before.
     s = ctx.section
-    (source,) = ctx.resolve("from")
+    source = ctx.resolve_one("from")
     scale_wh = s.get_int("scale_wh", 0)
     activation = ctx.activation("linear")
     output = ctx.layers[source].output
@@ -389,7 +401,7 @@ def parse_scale_channels(ctx):
 
 
 def parse_sam(ctx):
-    (source,) = ctx.resolve("from")
+    source = ctx.resolve_one("from")
     activation = ctx.activation("linear")
     if ctx.layers[source].output != ctx.input:
         raise ctx.error(f"from: layer {source} outputs {ctx.layers[source].output}, expected {ctx.input}", "from")
@@ -461,7 +473,7 @@ def _parse_yolo_head(ctx, values_per_box):
     ctx.need_image()
     classes = s.get_int("classes", 20, minimum=1)
     num = s.get_int("num", 1, minimum=1)
-    mask = s.get_ints("mask", list(range(num)))
+    mask = s.get_ints("mask", None) or list(range(num))
     for index in mask:
         if not 0 <= index < num:
             raise ctx.error(f"mask index {index} is outside the {num} anchors (num={num})", "mask")
@@ -497,10 +509,11 @@ def parse_region(ctx):
     softmax = s.get_int("softmax", 0)
     anchors = _anchors(ctx, num)
     tree = s.get_str("tree", "")
-    s.ignore(*_HEAD_TRAINING_KEYS, "map")
+    classfix = s.get_int("classfix", 0)
+    s.ignore(*_HEAD_TRAINING_KEYS, "map", "sqrt")
     _check_head_input(ctx, coords + 1 + classes, num, f"coords={coords}, classes={classes}, num={num}")
     options = dict(coords=coords, classes=classes, num=num, boxes=num, softmax=softmax, anchors=anchors,
-                   tree=tree)
+                   tree=tree, classfix=classfix)
     return ctx.layer(ctx.input, options=options)
 
 
@@ -511,13 +524,14 @@ def parse_detection(ctx):
     num = s.get_int("num", 1, minimum=1)
     side = s.get_int("side", 7, minimum=1)
     softmax = s.get_int("softmax", 0)
+    sqrt = s.get_int("sqrt", 0)  # boxes store sqrt(w), sqrt(h)
     s.ignore(*_HEAD_TRAINING_KEYS, "reorg")
     inputs = ctx.input.w * ctx.input.h * ctx.input.c
     expected = side * side * ((1 + coords) * num + classes)
     if inputs != expected:
         raise ctx.error(f"the layer before outputs {inputs} values, but side={side}, num={num}, "
                         f"coords={coords}, classes={classes} need {expected}")
-    options = dict(coords=coords, classes=classes, num=num, side=side, softmax=softmax)
+    options = dict(coords=coords, classes=classes, num=num, side=side, softmax=softmax, sqrt=sqrt)
     return ctx.layer(ctx.input, options=options)
 
 

@@ -2,6 +2,8 @@
 
 import os
 
+import numpy as np
+
 from .bundled import DEFAULT_CFG, DEFAULT_WEIGHTS
 from .cfg import read_cfg
 from .errors import DarkfoldError
@@ -31,8 +33,15 @@ class Model:
 
     @property
     def bflops(self):
-        """Billions of floating point operations per image, as Darknet counts them."""
-        return sum(layer.bflops for layer in self.layers)
+        """Billions of floating point operations per image, as Darknet counts them.
+
+        parser.c sums each layer's float l.bflops into a float, and that
+        rounding shows in the third decimal (yolov3-voc: 65.442, not 65.443).
+        """
+        total = np.float32(0)
+        for layer in self.layers:
+            total = np.float32(total + np.float32(layer.bflops))
+        return float(total)
 
     @property
     def param_count(self):
@@ -114,6 +123,8 @@ def convert(cfg_path, weights_path, out_cfg_path, out_weights_path, *, force=Fal
     from .fold import folded_params, plan_fold
 
     model = load(cfg_path, weights_path)
+    if os.path.abspath(out_cfg_path) == os.path.abspath(out_weights_path):
+        raise DarkfoldError(f"{out_cfg_path}: the folded cfg and weights need two different paths")
     _check_outputs((out_cfg_path, out_weights_path), (cfg_path, weights_path), force)
     plan = plan_fold(model)
     _, layers, _ = build_layers(plan.cfg)

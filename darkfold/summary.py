@@ -29,6 +29,8 @@ def _describe(layer):
         return f"{name:<24s}" + "%2dx  " % abs(layer.stride)
     if kind in ("reorg", "reorg3d"):
         return f"{'reorg':<24s}" + "/%2d  " % layer.stride
+    if kind == "route" and layer.groups > 1:
+        return f"route " + " ".join(str(i) for i in layer.sources) + f"  {layer.group_id}/{layer.groups}"
     if kind in ("route", "shortcut", "scale_channels", "sam"):
         return f"{kind} " + " ".join(str(i) for i in layer.sources)
     if kind == "connected":
@@ -51,7 +53,8 @@ def layer_table(model):
     if model.has_weights:
         lines.append(f"Weights: {model.header}")
         if model.loaded_layers < len(model.layers):
-            lines.append(f"Partial weights: layers 0 to {model.loaded_layers - 1} loaded")
+            loaded = f"layers 0 to {model.loaded_layers - 1}" if model.loaded_layers else "no layer"
+            lines.append(f"Partial weights: {loaded} loaded")
     return "\n".join(lines)
 
 

@@ -49,7 +49,7 @@ def test_set_changes_only_the_value_and_keeps_the_comment():
     assert Cfg(cfg.text()).sections[1].get_int("filters") == 32
 
 
-def test_duplicate_key_in_a_layer_is_reported_by_build_not_lost():
+def test_duplicate_key_is_kept_aside_and_the_first_value_wins():
     cfg = Cfg("[net]\nwidth=8\n[convolutional]\nfilters=4\nfilters=8\n", "dup.cfg")
     (duplicate,) = cfg.sections[1].duplicates
     assert (duplicate.key, duplicate.line) == ("filters", 5)
@@ -59,6 +59,8 @@ def test_duplicate_key_in_a_layer_is_reported_by_build_not_lost():
 @pytest.mark.parametrize(
     "getter, value, expected",
     [("get_int", "abc", "expected an integer"), ("get_int", "1.5", "expected an integer"),
+     ("get_int", "1_6", "expected an integer"), ("get_int", "\uff11\uff16", "expected an integer"),
+     ("get_int", "99999999999", "expected an integer"), ("get_float", "1_0.5", "expected a number"),
      ("get_float", "x", "expected a number"), ("get_float", "nan", "expected a number"),
      ("get_ints", "1,,2", "expected a comma-separated list of integers"),
      ("get_str", "", "expected a value")],
@@ -133,3 +135,23 @@ def test_without_sections_drops_only_those_sections_and_keeps_the_next_comment()
     trimmed = cfg.without_sections([cfg.sections[1]])
     assert [s.name for s in trimmed.sections] == ["net", "maxpool"]
     assert trimmed.text() == SMALL[: SMALL.index("[convolutional]")] + "# pooling\n[maxpool]\nsize=2\n"
+
+
+def test_lines_break_at_newline_only_as_in_darknet(tmp_path):
+    # cp1252's ellipsis is byte 0x85, which Python's splitlines() would take for a line break.
+    data = "[net]\n# wait\x85 more\nwidth=8\n".encode("latin-1")
+    cfg = read_cfg(write(tmp_path / "x.cfg", data))
+    assert cfg.sections[0].options["width"].line == 3 and cfg.to_bytes() == data
+
+
+def test_comment_after_a_section_header_warns_that_darknet_reads_it():
+    section = Cfg("[net] # input\nwidth=8\n", "c.cfg").sections[0]
+    assert section.name == "net"
+    assert section.comment_warnings == ["c.cfg:1: Darknet reads the section name with its comment, "
+                                        "'[net]#input', and does not recognise it. Put the comment on a line "
+                                        "of its own"]
+
+
+def test_device_given_as_cfg_is_refused_not_read_forever():
+    with pytest.raises(DarkfoldError, match="/dev/zero: not a regular file"):
+        read_cfg("/dev/zero")

@@ -46,7 +46,7 @@ def test_save_without_weights_writes_the_cfg_only(tmp_path):
 
 def test_failed_save_leaves_neither_file(tiny_model, tmp_path):
     (tmp_path / "taken").mkdir()  # a folder where the weights should go: the rename fails
-    with pytest.raises(darkfold.DarkfoldError, match="cannot write"):
+    with pytest.raises(darkfold.DarkfoldError, match="taken: cannot write: Is a directory"):
         tiny_model.save(tmp_path / "out.cfg", tmp_path / "taken")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
 
@@ -122,3 +122,9 @@ def test_convert_replaces_existing_outputs_only_with_force(tiny_cfg, tiny_weight
     assert out_cfg.read_text() == "mine" and not out_weights.exists()
     darkfold.convert(tiny_cfg, tiny_weights, out_cfg, out_weights, force=True)
     assert darkfold.load(out_cfg, out_weights).fold().folded == ()  # nothing left to fold
+
+
+def test_convert_needs_two_different_output_paths(tiny_cfg, tiny_weights, tmp_path):
+    with pytest.raises(darkfold.DarkfoldError, match="need two different paths"):
+        darkfold.convert(tiny_cfg, tiny_weights, tmp_path / "same", tmp_path / "same")
+    assert list(tmp_path.iterdir()) == []
