@@ -7,9 +7,10 @@ an edit (``Cfg.set``) touches only the value it changes.
 Darknet's own reader (``read_cfg`` and ``read_option`` in parser.c and
 option_list.c) skips lines that start with ``#`` or ``;`` and splits the rest at
 the first ``=``. darkfold reads the same files, and is stricter where Darknet
-silently guesses: inline comments are cut, a duplicate key or a value of the
-wrong type is an error naming the file and line, and every option a layer did
-not read can be reported.
+silently guesses: inline comments are cut (with a warning where Darknet would
+read them), a value of the wrong type is an error naming the file and line,
+duplicate keys are kept aside for the layer parser to judge, and every option a
+layer did not read can be reported.
 """
 
 import os
@@ -47,7 +48,7 @@ class Section:
         self.path = path
         self.options = {}
         self.duplicates = []  # later Options whose key was already set
-        self.comment_warnings = []  # string values Darknet would read with their comment
+        self.comment_warnings = []  # header or string values Darknet would read with their comment
         self._read = set()
         self._ignored = set()
 
@@ -133,7 +134,7 @@ class Section:
 
     def unread(self):
         """Options no getter asked for and not ignored, in file order."""
-        known = self._read | self._ignored
+        known = self.known_keys()
         return [o for o in self.options.values() if o.key not in known]
 
     def known_keys(self):

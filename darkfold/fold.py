@@ -26,7 +26,6 @@ from .layers import BATCHNORM_ARRAYS
 EPS = 1e-5
 
 
-
 def fold_arrays(weights, biases, scales, rolling_mean, rolling_variance):
     """Folded ``(weights, biases)``: new float32 arrays, inputs untouched."""
     # One array type for every call (read-only, C-contiguous float32), so numba
@@ -128,10 +127,10 @@ def _is_mergeable_batchnorm(model, layer):
 def _merge_batchnorm(conv, batchnorm):
     # batchnorm_layer.c: y = scales * (x - mean) / sqrt(var + eps) + biases,
     # applied to the convolution's output x = w * input + conv biases.
-    zeros = np.zeros_like(batchnorm["biases"])
-    weights, shift = fold_arrays(conv["weights"], zeros, *(batchnorm[n] for n in BATCHNORM_ARRAYS))
-    factor = batchnorm["scales"].astype(np.float64) / np.sqrt(batchnorm["rolling_variance"].astype(np.float64) + EPS)
-    biases = batchnorm["biases"] + factor * conv["biases"].astype(np.float64) + shift
+    scales, mean, variance = (batchnorm[n].astype(np.float64) for n in BATCHNORM_ARRAYS)
+    factor = scales / np.sqrt(variance + EPS)
+    weights, _ = fold_arrays(conv["weights"], conv["biases"], *(batchnorm[n] for n in BATCHNORM_ARRAYS))
+    biases = batchnorm["biases"] + factor * (conv["biases"].astype(np.float64) - mean)
     return {"biases": biases.astype(np.float32), "weights": weights}
 
 
