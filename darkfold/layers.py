@@ -10,11 +10,11 @@ work from these specs.
 """
 
 import difflib
+import math
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from .errors import CfgError
-
 
 # The arrays a BatchNorm stores after its biases, in .weights file order.
 BATCHNORM_ARRAYS = ("scales", "rolling_mean", "rolling_variance")
@@ -38,10 +38,7 @@ class Param:
 
     @property
     def size(self):
-        count = 1
-        for dim in self.shape:
-            count *= dim
-        return count
+        return math.prod(self.shape)
 
 
 @dataclass
