@@ -30,7 +30,7 @@ def _describe(layer):
     if kind in ("reorg", "reorg3d"):
         return f"{'reorg':<24s}" + "/%2d  " % layer.stride
     if kind == "route" and layer.groups > 1:
-        return f"route " + " ".join(str(i) for i in layer.sources) + f"  {layer.group_id}/{layer.groups}"
+        return "route " + " ".join(str(i) for i in layer.sources) + f"  {layer.group_id}/{layer.groups}"
     if kind in ("route", "shortcut", "scale_channels", "sam"):
         return f"{kind} " + " ".join(str(i) for i in layer.sources)
     if kind == "connected":
