@@ -1,6 +1,7 @@
 """The ``darkfold`` command: one function per subcommand, over the public API."""
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -121,7 +122,8 @@ def run_convert(args):
         folded = convert(cfg_path, weights_path, out_cfg, out_weights, force=args.force)
     except BaseException:
         if created:
-            os.rmdir(args.output)
+            with contextlib.suppress(OSError):  # never hide the real error behind this one
+                os.rmdir(args.output)
         raise
     elapsed = time.perf_counter() - started
     _print_warnings(folded)
