@@ -29,3 +29,262 @@ def fold_batchnorm(weights, biases, scales, rolling_mean, rolling_variance, eps,
         out_biases[f] = np.float64(biases[f]) - scale * np.float64(rolling_mean[f]) / root
         for i in range(k):
             out_weights[f, i] = np.float64(weights[f, i]) * factor
+
+
+# ------------------------------------------------------------------------------------------------
+# Inference kernels. Tensors are NHWC float32 (batch, height, width, channels), C-contiguous;
+# a 2-D view (batch * height * width, channels) is a GEMM operand as it is. Every kernel
+# releases the GIL (nogil) so the engine's worker threads run them side by side.
+
+# Activation codes (engine.ACTIVATIONS maps Darknet's names to them).
+LINEAR, LEAKY, RELU, LOGISTIC, MISH, SWISH, TANH, HARD_MISH, RELU6, ELU, SELU, GELU, RELIE, RAMP, \
+    LOGGY, PLSE, HARDTAN, LHTAN, STAIR = range(19)
+
+_F = np.float32  # constants in float32, so numba keeps the arithmetic in single precision
+
+
+@numba.njit(cache=True, nogil=True)
+def _logistic(x):
+    return _F(1) / (_F(1) + np.exp(-x))
+
+
+@numba.njit(cache=True, nogil=True)
+def activate(x, code):
+    """Darknet's activation ``code`` of one float32 value (activations.h)."""
+    if code == LEAKY:
+        return x if x > 0 else _F(0.1) * x
+    if code == LINEAR:
+        return x
+    if code == RELU:
+        return x if x > 0 else _F(0)
+    if code == LOGISTIC:
+        return _logistic(x)
+    if code == MISH:
+        # activations.c softplus threshold 20: log(1 + exp(x)) is x there.
+        if x > 20:
+            softplus = x
+        elif x < -20:
+            softplus = np.exp(x)
+        else:
+            softplus = np.log1p(np.exp(x))
+        return x * np.tanh(softplus)
+    if code == SWISH:
+        return x * _logistic(x)
+    if code == TANH:
+        return _F(2) / (_F(1) + np.exp(_F(-2) * x)) - _F(1)
+    if code == HARD_MISH:
+        if x > 0:
+            return x
+        if x > -2:
+            return x * x / _F(2) + x
+        return _F(0)
+    if code == RELU6:
+        return min(max(x, _F(0)), _F(6))
+    if code == ELU:
+        return x if x >= 0 else np.exp(x) - _F(1)
+    if code == SELU:
+        return _F(1.0507) * x if x >= 0 else _F(1.0507 * 1.6732) * (np.exp(x) - _F(1))
+    if code == GELU:
+        return _F(0.5) * x * (_F(1) + np.tanh(_F(0.797885) * x + _F(0.035677) * x * x * x))
+    if code == RELIE:
+        return x if x > 0 else _F(0.01) * x
+    if code == RAMP:
+        return (x if x > 0 else _F(0)) + _F(0.1) * x
+    if code == LOGGY:
+        return _F(2) / (_F(1) + np.exp(-x)) - _F(1)
+    if code == PLSE:
+        if x < -4:
+            return _F(0.01) * (x + _F(4))
+        if x > 4:
+            return _F(0.01) * (x - _F(4)) + _F(1)
+        return _F(0.125) * x + _F(0.5)
+    if code == HARDTAN:
+        return min(max(x, _F(-1)), _F(1))
+    if code == LHTAN:
+        if x < 0:
+            return _F(0.001) * x
+        if x > 1:
+            return _F(0.001) * (x - _F(1)) + _F(1)
+        return x
+    # STAIR
+    n = np.floor(x)
+    if int(n) % 2 == 0:
+        return np.floor(x / _F(2))
+    return (x - n) + np.floor(x / _F(2))
+
+
+@numba.njit(cache=True, nogil=True)
+def im2col_nhwc(x, row0, row1, size, stride_x, stride_y, padding, dilation, out_h, out_w, cols):
+    """Rows ``row0:row1`` of the im2col matrix of NHWC ``x`` into ``cols`` (rows, size*size*c).
+
+    Row r is output pixel (n, oy, ox) in raster order; its values are ordered (ky, kx, c), so
+    without dilation each kernel row is one contiguous run of ``x``. Outside the image: 0.
+    """
+    _, h, w, c = x.shape
+    flat = x.reshape(-1)
+    span = size * c
+    for r in range(row0, row1):
+        n = r // (out_h * out_w)
+        oy = (r // out_w) % out_h
+        ox = r % out_w
+        row = cols[r - row0]
+        x0 = ox * stride_x - padding
+        if dilation == 1:
+            lo = min(max(0, -x0), size)
+            hi = max(min(size, w - x0), lo)
+        for ky in range(size):
+            y = oy * stride_y - padding + ky * dilation
+            base = ky * span
+            if y < 0 or y >= h:
+                row[base:base + span] = 0
+                continue
+            line = (n * h + y) * w
+            if dilation == 1:
+                row[base:base + lo * c] = 0
+                row[base + lo * c:base + hi * c] = flat[(line + x0 + lo) * c:(line + x0 + hi) * c]
+                row[base + hi * c:base + span] = 0
+            else:
+                for kx in range(size):
+                    xx = x0 + kx * dilation
+                    if 0 <= xx < w:
+                        row[base + kx * c:base + (kx + 1) * c] = flat[(line + xx) * c:(line + xx + 1) * c]
+                    else:
+                        row[base + kx * c:base + (kx + 1) * c] = 0
+
+
+@numba.njit(cache=True, nogil=True)
+def im2col_nchw(x, row0, row1, size, stride_x, stride_y, padding, dilation, out_h, out_w, cols):
+    """Transposed im2col of NCHW ``x`` (the network input): ``cols`` is (c*size*size, rows).
+
+    Column j is output pixel row0 + j; values are ordered (c, ky, kx) like Darknet's weights.
+    Reading planes suits inputs with few channels, where the NHWC runs would be tiny.
+    """
+    _, c, h, w = x.shape
+    for r in range(row0, row1):
+        n = r // (out_h * out_w)
+        oy = (r // out_w) % out_h
+        ox = r % out_w
+        j = r - row0
+        k = 0
+        for ci in range(c):
+            for ky in range(size):
+                y = oy * stride_y - padding + ky * dilation
+                for kx in range(size):
+                    xx = ox * stride_x - padding + kx * dilation
+                    if 0 <= y < h and 0 <= xx < w:
+                        cols[k, j] = x[n, ci, y, xx]
+                    else:
+                        cols[k, j] = 0
+                    k += 1
+
+
+@numba.njit(cache=True, nogil=True)
+def bias_activate(gemm, biases, code, out, col0):
+    """``out[:, col0:col0+f] = activate(gemm + biases)`` for a (rows, f) GEMM result."""
+    rows, f = gemm.shape
+    for r in range(rows):
+        for j in range(f):
+            out[r, col0 + j] = activate(gemm[r, j] + biases[j], code)
+
+
+@numba.njit(cache=True, nogil=True)
+def batchnorm_activate(gemm, rolling_mean, deviation, scales, biases, code, out, col0):
+    """Darknet's explicit inference BatchNorm, then the activation (convolutional_layer.c):
+    ``(x - rolling_mean) / sqrt(rolling_variance + eps) * scales + biases``."""
+    rows, f = gemm.shape
+    for r in range(rows):
+        for j in range(f):
+            value = (gemm[r, j] - rolling_mean[j]) / deviation[j] * scales[j] + biases[j]
+            out[r, col0 + j] = activate(value, code)
+
+
+@numba.njit(cache=True, nogil=True)
+def activate_rows(x, row0, row1, code):
+    """Activation in place on rows ``row0:row1`` of a 2-D array."""
+    for r in range(row0, row1):
+        for j in range(x.shape[1]):
+            x[r, j] = activate(x[r, j], code)
+
+
+@numba.njit(cache=True, nogil=True)
+def pool_nhwc(x, size, stride_x, stride_y, padding, average, line0, line1, out):
+    """Max (or, with ``average``, mean) pooling of output lines ``line0:line1`` (n*out_h + oy).
+
+    maxpool_layer.c: the window starts at -padding/2; cells outside the image never win a max
+    and are not counted in a mean.
+    """
+    _, h, w, c = x.shape
+    _, out_h, out_w, _ = out.shape
+    offset = padding // 2
+    for line in range(line0, line1):
+        n = line // out_h
+        oy = line % out_h
+        for ox in range(out_w):
+            cell = out[n, oy, ox]
+            if average:
+                cell[:] = 0
+            else:
+                cell[:] = -np.inf
+            count = 0
+            for ky in range(size):
+                y = oy * stride_y - offset + ky
+                if y < 0 or y >= h:
+                    continue
+                for kx in range(size):
+                    xx = ox * stride_x - offset + kx
+                    if xx < 0 or xx >= w:
+                        continue
+                    count += 1
+                    source = x[n, y, xx]
+                    if average:
+                        for k in range(c):
+                            cell[k] += source[k]
+                    else:
+                        for k in range(c):
+                            cell[k] = max(cell[k], source[k])
+            if average and count > 0:
+                for k in range(c):
+                    cell[k] /= count
+
+
+@numba.njit(cache=True, nogil=True)
+def upsample_nhwc(x, stride, scale, line0, line1, out):
+    """Nearest-neighbour upsampling by ``stride`` times ``scale`` (upsample_layer.c), output
+    lines ``line0:line1``."""
+    _, out_h, out_w, c = out.shape
+    for line in range(line0, line1):
+        n = line // out_h
+        oy = line % out_h
+        for ox in range(out_w):
+            source = x[n, oy // stride, ox // stride]
+            cell = out[n, oy, ox]
+            for k in range(c):
+                cell[k] = scale * source[k]
+
+
+@numba.njit(cache=True, nogil=True)
+def downsample_nhwc(x, stride, scale, line0, line1, out):
+    """upsample_layer.c with a negative stride: each output cell is ``scale`` times the *sum*
+    of its stride x stride block (upsample_cpu accumulates with forward=0)."""
+    _, out_h, out_w, c = out.shape
+    for line in range(line0, line1):
+        n = line // out_h
+        oy = line % out_h
+        for ox in range(out_w):
+            cell = out[n, oy, ox]
+            cell[:] = 0
+            for dy in range(stride):
+                for dx in range(stride):
+                    source = x[n, oy * stride + dy, ox * stride + dx]
+                    for k in range(c):
+                        cell[k] += scale * source[k]
+
+
+@numba.njit(cache=True, nogil=True)
+def add_rows(out, source, row0, row1):
+    """``out[r, :k] += source[r, :k]`` with k the smaller channel count (shortcut_cpu adds the
+    channels both layers have)."""
+    k = min(out.shape[1], source.shape[1])
+    for r in range(row0, row1):
+        for j in range(k):
+            out[r, j] += source[r, j]

@@ -9,6 +9,8 @@ from .cfg import read_cfg
 from .errors import DarkfoldError
 from .files import atomic_outputs
 from .layers import build_layers
+
+HEAD_TYPES = ("yolo", "region", "Gaussian_yolo", "detection")
 from .weights import read_weights, write_weights
 
 
@@ -27,6 +29,7 @@ class Model:
         self.header = header
         self.params = params if params is not None else [None] * len(self.layers)
         self.folded = ()  # indices of layers whose BatchNorm fold() folded
+        self._engines = {}
 
     def __repr__(self):
         return f"<darkfold.Model {self.cfg.path}: {len(self.layers)} layers, {self.bflops:.3f} BFLOPs>"
@@ -75,6 +78,57 @@ class Model:
         from .fold import fold_model
 
         return fold_model(self)
+
+    @property
+    def head_inputs(self):
+        """Indices of the layers whose outputs the detection heads decode."""
+        heads = [layer.index - 1 for layer in self.layers if layer.type in HEAD_TYPES and layer.index > 0]
+        return heads or [len(self.layers) - 1]
+
+    def forward(self, x, layers=None, *, fold=True, threads=None):
+        """Run the network on a batch and return raw layer outputs.
+
+        ``x`` is a float32 array of shape (batch, channels, height, width) as the
+        cfg's [net] section sizes it, values as Darknet feeds them (RGB in [0, 1]).
+        Returns ``{layer index: float32 array (batch, c, h, w)}`` for the layers
+        feeding the [yolo]/[region] heads, or for the indices in ``layers``.
+        ``fold=False`` applies each BatchNorm as Darknet does at run time instead
+        of folding it into the weights; ``threads`` defaults to every CPU.
+        """
+        wanted = self.head_inputs if layers is None else self._check_indices(layers)
+        x = self._check_input(x)
+        return self.engine(fold=fold, threads=threads).forward(x, wanted)
+
+    def engine(self, *, fold=True, threads=None):
+        """The engine that runs this model (built on first use, then reused)."""
+        from .engine import Engine  # imports numba: only when a model runs
+
+        key = (fold, threads)
+        if key not in self._engines:
+            if not self.has_weights:
+                raise DarkfoldError(f"{self.cfg.path}: running the model needs its .weights file")
+            self._engines[key] = Engine(self, fold=fold, threads=threads)
+        return self._engines[key]
+
+    def _check_input(self, x):
+        expected = (self.net.channels, self.net.height, self.net.width)
+        if not isinstance(x, np.ndarray):
+            raise DarkfoldError(f"input: expected a numpy array (batch, {', '.join(map(str, expected))}), "
+                                f"got {type(x).__name__}")
+        if x.dtype != np.float32:
+            raise DarkfoldError(f"input: expected float32 values, got {x.dtype}; use x.astype(np.float32)")
+        if x.ndim != 4 or x.shape[1:] != expected or x.shape[0] < 1:
+            raise DarkfoldError(f"input: expected shape (batch, {', '.join(map(str, expected))}) as "
+                                f"{self.cfg.path} [net] says, got {x.shape}")
+        return np.ascontiguousarray(x)
+
+    def _check_indices(self, indices):
+        indices = sorted({int(i) for i in indices})
+        for index in indices:
+            if not 0 <= index < len(self.layers):
+                raise DarkfoldError(f"{self.cfg.path}: layer {index} does not exist "
+                                    f"(layers 0 to {len(self.layers) - 1})")
+        return indices
 
 
 def _write_model(cfg, cfg_path, weights_path, header, layers, params):

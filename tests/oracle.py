@@ -172,10 +172,16 @@ def random_params(layers, seed, variance=(0.1, 1.5), jitter=(0.9, 1.1), residual
     return params
 
 
-def write_random_weights(cfg_path, weights_path, seed, **kwargs):
-    """Write random weights for ``cfg_path`` (see ``random_params``); returns ``(layers, params)``."""
+def write_random_weights(cfg_path, weights_path, seed, calibrate_on=None, **kwargs):
+    """Write random weights for ``cfg_path``; returns ``(layers, params)``.
+
+    With ``calibrate_on`` (a (C, H, W) input), ``calibrated_params``; else ``random_params``.
+    """
     layers = darkfold.load(cfg_path).layers
-    params = random_params(layers, seed, **kwargs)
+    if calibrate_on is None:
+        params = random_params(layers, seed, **kwargs)
+    else:
+        params = calibrated_params(layers, seed, calibrate_on, **kwargs)
     write_weights_file(weights_path, layers, params)
     return layers, params
 
@@ -325,44 +331,96 @@ def numpy_forward(layers, params, x):
     """
     outputs = []
     for layer, arrays in zip(layers, params):
+        x = numpy_layer(layer, arrays, x, outputs)
+        outputs.append(x)
+    return outputs
+
+
+def numpy_layer(layer, arrays, x, outputs):
+    """One layer of ``numpy_forward``: ``x`` is the previous output, ``outputs`` all earlier ones."""
+    if layer.type == "convolutional":
+        assert layer.dilation == 1
+        y = conv2d(x, arrays["weights"], layer.stride_x, layer.stride_y, layer.padding, layer.groups)
+        if layer.batch_normalize:
+            y = batchnorm(y, arrays)
+        else:
+            y = y + np.asarray(arrays["biases"], np.float64)[:, None, None]
+        y = activate(y, layer.activation)
+    elif layer.type == "connected":
+        y = np.asarray(arrays["weights"], np.float64) @ x.reshape(-1)
+        if layer.batch_normalize:
+            y = batchnorm(y, arrays)
+        else:
+            y = y + np.asarray(arrays["biases"], np.float64)
+        y = activate(y, layer.activation).reshape(-1, 1, 1)
+    elif layer.type == "batchnorm":
+        y = batchnorm(x, arrays)
+    elif layer.type == "maxpool":
+        y = maxpool(x, layer.size, layer.stride_x, layer.stride_y, layer.padding, layer.output.w, layer.output.h)
+    elif layer.type == "route":
+        parts = []
+        for source in layer.sources:
+            out = outputs[source]
+            step = out.shape[0] // layer.groups
+            parts.append(out[layer.group_id * step:(layer.group_id + 1) * step])
+        y = np.concatenate(parts)
+    elif layer.type == "shortcut":
+        assert layer.weights_type == "none"
+        y = x.copy()
+        for source in layer.sources:  # shortcut_cpu adds the channels both layers have
+            k = min(len(y), len(outputs[source]))
+            y[:k] += outputs[source][:k]
+        y = activate(y, layer.activation)
+    elif layer.type == "upsample":
+        assert layer.stride > 0
+        y = layer.scale * x.repeat(layer.stride, axis=1).repeat(layer.stride, axis=2)
+    elif layer.type in HEAD_TYPES or layer.type == "dropout":
+        y = x
+    else:
+        raise NotImplementedError(f"numpy_forward: layer type {layer.type}")
+    assert y.shape == (layer.output.c, layer.output.h, layer.output.w), (layer.index, layer.type, y.shape)
+    return y
+
+
+def calibrated_params(layers, seed, x, variance=(0.1, 1.5), gain=(0.8, 1.6), beta=(1.0, 0.3), head_rms=2.0):
+    """Random weights whose BatchNorm statistics are the real ones, measured on a random input.
+
+    Fixed gains cannot keep swish and mish nets in range: their output/input RMS ratio grows with
+    the scale, so activations drift to 0 or to 1e2-1e3 over 100+ layers. Here each conv's weights
+    are rescaled so its output has unit variance (one factor per layer: late layers have too few
+    pixels for per-channel statistics), the BN rolling means are the measured channel means,
+    the rolling variances U(``variance``), the scales give a BN gain of U(``gain``) (the
+    residual gain into a shortcut), and the BN biases are N(``beta``): positive, as trained
+    nets' mostly are, which keeps a random net from amplifying float32 rounding layer by layer
+    (with zero-mean biases, folded and unfolded yolov7 drift apart by 3e-4 on outputs <= 1). Head convolutions get a pre-activation RMS of ``head_rms``.
+    The statistics are those of the (C, H, W) input ``x``: late layers of a small test input
+    have so few pixels that another input's activations can be far off scale, so calibrate on
+    the input the test runs. Needs a net that ``numpy_layer`` runs.
+    """
+    rng = np.random.default_rng(seed)
+    params = random_params(layers, seed)
+    into_shortcut = {l.index - 1 for l in layers if l.type == "shortcut"}
+    feeds_head = set(head_inputs(layers))
+    x = np.asarray(x, np.float64)
+    outputs = []
+    for layer, arrays in zip(layers, params):
         if layer.type == "convolutional":
-            assert layer.dilation == 1
             y = conv2d(x, arrays["weights"], layer.stride_x, layer.stride_y, layer.padding, layer.groups)
             if layer.batch_normalize:
-                y = batchnorm(y, arrays)
-            else:
-                y = y + np.asarray(arrays["biases"], np.float64)[:, None, None]
-            y = activate(y, layer.activation)
-        elif layer.type == "connected":
-            y = np.asarray(arrays["weights"], np.float64) @ x.reshape(-1)
-            if layer.batch_normalize:
-                y = batchnorm(y, arrays)
-            else:
-                y = y + np.asarray(arrays["biases"], np.float64)
-            y = activate(y, layer.activation).reshape(-1, 1, 1)
-        elif layer.type == "batchnorm":
-            y = batchnorm(x, arrays)
-        elif layer.type == "maxpool":
-            y = maxpool(x, layer.size, layer.stride_x, layer.stride_y, layer.padding, layer.output.w, layer.output.h)
-        elif layer.type == "route":
-            parts = []
-            for source in layer.sources:
-                out = outputs[source]
-                step = out.shape[0] // layer.groups
-                parts.append(out[layer.group_id * step:(layer.group_id + 1) * step])
-            y = np.concatenate(parts)
-        elif layer.type == "shortcut":
-            assert layer.weights_type == "none"
-            y = x + sum(outputs[s] for s in layer.sources)
-            y = activate(y, layer.activation)
-        elif layer.type == "upsample":
-            assert layer.stride > 0
-            y = layer.scale * x.repeat(layer.stride, axis=1).repeat(layer.stride, axis=2)
-        elif layer.type in HEAD_TYPES or layer.type == "dropout":
-            y = x
-        else:
-            raise NotImplementedError(f"numpy_forward: layer type {layer.type}")
-        assert y.shape == (layer.output.c, layer.output.h, layer.output.w), (layer.index, layer.type, y.shape)
-        outputs.append(y)
-        x = y
-    return outputs
+                factor = 1 / np.sqrt(max(float(y.var(axis=(1, 2)).mean()), 1e-12))
+                arrays["weights"] = (arrays["weights"] * factor).astype(np.float32)
+                arrays["rolling_mean"] = (y.mean(axis=(1, 2)) * factor).astype(np.float32)
+                rolling_variance = rng.uniform(*variance, layer.filters)
+                arrays["rolling_variance"] = rolling_variance.astype(np.float32)
+                bn_gain = rng.uniform(*(_RESIDUAL if layer.index in into_shortcut else gain), layer.filters)
+                arrays["scales"] = (bn_gain * np.sqrt(rolling_variance)).astype(np.float32)
+                arrays["biases"] = rng.normal(*beta, layer.filters).astype(np.float32)
+            elif layer.index in feeds_head:
+                rms = np.sqrt(np.mean(y ** 2)) or 1.0
+                arrays["weights"] = (arrays["weights"] * (head_rms / rms)).astype(np.float32)
+        x = numpy_layer(layer, arrays, x, outputs)
+        outputs.append(x)
+    return params
+
+
+_RESIDUAL = (0.2, 0.35)

@@ -1,0 +1,82 @@
+"""Worker threads for the engine, and keeping BLAS out of their way.
+
+The engine splits each layer into independent parts (tiles of GEMM rows, blocks of
+output channels, bands of output lines) and runs them on a few worker threads;
+the numba kernels release the GIL and so does numpy's matrix product. Each
+worker asks BLAS to stay single-threaded: BLAS threads that spin after a call
+stall the next layer's workers (measured in PERF-NOTES.md: 3x slower).
+"""
+
+import ctypes
+import glob
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+
+def default_threads():
+    """The CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def _openblas_thread_setter():
+    """numpy's bundled OpenBLAS call that sets the calling thread's BLAS threads, or None.
+
+    ``openblas_set_num_threads_local`` (OpenBLAS >= 0.3.27) affects only the calling
+    thread, so the user's own numpy calls keep their threads. With another BLAS, or an
+    older OpenBLAS, the engine still works; the workers' products may just contend.
+    """
+    folder = os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs")
+    for path in sorted(glob.glob(os.path.join(folder, "*openblas*"))):
+        try:
+            setter = ctypes.CDLL(path).openblas_set_num_threads_local
+        except (OSError, AttributeError):
+            continue
+        setter.argtypes = [ctypes.c_int]
+        return setter
+    return None
+
+
+_set_blas_threads = _openblas_thread_setter()
+
+
+def _single_threaded_blas():
+    if _set_blas_threads is not None:
+        _set_blas_threads(1)
+
+
+class Workers:
+    """A fixed pool of threads that run the parts of one layer and wait for all of them."""
+
+    def __init__(self, threads):
+        self.threads = threads
+        self.scratch = threading.local()  # per-thread reusable buffers
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="darkfold",
+                                        initializer=_single_threaded_blas)
+
+    def run(self, task, parts):
+        """Call ``task(part)`` for ``part`` in ``range(parts)`` across the threads; re-raise errors."""
+        for _ in self._pool.map(task, range(parts)):
+            pass
+
+    def split(self, task, count):
+        """Call ``task(start, stop)`` over ``range(count)`` cut into one band per thread."""
+        parts = min(self.threads, count)
+        bounds = [count * i // parts for i in range(parts + 1)]
+        self.run(lambda part: task(bounds[part], bounds[part + 1]), parts)
+
+    def buffer(self, name, size):
+        """A float32 scratch array of ``size`` values owned by the calling thread (reused)."""
+        array = getattr(self.scratch, name, None)
+        if array is None or array.size < size:
+            array = np.empty(size, np.float32)
+            setattr(self.scratch, name, array)
+        return array[:size]
+
+    def close(self):
+        self._pool.shutdown(wait=False)
