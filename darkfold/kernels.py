@@ -60,14 +60,13 @@ def activate(x, code):
     if code == LOGISTIC:
         return _logistic(x)
     if code == MISH:
-        # activations.c softplus threshold 20: log(1 + exp(x)) is x there.
+        # x * tanh(softplus(x)) with one exp: tanh(log(1 + e)) = n / (n + 2), n = e * (e + 2).
+        # activations.c's softplus threshold 20: there mish(x) is x in float32.
         if x > 20:
-            softplus = x
-        elif x < -20:
-            softplus = np.exp(x)
-        else:
-            softplus = np.log1p(np.exp(x))
-        return x * np.tanh(softplus)
+            return x
+        e = np.exp(x)
+        n = e * (e + _F(2))
+        return x * n / (n + _F(2))
     if code == SWISH:
         return x * _logistic(x)
     if code == TANH:
@@ -157,34 +156,60 @@ def im2col_nchw(x, row0, row1, size, stride_x, stride_y, padding, dilation, out_
     """Transposed im2col of NCHW ``x`` (the network input): ``cols`` is (c*size*size, rows).
 
     Column j is output pixel row0 + j; values are ordered (c, ky, kx) like Darknet's weights.
-    Reading planes suits inputs with few channels, where the NHWC runs would be tiny.
+    Each (c, ky, kx) reads a run of one input line per output line, which suits inputs with few
+    channels, where NHWC runs would be a few values long.
     """
     _, c, h, w = x.shape
-    for r in range(row0, row1):
+    r = row0
+    while r < row1:
         n = r // (out_h * out_w)
         oy = (r // out_w) % out_h
-        ox = r % out_w
-        j = r - row0
+        first = r % out_w
+        last = min(out_w, first + row1 - r)  # this output line's pixels first:last
+        j0 = r - row0 - first
         k = 0
         for ci in range(c):
             for ky in range(size):
                 y = oy * stride_y - padding + ky * dilation
                 for kx in range(size):
-                    xx = ox * stride_x - padding + kx * dilation
-                    if 0 <= y < h and 0 <= xx < w:
-                        cols[k, j] = x[n, ci, y, xx]
+                    shift = kx * dilation - padding
+                    # output pixels whose input column ox * stride_x + shift is inside the image
+                    lo = max(first, (-shift + stride_x - 1) // stride_x)
+                    hi = min(last, (w - 1 - shift) // stride_x + 1)
+                    if y < 0 or y >= h or hi <= lo:
+                        cols[k, j0 + first:j0 + last] = 0
                     else:
-                        cols[k, j] = 0
+                        cols[k, j0 + first:j0 + lo] = 0
+                        line = x[n, ci, y]
+                        if stride_x == 1:
+                            cols[k, j0 + lo:j0 + hi] = line[lo + shift:hi + shift]
+                        else:
+                            for ox in range(lo, hi):
+                                cols[k, j0 + ox] = line[ox * stride_x + shift]
+                        cols[k, j0 + hi:j0 + last] = 0
                     k += 1
+        r += last - first
 
 
 @numba.njit(cache=True, nogil=True)
 def bias_activate(gemm, biases, code, out, col0):
     """``out[:, col0:col0+f] = activate(gemm + biases)`` for a (rows, f) GEMM result."""
     rows, f = gemm.shape
-    for r in range(rows):
-        for j in range(f):
-            out[r, col0 + j] = activate(gemm[r, j] + biases[j], code)
+    # The common activations get loops of their own: with the activation chosen inside the
+    # loop LLVM does not vectorise, and this pass then costs more than the GEMM.
+    if code == LEAKY:
+        for r in range(rows):
+            for j in range(f):
+                value = gemm[r, j] + biases[j]
+                out[r, col0 + j] = max(value, _F(0.1) * value)
+    elif code == LINEAR:
+        for r in range(rows):
+            for j in range(f):
+                out[r, col0 + j] = gemm[r, j] + biases[j]
+    else:
+        for r in range(rows):
+            for j in range(f):
+                out[r, col0 + j] = activate(gemm[r, j] + biases[j], code)
 
 
 @numba.njit(cache=True, nogil=True)
