@@ -6,6 +6,8 @@
     folded.save("yolov4-folded.cfg", "yolov4-folded.weights")
     # or, streaming layer by layer (what `darkfold convert` runs):
     darkfold.convert("yolov4.cfg", "yolov4.weights", "yolov4-folded.cfg", "yolov4-folded.weights")
+    outputs = model.forward(x)  # raw head inputs for an NCHW float32 batch
+    darkfold.verify(model, darkfold.load("yolov4-folded.cfg", "yolov4-folded.weights")).ok
 
 ``darkfold.load()`` with no arguments loads the bundled YOLOv3-tiny (COCO).
 """
@@ -13,7 +15,8 @@
 from .bundled import COCO_NAMES, DEFAULT_CFG, DEFAULT_WEIGHTS
 from .errors import CfgError, DarkfoldError, WeightsError
 from .model import Model, convert, load
+from .verify import verify
 
-__all__ = ["load", "convert", "Model", "DarkfoldError", "CfgError", "WeightsError",
+__all__ = ["load", "convert", "verify", "Model", "DarkfoldError", "CfgError", "WeightsError",
            "DEFAULT_CFG", "DEFAULT_WEIGHTS", "COCO_NAMES"]
 __version__ = "0.1.0"

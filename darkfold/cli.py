@@ -11,6 +11,7 @@ from . import __version__, convert, load
 from .bundled import DEFAULT_CFG, DEFAULT_WEIGHTS
 from .errors import DarkfoldError
 from .summary import layer_table, model_summary
+from .verify import TOLERANCE, verify
 
 _EXAMPLES = """\
 examples:
@@ -19,6 +20,8 @@ examples:
   darkfold info yolov4.cfg --json                 the same facts as JSON
   darkfold convert yolov4.cfg yolov4.weights -o out/
                                                   write out/yolov4-folded.{cfg,weights}
+  darkfold verify yolov4.cfg yolov4.weights out/yolov4-folded.cfg out/yolov4-folded.weights
+                                                  check the folded pair reproduces the original
 """
 
 
@@ -81,8 +84,46 @@ def _parser():
                          help="folder for the folded files (default: the current folder; created if missing)")
     convert.add_argument("-f", "--force", action="store_true", help="replace existing output files")
     convert.add_argument("--json", action="store_true", help="print the summary as JSON")
+    convert.add_argument("--no-verify", dest="verify", action="store_false",
+                         help="skip running both models to check the folded one (see darkfold verify)")
+    _add_threads(convert)
     convert.set_defaults(run=run_convert)
+
+    check = commands.add_parser(
+        "verify", help="check that a folded model computes what the original computes",
+        description="Run the original model (BatchNorm applied as Darknet applies it) and the folded\n"
+                    "one on the same input, and print the largest difference of each output, absolute\n"
+                    "and relative to max(1, largest |output|). Exits 1 past the tolerance. Without the\n"
+                    "folded pair, folds CFG WEIGHTS in memory; without arguments, the bundled model.",
+        epilog="examples:\n  darkfold verify\n  darkfold verify yolov4.cfg yolov4.weights\n"
+               "  darkfold verify yolov4.cfg yolov4.weights yolov4-folded.cfg yolov4-folded.weights",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    check.add_argument("cfg", nargs="?", metavar="CFG", help="the original .cfg (default: the bundled model)")
+    check.add_argument("weights", nargs="?", metavar="WEIGHTS", help="the original .weights")
+    check.add_argument("folded_cfg", nargs="?", metavar="FOLDED_CFG", help="the folded .cfg")
+    check.add_argument("folded_weights", nargs="?", metavar="FOLDED_WEIGHTS", help="the folded .weights")
+    check.add_argument("--tolerance", type=float, default=TOLERANCE, metavar="T",
+                       help=f"largest relative difference accepted (default: {TOLERANCE:g})")
+    check.add_argument("--json", action="store_true", help="print the differences as JSON")
+    _add_threads(check)
+    check.set_defaults(run=run_verify)
     return parser
+
+
+def _add_threads(parser):
+    parser.add_argument("--threads", type=_positive_int, metavar="N",
+                        help="worker threads for running the model (default: every CPU)")
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
 
 
 def _model_paths(args):
@@ -127,16 +168,84 @@ def run_convert(args):
         raise
     elapsed = time.perf_counter() - started
     _print_warnings(folded)
+    check = None
+    if args.verify:
+        check = _verify_written(load(cfg_path, weights_path), folded, (out_cfg, out_weights), args)
     size_in, size_out = os.path.getsize(weights_path), os.path.getsize(out_weights)
     if args.json:
-        print(json.dumps({"cfg": out_cfg, "weights": out_weights, "folded_layers": list(folded.folded),
-                          "bytes_in": size_in, "bytes_out": size_out, "seconds": round(elapsed, 3)}))
+        summary = {"cfg": out_cfg, "weights": out_weights, "folded_layers": list(folded.folded),
+                   "bytes_in": size_in, "bytes_out": size_out, "seconds": round(elapsed, 3)}
+        if check is not None:
+            summary["verify"] = _verification_json(check)
+        print(json.dumps(summary))
         return 0
     print(f"folded {len(folded.folded)} BatchNorm layers; {len(folded.layers)} layers, {folded.bflops:.3f} BFLOPs")
     print(f"{out_weights}: {size_out:,} bytes ({size_in - size_out:,} fewer than {weights_path})")
     print(f"{out_cfg}: batch_normalize=0 in the folded layers, every other line as in {cfg_path}")
+    if check is not None:
+        worst = check.worst
+        print(f"verified: outputs match the original within {worst.relative:.1e} "
+              f"(tolerance {worst.tolerance:g}, relative to max(1, |output|))")
     print(f"done in {elapsed:.2f} s")
     return 0
+
+
+def _verify_written(original, folded, outputs, args):
+    """Run both models; on a mismatch remove the written files, which would mislead."""
+    _notice_first_compile()
+    check = verify(original, folded, threads=args.threads)
+    if not check.ok:
+        for path in outputs:
+            with contextlib.suppress(OSError):
+                os.remove(path)
+        print(_verification_table(check), file=sys.stderr)
+        raise DarkfoldError(f"{outputs[1]}: the folded model does not reproduce {original.cfg.path} "
+                            f"(difference {check.worst.relative:.2e} > {check.worst.tolerance:g}); "
+                            "removed the output; please report this")
+    return check
+
+
+def run_verify(args):
+    if args.cfg is not None and args.weights is None:
+        raise DarkfoldError(f"{args.cfg}: verify needs the weights too: darkfold verify CFG WEIGHTS")
+    if args.folded_cfg is not None and args.folded_weights is None:
+        raise DarkfoldError(f"{args.folded_cfg}: give the folded weights too: "
+                            "darkfold verify CFG WEIGHTS FOLDED_CFG FOLDED_WEIGHTS")
+    original = load(*_model_paths(args))
+    folded = None if args.folded_cfg is None else load(args.folded_cfg, args.folded_weights)
+    _print_warnings(original)
+    _notice_first_compile()
+    check = verify(original, folded, tolerance=args.tolerance, threads=args.threads)
+    if args.json:
+        print(json.dumps(_verification_json(check)))
+    else:
+        print(_verification_table(check))
+        print("OK: the folded model matches" if check.ok else "FAILED: the folded model differs")
+    return 0 if check.ok else 1
+
+
+def _verification_table(check):
+    lines = [f"{'layer':>5}  {'shape':>20}  {'max abs diff':>12}  {'relative':>9}  result"]
+    for output in check.outputs:
+        shape = " x ".join(map(str, output.shape))
+        lines.append(f"{output.layer:5d}  {shape:>20}  {output.max_abs:12.3e}  {output.relative:9.2e}  "
+                     f"{'ok' if output.ok else 'TOO LARGE'}")
+    return "\n".join(lines)
+
+
+def _verification_json(check):
+    return {"ok": check.ok, "outputs": [
+        {"layer": o.layer, "shape": list(o.shape), "max_abs_diff": o.max_abs, "relative_diff": o.relative,
+         "tolerance": o.tolerance, "ok": o.ok} for o in check.outputs]}
+
+
+def _notice_first_compile():
+    """numba compiles the kernels on the first run after install; say so rather than hang."""
+    from .kernels import cache_is_cold
+
+    if cache_is_cold():
+        print("darkfold: compiling the numba kernels (first run only, about a minute at most; "
+              "later runs load them from the cache)", file=sys.stderr)
 
 
 def _make_folder(folder):

@@ -4,6 +4,7 @@ Callers check shapes and dtypes before calling; a kernel never validates.
 """
 
 import math
+import os
 
 import numba
 import numpy as np
@@ -313,3 +314,13 @@ def add_rows(out, source, row0, row1):
     for r in range(row0, row1):
         for j in range(k):
             out[r, j] += source[r, j]
+
+
+def cache_is_cold():
+    """True before the first run: the kernels every convolution uses are not in numba's cache."""
+    for kernel in (im2col_nhwc, bias_activate):
+        # numba's on-disk index of compiled copies; private, so look for it carefully
+        index = getattr(getattr(getattr(kernel, "_cache", None), "_cache_file", None), "_index_path", None)
+        if index is not None and not os.path.exists(index):
+            return True
+    return False

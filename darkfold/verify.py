@@ -1,0 +1,80 @@
+"""Check that a folded model computes what the original computes.
+
+Both run on the same input; for each output the largest absolute difference is
+compared with ``tolerance * max(1, max |original output|)``: float32 rounding
+grows with the size of the values, and outputs near zero need an absolute floor.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import DarkfoldError
+
+TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class OutputDifference:
+    """How far one output of the folded model is from the original's."""
+
+    layer: int  # Darknet's index of the output layer (in the original)
+    shape: tuple  # (batch, c, h, w)
+    max_abs: float  # largest absolute difference
+    scale: float  # max(1, largest absolute value of the original's output)
+    tolerance: float
+
+    @property
+    def relative(self):
+        return self.max_abs / self.scale
+
+    @property
+    def ok(self):
+        return self.relative <= self.tolerance
+
+
+@dataclass(frozen=True)
+class Verification:
+    outputs: tuple  # OutputDifference per output
+
+    @property
+    def ok(self):
+        return all(output.ok for output in self.outputs)
+
+    @property
+    def worst(self):
+        return max(self.outputs, key=lambda output: output.relative)
+
+
+def sample_input(model, seed=0):
+    """A fixed 1-image input of uniform [0, 1) values, the range of a normalised image."""
+    shape = (1, model.net.channels, model.net.height, model.net.width)
+    return np.random.default_rng(seed).random(shape, dtype=np.float32)
+
+
+def verify(original, folded=None, *, tolerance=TOLERANCE, x=None, threads=None):
+    """Compare ``folded`` (default: ``original`` folded in memory) with ``original``.
+
+    The original runs with each BatchNorm applied explicitly, as Darknet runs it;
+    the folded model runs as it is. ``x`` defaults to ``sample_input(original)``.
+    The folded model may lack merged [batchnorm] layers, so outputs are matched
+    by position among the head inputs, not by index.
+    """
+    x = sample_input(original) if x is None else x
+    expected = original.forward(x, fold=False, threads=threads)
+    if folded is None:
+        actual = original.forward(x, fold=True, threads=threads)
+    else:
+        actual = folded.forward(x, threads=threads)
+    other = folded or original
+    if len(actual) != len(expected):
+        raise DarkfoldError(f"{other.cfg.path}: {len(actual)} detection heads, but {original.cfg.path} has "
+                            f"{len(expected)}; these are not the same network")
+    differences = []
+    for (index, want), got in zip(expected.items(), actual.values()):
+        if got.shape != want.shape:
+            raise DarkfoldError(f"{other.cfg.path}: an output has shape {got.shape}, but layer {index} of "
+                                f"{original.cfg.path} outputs {want.shape}; these are not the same network")
+        differences.append(OutputDifference(
+            index, want.shape, float(np.abs(got - want).max()), max(1.0, float(np.abs(want).max())), tolerance))
+    return Verification(tuple(differences))
