@@ -291,11 +291,15 @@ class Shortcut:
 
 
 def _shortcut_weights(weights, layer):
-    """Per-input weights, (inputs, channels) or (inputs, 1), normalised as shortcut_layer.c does."""
+    """Per-input weights, (inputs, channels) or (inputs, 1), normalised across the inputs.
+
+    As Darknet's detector runs them: load_network_custom calls fuse_conv_batchnorm, which
+    normalises once with max(w, 0.001) for relu (the training-time forward uses max(w, 0)).
+    """
     inputs = len(layer.sources) + 1
     weights = weights.reshape(inputs, -1).astype(np.float64)
     if layer.weights_normalization in ("relu", "avg_relu"):
-        positive = np.maximum(weights, 0)
+        positive = np.where(weights > 0.001, weights, 0.001)
         weights = positive / (positive.sum(axis=0) + 1e-4)
     elif layer.weights_normalization == "softmax":
         exp = np.exp(weights - weights.max(axis=0))
@@ -458,8 +462,8 @@ class Engine:
                 out = plan.output(i)
                 step(previous, outputs, out, self.workers)
             outputs[i] = out
-            if i in wanted:
-                results[i] = np.ascontiguousarray(out.transpose(0, 3, 1, 2))
+            if i in wanted:  # a copy: the buffer is reused by later layers and calls
+                results[i] = out.transpose(0, 3, 1, 2).copy()
             for done in plan.freed_after[i]:
                 outputs[done] = None
             previous = out

@@ -283,6 +283,31 @@ def activate(x, name):
         return x / (1 + np.exp(-x))
     if name == "mish":
         return x * np.tanh(np.logaddexp(0, x))
+    if name == "hard_mish":
+        return np.where(x > 0, x, np.where(x > -2, x * x / 2 + x, 0))
+    if name == "relu6":  # the intended function; Darknet's CPU build returns 0 (issue #6528)
+        return np.clip(x, 0, 6)
+    if name == "elu":
+        return np.where(x >= 0, x, np.expm1(x))
+    if name == "selu":
+        return np.where(x >= 0, 1.0507 * x, 1.0507 * 1.6732 * np.expm1(x))
+    if name == "gelu":
+        return 0.5 * x * (1 + np.tanh(0.797885 * x + 0.035677 * x ** 3))
+    if name == "relie":
+        return np.where(x > 0, x, 0.01 * x)
+    if name == "ramp":
+        return np.maximum(x, 0) + 0.1 * x
+    if name == "loggy":
+        return 2 / (1 + np.exp(-x)) - 1
+    if name == "plse":
+        return np.where(x < -4, 0.01 * (x + 4), np.where(x > 4, 0.01 * (x - 4) + 1, 0.125 * x + 0.5))
+    if name == "hardtan":
+        return np.clip(x, -1, 1)
+    if name == "lhtan":
+        return np.where(x < 0, 0.001 * x, np.where(x > 1, 0.001 * (x - 1) + 1, x))
+    if name == "stair":
+        n = np.floor(x)
+        return np.where(n % 2 == 0, np.floor(x / 2), (x - n) + np.floor(x / 2))
     raise NotImplementedError(f"activation {name}")
 
 
@@ -294,12 +319,13 @@ def batchnorm(x, arrays):
         + np.asarray(arrays["biases"], np.float64).reshape(shape)
 
 
-def conv2d(x, weights, stride_x, stride_y, padding, groups=1):
+def conv2d(x, weights, stride_x, stride_y, padding, groups=1, dilation=1):
     """Cross-correlation of a (C, H, W) float64 input with (F, C/groups, K, K) weights, zero padding."""
     filters, per_group, size, _ = weights.shape
     padded = np.pad(x, ((0, 0), (padding, padding), (padding, padding)))
-    windows = np.lib.stride_tricks.sliding_window_view(padded, (size, size), axis=(1, 2))
-    windows = windows[:, ::stride_y, ::stride_x]  # (C, OH, OW, K, K)
+    span = dilation * (size - 1) + 1
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (span, span), axis=(1, 2))
+    windows = windows[:, ::stride_y, ::stride_x, ::dilation, ::dilation]  # (C, OH, OW, K, K)
     out = []
     per_out = filters // groups
     for g in range(groups):
@@ -309,8 +335,8 @@ def conv2d(x, weights, stride_x, stride_y, padding, groups=1):
     return np.concatenate(out)
 
 
-def maxpool(x, size, stride_x, stride_y, padding, out_w, out_h):
-    """Darknet's maxpool: window origin -padding/2, out-of-range cells never win."""
+def maxpool(x, size, stride_x, stride_y, padding, out_w, out_h, average=False):
+    """Darknet's maxpool (or local_avgpool): window origin -padding/2, out-of-range cells ignored."""
     c, h, w = x.shape
     offset = padding // 2
     out = np.full((c, out_h, out_w), -np.inf)
@@ -319,7 +345,8 @@ def maxpool(x, size, stride_x, stride_y, padding, out_w, out_h):
             y0, x0 = i * stride_y - offset, j * stride_x - offset
             ys = slice(max(y0, 0), min(y0 + size, h))
             xs = slice(max(x0, 0), min(x0 + size, w))
-            out[:, i, j] = x[:, ys, xs].max(axis=(1, 2))
+            window = x[:, ys, xs]
+            out[:, i, j] = window.mean(axis=(1, 2)) if average else window.max(axis=(1, 2))
     return out
 
 
@@ -339,8 +366,9 @@ def numpy_forward(layers, params, x):
 def numpy_layer(layer, arrays, x, outputs):
     """One layer of ``numpy_forward``: ``x`` is the previous output, ``outputs`` all earlier ones."""
     if layer.type == "convolutional":
-        assert layer.dilation == 1
-        y = conv2d(x, arrays["weights"], layer.stride_x, layer.stride_y, layer.padding, layer.groups)
+        # convolutional_layer.c pads by padding * dilation
+        y = conv2d(x, arrays["weights"], layer.stride_x, layer.stride_y, layer.padding * layer.dilation,
+                   layer.groups, layer.dilation)
         if layer.batch_normalize:
             y = batchnorm(y, arrays)
         else:
@@ -355,8 +383,17 @@ def numpy_layer(layer, arrays, x, outputs):
         y = activate(y, layer.activation).reshape(-1, 1, 1)
     elif layer.type == "batchnorm":
         y = batchnorm(x, arrays)
-    elif layer.type == "maxpool":
-        y = maxpool(x, layer.size, layer.stride_x, layer.stride_y, layer.padding, layer.output.w, layer.output.h)
+    elif layer.type in ("maxpool", "local_avgpool"):
+        y = maxpool(x, layer.size, layer.stride_x, layer.stride_y, layer.padding, layer.output.w, layer.output.h,
+                    average=layer.type == "local_avgpool")
+    elif layer.type == "avgpool":
+        y = x.mean(axis=(1, 2), keepdims=True)
+    elif layer.type == "softmax":
+        flat = x.reshape(layer.groups, -1) / layer.temperature
+        exp = np.exp(flat - flat.max(axis=1, keepdims=True))
+        y = (exp / exp.sum(axis=1, keepdims=True)).reshape(x.shape)
+    elif layer.type in ("sam", "scale_channels"):
+        y = activate(outputs[layer.sources[0]] * x, layer.activation)  # broadcasts 1x1xC or HxWx1
     elif layer.type == "route":
         parts = []
         for source in layer.sources:
@@ -365,15 +402,26 @@ def numpy_layer(layer, arrays, x, outputs):
             parts.append(out[layer.group_id * step:(layer.group_id + 1) * step])
         y = np.concatenate(parts)
     elif layer.type == "shortcut":
-        assert layer.weights_type == "none"
-        y = x.copy()
-        for source in layer.sources:  # shortcut_cpu adds the channels both layers have
-            k = min(len(y), len(outputs[source]))
-            y[:k] += outputs[source][:k]
+        inputs = [x] + [outputs[source] for source in layer.sources]
+        weights = np.ones((len(inputs), 1))
+        if layer.weights_type != "none":  # fuse_conv_batchnorm's normalisation (detector runs)
+            weights = np.asarray(arrays["weights"], np.float64).reshape(len(inputs), -1)
+            if layer.weights_normalization == "softmax":
+                weights = np.exp(weights - weights.max(axis=0))
+            else:
+                weights = np.maximum(weights, 0.001)
+            weights = weights / (weights.sum(axis=0) + 1e-4)
+        y = inputs[0] * weights[0][:, None, None]
+        for source, w in zip(inputs[1:], weights[1:]):  # shortcut_cpu adds the channels both have
+            k = min(len(y), len(source))
+            y[:k] += source[:k] * (w[:k] if w.size > 1 else w)[:, None, None]
         y = activate(y, layer.activation)
-    elif layer.type == "upsample":
-        assert layer.stride > 0
+    elif layer.type == "upsample" and layer.stride > 0:
         y = layer.scale * x.repeat(layer.stride, axis=1).repeat(layer.stride, axis=2)
+    elif layer.type == "upsample":  # upsample_cpu with forward=0 sums each block
+        s = -layer.stride
+        c, h, w = x.shape
+        y = layer.scale * x.reshape(c, h // s, s, w // s, s).sum(axis=(2, 4))
     elif layer.type in HEAD_TYPES or layer.type == "dropout":
         y = x
     else:

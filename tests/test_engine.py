@@ -1,5 +1,7 @@
 """The forward pass against OpenCV 4.x's Darknet importer, folded against unfolded, and bad input."""
 
+import re
+
 import numpy as np
 import oracle
 import pytest
@@ -70,3 +72,203 @@ def test_folded_and_unfolded_agree(random_models, name):
     for index in folded:
         difference, limit = within(folded[index], unfolded[index])
         assert difference <= limit, f"{name} layer {index}: {difference:.3g} > {limit:.3g}"
+
+
+# Every layer type and option the engine runs that the YOLO cfgs above leave out.
+EVERY_LAYER_CFG = """\
+[net]
+width=24
+height=24
+channels=3
+
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+stride=1
+pad=1
+activation=mish
+
+[convolutional]
+batch_normalize=1
+filters=8
+groups=2
+size=3
+stride=1
+pad=1
+activation=swish
+
+[convolutional]
+batch_normalize=1
+filters=8
+groups=8
+size=3
+stride=1
+pad=1
+dilation=2
+activation=relu6
+
+[shortcut]
+from=-3
+weights_type=per_channel
+weights_normalization=softmax
+activation=leaky
+
+[shortcut]
+from=-1,-4
+weights_type=per_feature
+weights_normalization=relu
+activation=linear
+
+[maxpool]
+size=2
+stride=1
+
+[local_avgpool]
+size=3
+stride=2
+
+[convolutional]
+batch_normalize=1
+filters=16
+size=3
+stride=2
+pad=1
+activation=hard_mish
+
+[upsample]
+stride=-2
+
+[upsample]
+stride=2
+scale=0.5
+
+[route]
+layers=-1,-3
+groups=2
+group_id=1
+
+[avgpool]
+
+[convolutional]
+filters=16
+size=1
+activation=logistic
+
+[scale_channels]
+from=10
+
+[convolutional]
+filters=16
+size=1
+stride_x=1
+stride_y=1
+activation=gelu
+
+[sam]
+from=-2
+activation=tanh
+
+[connected]
+output=10
+batch_normalize=1
+activation=elu
+
+[softmax]
+groups=2
+
+[dropout]
+probability=0.5
+"""
+
+
+@pytest.fixture(scope="module")
+def every_layer_model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("every")
+    cfg = folder / "every.cfg"
+    cfg.write_text(EVERY_LAYER_CFG)
+    oracle.write_random_weights(cfg, folder / "every.weights", seed=3)
+    return darkfold.load(cfg, folder / "every.weights")
+
+
+@pytest.mark.parametrize("fold", [True, False])
+def test_every_layer_type_matches_a_float64_reference(every_layer_model, fold):
+    model = every_layer_model
+    x = np.random.default_rng(4).random((2, 3, 24, 24), dtype=np.float32)
+    ours = model.forward(x, layers=range(len(model.layers)), fold=fold)
+    for image in range(2):
+        expected = oracle.numpy_forward(model.layers, model.params, x[image].astype(np.float64))
+        for layer, want in zip(model.layers, expected):
+            got = ours[layer.index][image]
+            assert got.shape == want.shape, layer.index
+            difference, limit = within(got, want)
+            assert difference <= limit, f"layer {layer.index} [{layer.type}]: {difference:.3g} > {limit:.3g}"
+
+
+def test_a_batch_gives_each_image_its_own_result(tiny_model):
+    x = np.random.default_rng(5).random((3, 3, 416, 416), dtype=np.float32)
+    together = tiny_model.forward(x)
+    for image in range(3):
+        alone = tiny_model.forward(x[image:image + 1])
+        for index in together:
+            difference, limit = within(together[index][image], alone[index][0], 1e-6)
+            assert difference <= limit
+
+
+def test_thread_count_does_not_change_the_result(tiny_model):
+    x = np.random.default_rng(6).random((1, 3, 416, 416), dtype=np.float32)
+    one, three = tiny_model.forward(x, threads=1), tiny_model.forward(x, threads=3)
+    for index in one:
+        difference, limit = within(three[index], one[index], 1e-6)
+        assert difference <= limit
+
+
+def test_results_are_not_overwritten_by_the_next_call(tiny_model):
+    rng = np.random.default_rng(7)
+    first_input = rng.random((1, 3, 416, 416), dtype=np.float32)
+    first = tiny_model.forward(first_input, layers=[0, 23])
+    kept = {i: a.copy() for i, a in first.items()}
+    tiny_model.forward(rng.random((1, 3, 416, 416), dtype=np.float32), layers=[0, 23])
+    for index in first:
+        np.testing.assert_array_equal(first[index], kept[index])
+
+
+@pytest.mark.parametrize("x, message", [
+    ([[1.0]], "expected a numpy array"),
+    (np.zeros((1, 3, 416, 416), np.float64), "expected float32 values, got float64"),
+    (np.zeros((3, 416, 416), np.float32), "expected shape (batch, 3, 416, 416)"),
+    (np.zeros((1, 416, 416, 3), np.float32), "got (1, 416, 416, 3)"),
+    (np.zeros((0, 3, 416, 416), np.float32), "expected shape"),
+])
+def test_a_wrong_input_is_refused_before_anything_runs(tiny_model, x, message):
+    with pytest.raises(darkfold.DarkfoldError, match=re.escape(message)):
+        tiny_model.forward(x)
+
+
+def test_unknown_layer_index_is_refused(tiny_model):
+    with pytest.raises(darkfold.DarkfoldError, match="layer 24 does not exist"):
+        tiny_model.forward(np.zeros((1, 3, 416, 416), np.float32), layers=[24])
+
+
+def test_a_model_without_weights_cannot_run(tiny_cfg):
+    with pytest.raises(darkfold.DarkfoldError, match="needs its .weights file"):
+        darkfold.load(tiny_cfg).forward(np.zeros((1, 3, 416, 416), np.float32))
+
+
+def test_a_layer_the_engine_cannot_run_is_named_before_running(tmp_path):
+    cfg = tmp_path / "local.cfg"
+    cfg.write_text("[net]\nwidth=8\nheight=8\nchannels=1\n\n[local]\nfilters=2\nsize=3\nstride=1\npad=1\n")
+    oracle.write_random_weights(cfg, tmp_path / "local.weights", seed=1)
+    model = darkfold.load(cfg, tmp_path / "local.weights")
+    with pytest.raises(darkfold.DarkfoldError, match=r"local.cfg:6: layer 0 \[local\] is not supported"):
+        model.forward(np.zeros((1, 1, 8, 8), np.float32))
+
+
+def test_a_partial_weights_file_cannot_run(tmp_path, tiny_cfg, tiny_weights):
+    partial = tmp_path / "tiny.conv.4"
+    model = darkfold.load(tiny_cfg, tiny_weights)
+    end = 20 + sum(4 * p.size for layer in model.layers[:5] for p in layer.params)
+    partial.write_bytes(tiny_weights.read_bytes()[:end])
+    backbone = darkfold.load(tiny_cfg, partial, partial=True)
+    with pytest.raises(darkfold.DarkfoldError, match=r"layer 6 \[convolutional\] has no weights"):
+        backbone.forward(np.zeros((1, 3, 416, 416), np.float32))

@@ -1,0 +1,59 @@
+"""The numba kernels against plain numpy, on the edge cases the engine's layers reach."""
+
+import numpy as np
+import oracle
+import pytest
+
+from darkfold import kernels
+from darkfold.engine import ACTIVATIONS
+
+
+@pytest.mark.parametrize("name", sorted(set(ACTIVATIONS) - {"revleaky"}))
+def test_activation_matches_darknets_formula(name):
+    x = np.concatenate([np.linspace(-30, 30, 6001), [-20.0, -4.0, -2.0, -1.0, 0.0, 1.0, 4.0, 6.0, 20.0]])
+    x = x.astype(np.float32)[None]
+    out = np.empty_like(x)
+    kernels.bias_activate(x, np.zeros(x.shape[1], np.float32), ACTIVATIONS[name], out, 0)
+    expected = oracle.activate(x.astype(np.float64), name)
+    np.testing.assert_allclose(out, expected, rtol=2e-6, atol=2e-6)
+
+
+def im2col_reference(x, size, stride_x, stride_y, padding, dilation, out_h, out_w):
+    """(c*size*size, n*out_h*out_w) columns of NCHW ``x``, in Darknet's (c, ky, kx) order."""
+    c = x.shape[1]
+    padded = np.pad(x, ((0, 0), (0, 0), (padding, padding + 32), (padding, padding + 32)))
+    rows = []
+    for ci in range(c):
+        for ky in range(size):
+            for kx in range(size):
+                y0, x0 = ky * dilation, kx * dilation
+                rows.append(padded[:, ci, y0:y0 + stride_y * out_h:stride_y, x0:x0 + stride_x * out_w:stride_x]
+                            .reshape(-1))
+    return np.array(rows, np.float32)
+
+
+@pytest.mark.parametrize("n, c, h, w, size, stride_x, stride_y, padding, dilation", [
+    (1, 3, 16, 16, 3, 1, 1, 1, 1),
+    (2, 3, 15, 17, 3, 2, 2, 1, 1),
+    (1, 3, 10, 12, 3, 1, 2, 2, 2),
+    (2, 4, 12, 8, 3, 2, 1, 0, 1),
+    (1, 5, 9, 9, 1, 1, 1, 0, 1),
+    (1, 2, 11, 10, 5, 3, 3, 2, 1),
+])
+def test_both_im2col_layouts_match_a_reference_on_any_row_range(n, c, h, w, size, stride_x, stride_y, padding,
+                                                                  dilation):
+    out_h = (h + 2 * padding - dilation * (size - 1) - 1) // stride_y + 1
+    out_w = (w + 2 * padding - dilation * (size - 1) - 1) // stride_x + 1
+    x = np.random.default_rng(0).random((n, c, h, w), dtype=np.float32)
+    expected = im2col_reference(x, size, stride_x, stride_y, padding, dilation, out_h, out_w)
+    nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    rows = n * out_h * out_w
+    for start, stop in [(0, rows), (3, rows - 5), (out_w - 1, out_w + 2)]:
+        planes = np.full((c * size * size, stop - start), np.nan, np.float32)
+        kernels.im2col_nchw(x, start, stop, size, stride_x, stride_y, padding, dilation, out_h, out_w, planes)
+        np.testing.assert_array_equal(planes, expected[:, start:stop])
+        windows = np.full((stop - start, size * size * c), np.nan, np.float32)
+        kernels.im2col_nhwc(nhwc, start, stop, size, stride_x, stride_y, padding, dilation, out_h, out_w, windows)
+        # (ky, kx, c) order in NHWC rows
+        reordered = expected[:, start:stop].reshape(c, size, size, -1).transpose(3, 1, 2, 0).reshape(stop - start, -1)
+        np.testing.assert_array_equal(windows, reordered)
