@@ -225,6 +225,92 @@ def batchnorm_activate(gemm, rolling_mean, deviation, scales, biases, code, out,
 
 
 @numba.njit(cache=True, nogil=True)
+def winograd_input(x, tile0, tile1, tiles_h, tiles_w, v):
+    """Winograd F(2x2, 3x3) input transform, B^T d B, of tiles ``tile0:tile1`` into ``v``.
+
+    Tile t = (n, ty, tx) in raster order covers output pixels (2ty.., 2tx..) and reads the
+    4x4 input patch from (2ty - 1, 2tx - 1) (padding 1, zeros outside). ``v`` is
+    (16, tile1 - tile0, c): one GEMM operand per transformed position.
+    """
+    _, h, w, c = x.shape
+    d = np.empty((4, 4, c), np.float32)
+    for t in range(tile0, tile1):
+        n = t // (tiles_h * tiles_w)
+        ty = (t // tiles_w) % tiles_h
+        tx = t % tiles_w
+        for i in range(4):
+            y = 2 * ty - 1 + i
+            for j in range(4):
+                xx = 2 * tx - 1 + j
+                if 0 <= y < h and 0 <= xx < w:
+                    d[i, j] = x[n, y, xx]
+                else:
+                    d[i, j] = 0
+        row = t - tile0
+        for k in range(c):
+            for j in range(4):  # columns of B^T d
+                r0 = d[0, j, k] - d[2, j, k]
+                r1 = d[1, j, k] + d[2, j, k]
+                r2 = d[2, j, k] - d[1, j, k]
+                r3 = d[1, j, k] - d[3, j, k]
+                d[0, j, k], d[1, j, k], d[2, j, k], d[3, j, k] = r0, r1, r2, r3
+            for i in range(4):  # then times B, row by row
+                v[4 * i, row, k] = d[i, 0, k] - d[i, 2, k]
+                v[4 * i + 1, row, k] = d[i, 1, k] + d[i, 2, k]
+                v[4 * i + 2, row, k] = d[i, 2, k] - d[i, 1, k]
+                v[4 * i + 3, row, k] = d[i, 1, k] - d[i, 3, k]
+
+
+@numba.njit(cache=True, nogil=True)
+def winograd_output(m, tile0, tiles_h, tiles_w, biases, code, out, col0):
+    """Winograd F(2x2, 3x3) output transform, A^T m A, plus bias and activation.
+
+    ``m`` is (16, tiles, f): the GEMM results of tiles ``tile0:``; each tile's 2x2 outputs go
+    to ``out`` (NHWC) channels ``col0:col0+f``, those inside the image only.
+    """
+    _, h, w, _ = out.shape
+    _, count, f = m.shape
+    s = np.empty((2, 4, f), np.float32)
+    y = np.empty((4, f), np.float32)
+    for row in range(count):
+        t = tile0 + row
+        n = t // (tiles_h * tiles_w)
+        y0 = 2 * ((t // tiles_w) % tiles_h)
+        x0 = 2 * (t % tiles_w)
+        for j in range(4):  # A^T m, column by column
+            for k in range(f):
+                s[0, j, k] = m[j, row, k] + m[4 + j, row, k] + m[8 + j, row, k]
+                s[1, j, k] = m[4 + j, row, k] - m[8 + j, row, k] - m[12 + j, row, k]
+        for i in range(2):  # then times A: the tile's (i, 0) and (i, 1) outputs
+            for k in range(f):
+                y[2 * i, k] = s[i, 0, k] + s[i, 1, k] + s[i, 2, k] + biases[k]
+                y[2 * i + 1, k] = s[i, 1, k] - s[i, 2, k] - s[i, 3, k] + biases[k]
+        activate_inplace(y, code)
+        for i in range(2):
+            if y0 + i < h:
+                out[n, y0 + i, x0, col0:col0 + f] = y[2 * i]
+                if x0 + 1 < w:
+                    out[n, y0 + i, x0 + 1, col0:col0 + f] = y[2 * i + 1]
+
+
+@numba.njit(cache=True, nogil=True)
+def activate_inplace(values, code):
+    """The activation over a 2-D array, with loops of their own for the common ones (an
+    activation chosen per value keeps LLVM from vectorising)."""
+    rows, f = values.shape
+    if code == LINEAR:
+        return
+    if code == LEAKY:
+        for r in range(rows):
+            for j in range(f):
+                values[r, j] = max(values[r, j], _F(0.1) * values[r, j])
+    else:
+        for r in range(rows):
+            for j in range(f):
+                values[r, j] = activate(values[r, j], code)
+
+
+@numba.njit(cache=True, nogil=True)
 def activate_rows(x, row0, row1, code):
     """Activation in place on rows ``row0:row1`` of a 2-D array."""
     for r in range(row0, row1):
