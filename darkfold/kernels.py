@@ -233,32 +233,36 @@ def winograd_input(x, tile0, tile1, tiles_h, tiles_w, v):
     (16, tile1 - tile0, c): one GEMM operand per transformed position.
     """
     _, h, w, c = x.shape
-    d = np.empty((4, 4, c), np.float32)
+    patch = np.empty((4, 4, c), np.float32)  # border tiles, zero padded
+    columns = np.empty((4, 4, c), np.float32)  # B^T d
     for t in range(tile0, tile1):
         n = t // (tiles_h * tiles_w)
-        ty = (t // tiles_w) % tiles_h
-        tx = t % tiles_w
-        for i in range(4):
-            y = 2 * ty - 1 + i
-            for j in range(4):
-                xx = 2 * tx - 1 + j
-                if 0 <= y < h and 0 <= xx < w:
-                    d[i, j] = x[n, y, xx]
-                else:
-                    d[i, j] = 0
+        y0 = 2 * ((t // tiles_w) % tiles_h) - 1
+        x0 = 2 * (t % tiles_w) - 1
+        if y0 >= 0 and x0 >= 0 and y0 + 4 <= h and x0 + 4 <= w:
+            d = x[n, y0:y0 + 4, x0:x0 + 4]
+        else:
+            for i in range(4):
+                for j in range(4):
+                    if 0 <= y0 + i < h and 0 <= x0 + j < w:
+                        patch[i, j] = x[n, y0 + i, x0 + j]
+                    else:
+                        patch[i, j] = 0
+            d = patch
+        # k innermost in every loop, so each one vectorises over the channels
+        for j in range(4):
+            for k in range(c):
+                columns[0, j, k] = d[0, j, k] - d[2, j, k]
+                columns[1, j, k] = d[1, j, k] + d[2, j, k]
+                columns[2, j, k] = d[2, j, k] - d[1, j, k]
+                columns[3, j, k] = d[1, j, k] - d[3, j, k]
         row = t - tile0
-        for k in range(c):
-            for j in range(4):  # columns of B^T d
-                r0 = d[0, j, k] - d[2, j, k]
-                r1 = d[1, j, k] + d[2, j, k]
-                r2 = d[2, j, k] - d[1, j, k]
-                r3 = d[1, j, k] - d[3, j, k]
-                d[0, j, k], d[1, j, k], d[2, j, k], d[3, j, k] = r0, r1, r2, r3
-            for i in range(4):  # then times B, row by row
-                v[4 * i, row, k] = d[i, 0, k] - d[i, 2, k]
-                v[4 * i + 1, row, k] = d[i, 1, k] + d[i, 2, k]
-                v[4 * i + 2, row, k] = d[i, 2, k] - d[i, 1, k]
-                v[4 * i + 3, row, k] = d[i, 1, k] - d[i, 3, k]
+        for i in range(4):
+            for k in range(c):
+                v[4 * i, row, k] = columns[i, 0, k] - columns[i, 2, k]
+                v[4 * i + 1, row, k] = columns[i, 1, k] + columns[i, 2, k]
+                v[4 * i + 2, row, k] = columns[i, 2, k] - columns[i, 1, k]
+                v[4 * i + 3, row, k] = columns[i, 1, k] - columns[i, 3, k]
 
 
 @numba.njit(cache=True, nogil=True)
