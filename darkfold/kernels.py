@@ -335,30 +335,30 @@ def pool_nhwc(x, size, stride_x, stride_y, padding, average, line0, line1, out):
     for line in range(line0, line1):
         n = line // out_h
         oy = line % out_h
+        y0 = max(oy * stride_y - offset, 0)
+        y1 = min(oy * stride_y - offset + size, h)
         for ox in range(out_w):
+            x0 = max(ox * stride_x - offset, 0)
+            x1 = min(ox * stride_x - offset + size, w)
             cell = out[n, oy, ox]
-            if average:
-                cell[:] = 0
-            else:
-                cell[:] = -np.inf
-            count = 0
-            for ky in range(size):
-                y = oy * stride_y - offset + ky
-                if y < 0 or y >= h:
-                    continue
-                for kx in range(size):
-                    xx = ox * stride_x - offset + kx
-                    if xx < 0 or xx >= w:
-                        continue
-                    count += 1
+            if y0 >= y1 or x0 >= x1:  # a window wholly in the padding
+                cell[:] = 0 if average else -_F(3.4028234663852886e38)  # -FLT_MAX, as Darknet
+                continue
+            first = x[n, y0, x0]
+            for k in range(c):  # the window's first cell, then the others
+                cell[k] = first[k]
+            for y in range(y0, y1):
+                for xx in range(x0, x1):
                     source = x[n, y, xx]
                     if average:
-                        for k in range(c):
-                            cell[k] += source[k]
+                        if y != y0 or xx != x0:
+                            for k in range(c):
+                                cell[k] += source[k]
                     else:
                         for k in range(c):
                             cell[k] = max(cell[k], source[k])
-            if average and count > 0:
+            if average:
+                count = _F((y1 - y0) * (x1 - x0))
                 for k in range(c):
                     cell[k] /= count
 
