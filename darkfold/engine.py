@@ -204,8 +204,12 @@ class WinogradConvolution:
             weights, biases = fold_arrays(weights, biases, arrays["scales"], arrays["rolling_mean"],
                                           arrays["rolling_variance"])
         self.biases = _f32(biases)
-        transformed = np.einsum("ai,fcij,bj->abcf", self.G, np.asarray(weights, np.float64), self.G)
-        self.weights = _f32(transformed.reshape(16, weights.shape[1], weights.shape[0]))  # (16, c, filters)
+        # U = G g G^T for every (filter, channel) at once: U[a, b] = sum g[i, j] G[a, i] G[b, j],
+        # one product with kron(G, G). G holds 1, 1/2 and 0, so only the sums round.
+        filters, channels = weights.shape[:2]
+        taps = _f32(np.asarray(weights).transpose(2, 3, 1, 0)).reshape(9, channels * filters)  # (i, j), c, f
+        transformed = np.kron(self.G, self.G).astype(np.float32) @ taps
+        self.weights = transformed.reshape(16, channels, filters)
         self._blocks = {}
 
     def __call__(self, x, outputs, out, workers):
