@@ -85,12 +85,15 @@ class Convolution:
     # -- the parts -------------------------------------------------------------------------
 
     def _finish(self, gemm, out, col0, f0, f1):
-        """Bias (or BatchNorm) and activation of GEMM columns f0:f1, into out[:, col0:]."""
+        """Bias (or BatchNorm) and activation of GEMM columns f0:f1, then into out[:, col0:];
+        ``out=None`` when the product was written to the output already."""
         if self.explicit_batchnorm:
             kernels.batchnorm_activate(gemm, self.rolling_mean[f0:f1], self.deviation[f0:f1],
-                                       self.scales[f0:f1], self.biases[f0:f1], self.code, out, col0)
+                                       self.scales[f0:f1], self.biases[f0:f1], self.code)
         else:
-            kernels.bias_activate(gemm, self.biases[f0:f1], self.code, out, col0)
+            kernels.bias_activate(gemm, self.biases[f0:f1], self.code)
+        if out is not None:
+            out[:, col0:col0 + (f1 - f0)] = gemm
 
     def _im2col(self, x, row0, row1, cols):
         layer = self.layer
@@ -124,9 +127,13 @@ class Convolution:
             for start in range(part * tile, rows, threads * tile):
                 stop = min(start + tile, rows)
                 left = self._left(x, flat, start, stop, workers)
-                gemm = workers.buffer("gemm", (stop - start) * f).reshape(stop - start, f)
+                if f == out.shape[1]:  # the product goes straight to the output rows
+                    gemm, target = out[start:stop], None
+                else:
+                    gemm = workers.buffer("gemm", (stop - start) * f).reshape(stop - start, f)
+                    target = out[start:stop]
                 np.matmul(left, matrix, out=gemm)
-                self._finish(gemm, out[start:stop], col0, f0, f0 + f)
+                self._finish(gemm, target, col0, f0, f0 + f)
 
         workers.run(task, threads)
 
@@ -292,13 +299,13 @@ class Connected:
 
     def __call__(self, x, outputs, out, workers):
         flat = np.ascontiguousarray(x.transpose(0, 3, 1, 2)).reshape(x.shape[0], -1)
-        gemm = flat @ self.weights
-        out = out.reshape(gemm.shape)
+        gemm = out.reshape(flat.shape[0], -1)
+        np.matmul(flat, self.weights, out=gemm)
         if self.batchnorm is None:
-            kernels.bias_activate(gemm, self.biases, self.code, out, 0)
+            kernels.bias_activate(gemm, self.biases, self.code)
         else:
             mean, deviation, scales = self.batchnorm
-            kernels.batchnorm_activate(gemm, mean, deviation, scales, self.biases, self.code, out, 0)
+            kernels.batchnorm_activate(gemm, mean, deviation, scales, self.biases, self.code)
 
 
 class BatchNorm:
@@ -310,9 +317,9 @@ class BatchNorm:
         self.scales, self.biases = _f32(arrays["scales"]), _f32(arrays["biases"])
 
     def __call__(self, x, outputs, out, workers):
-        rows = x.reshape(-1, x.shape[-1])
-        kernels.batchnorm_activate(rows, self.mean, self.deviation, self.scales, self.biases, kernels.LINEAR,
-                                   out.reshape(rows.shape), 0)
+        out[...] = x
+        kernels.batchnorm_activate(out.reshape(-1, out.shape[-1]), self.mean, self.deviation, self.scales,
+                                   self.biases, kernels.LINEAR)
 
 
 class Pool:
@@ -368,7 +375,7 @@ class Shortcut:
         if self.weights is not None:
             _weighted_sum(x, sources, self.weights, out)
             flat = out.reshape(-1, out.shape[-1])
-            workers.split(lambda a, b: kernels.activate_rows(flat, a, b, self.code), flat.shape[0])
+            workers.split(lambda a, b: kernels.activate_inplace(flat[a:b], self.code), flat.shape[0])
             return
         flat = out.reshape(-1, out.shape[-1])
         source_rows = [s.reshape(flat.shape[0], -1) for s in sources]
@@ -378,7 +385,7 @@ class Shortcut:
             for rows in source_rows:
                 kernels.add_rows(flat, rows, a, b)
             if self.code != kernels.LINEAR:
-                kernels.activate_rows(flat, a, b, self.code)
+                kernels.activate_inplace(flat[a:b], self.code)
 
         workers.split(band, flat.shape[0])
 
@@ -466,7 +473,7 @@ class Multiply:
         np.multiply(outputs[self.layer.sources[0]], x, out=out)
         if self.code != kernels.LINEAR:
             flat = out.reshape(-1, out.shape[-1])
-            workers.split(lambda a, b: kernels.activate_rows(flat, a, b, self.code), flat.shape[0])
+            workers.split(lambda a, b: kernels.activate_inplace(flat[a:b], self.code), flat.shape[0])
 
 
 class Softmax:

@@ -44,12 +44,50 @@ LINEAR, LEAKY, RELU, LOGISTIC, MISH, SWISH, TANH, HARD_MISH, RELU6, ELU, SELU, G
 _F = np.float32  # constants in float32, so numba keeps the arithmetic in single precision
 
 
-@numba.njit(cache=True, nogil=True)
+# error_model="numpy": with Python's, every division tests for zero and raises, and that
+# branch keeps LLVM from vectorising the loop.
+_math = numba.njit(cache=True, nogil=True, error_model="numpy")
+
+
+@_math
+def _exp(x):
+    """exp of a float32 in [-80, 80], in float64 so it vectorises (a libm expf call does not):
+    exp(x / 1024) by its Taylor series, squared 10 times; relative error below 1e-8."""
+    y = np.float64(x) * (1.0 / 1024.0)
+    p = 1.0 + y * (1.0 + y * (0.5 + y * (1.0 / 6 + y * (1.0 / 24 + y * (1.0 / 120 + y * (1.0 / 720))))))
+    p = p * p
+    p = p * p
+    p = p * p
+    p = p * p
+    p = p * p
+    p = p * p
+    p = p * p
+    p = p * p
+    p = p * p
+    return p * p
+
+
+@_math
+def _clamp(x, bound):
+    x = x if x < bound else bound
+    return x if x > -bound else -bound
+
+
+@_math
 def _logistic(x):
-    return _F(1) / (_F(1) + np.exp(-x))
+    return np.float32(1.0 / (1.0 + _exp(_clamp(-x, _F(80)))))
 
 
-@numba.njit(cache=True, nogil=True)
+@_math
+def _mish(x):
+    # x * tanh(softplus(x)) with one exp: tanh(log(1 + e)) = n / (n + 2), n = e * (e + 2).
+    # activations.c's softplus threshold 20: past it mish(x) is x.
+    e = _exp(_clamp(x, _F(20)))
+    n = e * (e + 2.0)
+    return x if x > 20 else np.float32(x * n / (n + 2.0))
+
+
+@_math
 def activate(x, code):
     """Darknet's activation ``code`` of one float32 value (activations.h)."""
     if code == LEAKY:
@@ -61,17 +99,11 @@ def activate(x, code):
     if code == LOGISTIC:
         return _logistic(x)
     if code == MISH:
-        # x * tanh(softplus(x)) with one exp: tanh(log(1 + e)) = n / (n + 2), n = e * (e + 2).
-        # activations.c's softplus threshold 20: there mish(x) is x in float32.
-        if x > 20:
-            return x
-        e = np.exp(x)
-        n = e * (e + _F(2))
-        return x * n / (n + _F(2))
+        return _mish(x)
     if code == SWISH:
         return x * _logistic(x)
     if code == TANH:
-        return _F(2) / (_F(1) + np.exp(_F(-2) * x)) - _F(1)
+        return np.float32(2.0 / (1.0 + _exp(_clamp(_F(-2) * x, _F(80)))) - 1.0)
     if code == HARD_MISH:
         if x > 0:
             return x
@@ -192,36 +224,54 @@ def im2col_nchw(x, row0, row1, size, stride_x, stride_y, padding, dilation, out_
         r += last - first
 
 
-@numba.njit(cache=True, nogil=True)
-def bias_activate(gemm, biases, code, out, col0):
-    """``out[:, col0:col0+f] = activate(gemm + biases)`` for a (rows, f) GEMM result."""
-    rows, f = gemm.shape
-    # The common activations get loops of their own: with the activation chosen inside the
-    # loop LLVM does not vectorise, and this pass then costs more than the GEMM.
+@_math
+def bias_activate(values, biases, code):
+    """``values = activate(values + biases)`` in place, for a (rows, f) GEMM result."""
+    rows, f = values.shape
+    for r in range(rows):
+        for j in range(f):
+            values[r, j] += biases[j]
+    activate_inplace(values, code)
+
+
+@_math
+def batchnorm_activate(values, rolling_mean, deviation, scales, biases, code):
+    """Darknet's explicit inference BatchNorm, then the activation, in place
+    (convolutional_layer.c): ``(x - rolling_mean) / sqrt(rolling_variance + eps) * scales + biases``."""
+    rows, f = values.shape
+    for r in range(rows):
+        for j in range(f):
+            values[r, j] = (values[r, j] - rolling_mean[j]) / deviation[j] * scales[j] + biases[j]
+    activate_inplace(values, code)
+
+
+@_math
+def activate_inplace(values, code):
+    """The activation over a 2-D array. The activations of the YOLO cfgs get loops of their
+    own: an activation chosen per value keeps LLVM from vectorising."""
+    rows, f = values.shape
+    if code == LINEAR:
+        return
     if code == LEAKY:
         for r in range(rows):
             for j in range(f):
-                value = gemm[r, j] + biases[j]
-                out[r, col0 + j] = max(value, _F(0.1) * value)
-    elif code == LINEAR:
+                values[r, j] = max(values[r, j], _F(0.1) * values[r, j])
+    elif code == MISH:
         for r in range(rows):
             for j in range(f):
-                out[r, col0 + j] = gemm[r, j] + biases[j]
+                values[r, j] = _mish(values[r, j])
+    elif code == SWISH:
+        for r in range(rows):
+            for j in range(f):
+                values[r, j] = values[r, j] * _logistic(values[r, j])
+    elif code == LOGISTIC:
+        for r in range(rows):
+            for j in range(f):
+                values[r, j] = _logistic(values[r, j])
     else:
         for r in range(rows):
             for j in range(f):
-                out[r, col0 + j] = activate(gemm[r, j] + biases[j], code)
-
-
-@numba.njit(cache=True, nogil=True)
-def batchnorm_activate(gemm, rolling_mean, deviation, scales, biases, code, out, col0):
-    """Darknet's explicit inference BatchNorm, then the activation (convolutional_layer.c):
-    ``(x - rolling_mean) / sqrt(rolling_variance + eps) * scales + biases``."""
-    rows, f = gemm.shape
-    for r in range(rows):
-        for j in range(f):
-            value = (gemm[r, j] - rolling_mean[j]) / deviation[j] * scales[j] + biases[j]
-            out[r, col0 + j] = activate(value, code)
+                values[r, j] = activate(values[r, j], code)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -297,32 +347,7 @@ def winograd_output(m, tile0, tiles_h, tiles_w, biases, code, out, col0):
                     out[n, y0 + i, x0 + 1, col0:col0 + f] = y[2 * i + 1]
 
 
-@numba.njit(cache=True, nogil=True)
-def activate_inplace(values, code):
-    """The activation over a 2-D array, with loops of their own for the common ones (an
-    activation chosen per value keeps LLVM from vectorising)."""
-    rows, f = values.shape
-    if code == LINEAR:
-        return
-    if code == LEAKY:
-        for r in range(rows):
-            for j in range(f):
-                values[r, j] = max(values[r, j], _F(0.1) * values[r, j])
-    else:
-        for r in range(rows):
-            for j in range(f):
-                values[r, j] = activate(values[r, j], code)
-
-
-@numba.njit(cache=True, nogil=True)
-def activate_rows(x, row0, row1, code):
-    """Activation in place on rows ``row0:row1`` of a 2-D array."""
-    for r in range(row0, row1):
-        for j in range(x.shape[1]):
-            x[r, j] = activate(x[r, j], code)
-
-
-@numba.njit(cache=True, nogil=True)
+@_math
 def pool_nhwc(x, size, stride_x, stride_y, padding, average, line0, line1, out):
     """Max (or, with ``average``, mean) pooling of output lines ``line0:line1`` (n*out_h + oy).
 
