@@ -143,7 +143,7 @@ class Convolution:
         if self.pointwise:
             left = flat
         else:
-            left = self._scratch(rows * k).reshape((k, rows) if self.reads_planes else (rows, k))
+            left = workers.shared(rows * k).reshape((k, rows) if self.reads_planes else (rows, k))
             if self.reads_planes:
                 workers.split(lambda a, b: self._im2col(x, a, b, left[:, a:b]), rows)
                 left = left.T
@@ -163,13 +163,8 @@ class Convolution:
         key = (id(matrix), threads)
         if key not in self._blocks:
             edges = _block_edges(matrix.shape[1], threads)
-            self._blocks[key] = [(a, b, _f32(matrix[:, a:b])) for a, b in itertools.pairwise(edges)]
+            self._blocks[key] = [(a, b, matrix[:, a:b]) for a, b in itertools.pairwise(edges)]
         return self._blocks[key]
-
-    def _scratch(self, size):
-        if getattr(self, "_shared", None) is None or self._shared.size < size:
-            self._shared = np.empty(size, np.float32)
-        return self._shared[:size]
 
     # -- the call ----------------------------------------------------------------------------
 
@@ -248,9 +243,7 @@ class WinogradConvolution:
     def _by_channels(self, x, out, workers, grid, tiles):
         """Few tiles: transform the input once, then each thread one block of output channels."""
         c = self.weights.shape[1]
-        if getattr(self, "_shared", None) is None or self._shared.size < 16 * tiles * c:
-            self._shared = np.empty(16 * tiles * c, np.float32)
-        v = self._shared[:16 * tiles * c].reshape(16, tiles, c)
+        v = workers.shared(16 * tiles * c).reshape(16, tiles, c)
         workers.split(lambda a, b: kernels.winograd_input(x, a, b, *grid, v[:, a:b]), tiles)
 
         def task(block):
@@ -266,13 +259,14 @@ class WinogradConvolution:
         if threads not in self._blocks:
             f = self.weights.shape[2]
             edges = _block_edges(f, threads)
-            self._blocks[threads] = [(a, b, _f32(self.weights[:, :, a:b])) for a, b in itertools.pairwise(edges)]
+            self._blocks[threads] = [(a, b, self.weights[:, :, a:b]) for a, b in itertools.pairwise(edges)]
         return self._blocks[threads]
 
 
 def _block_edges(columns, threads):
     """Split ``columns`` output channels into up to ``threads`` blocks of multiples of 16
-    (whole vector registers for BLAS's kernels)."""
+    (whole vector registers for BLAS's kernels). The blocks are views: BLAS takes a matrix
+    whose rows are longer than its width, so no copy is needed."""
     parts = min(threads, columns)
     return sorted({min(columns, 16 * round(columns * i / parts / 16)) for i in range(parts)} | {columns})
 

@@ -56,6 +56,7 @@ class Workers:
     def __init__(self, threads):
         self.threads = threads
         self.scratch = threading.local()  # per-thread reusable buffers
+        self._shared = np.empty(0, np.float32)
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="darkfold",
                                         initializer=_single_threaded_blas)
 
@@ -77,6 +78,12 @@ class Workers:
             array = np.empty(size, np.float32)
             setattr(self.scratch, name, array)
         return array[:size]
+
+    def shared(self, size):
+        """A float32 scratch array of ``size`` values that all threads of one layer share."""
+        if self._shared.size < size:
+            self._shared = np.empty(size, np.float32)
+        return self._shared[:size]
 
     def close(self):
         self._pool.shutdown(wait=False)
