@@ -1,11 +1,14 @@
 """The forward pass against OpenCV 4.x's Darknet importer, folded against unfolded, and bad input."""
 
+import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import oracle
 import pytest
-from conftest import CFG_DIR
+from conftest import CFG_DIR, REPO
 from oracle import needs_opencv_darknet
 
 import darkfold
@@ -272,3 +275,17 @@ def test_a_partial_weights_file_cannot_run(tmp_path, tiny_cfg, tiny_weights):
     backbone = darkfold.load(tiny_cfg, partial, partial=True)
     with pytest.raises(darkfold.DarkfoldError, match=r"layer 6 \[convolutional\] has no weights"):
         backbone.forward(np.zeros((1, 3, 416, 416), np.float32))
+
+
+def test_the_engine_runs_without_opencv(tmp_path):
+    # OpenCV 5 has no Darknet importer; the engine must need nothing from cv2 at all.
+    script = (
+        "import sys; sys.modules['cv2'] = None  # any 'import cv2' now fails\n"
+        "import numpy as np, darkfold\n"
+        "outputs = darkfold.load().forward(np.zeros((1, 3, 416, 416), np.float32))\n"
+        "print(sorted(outputs))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[15, 22]"
