@@ -37,7 +37,7 @@ def fold_batchnorm(weights, biases, scales, rolling_mean, rolling_variance, eps,
 # a 2-D view (batch * height * width, channels) is a GEMM operand as it is. Every kernel
 # releases the GIL (nogil) so the engine's worker threads run them side by side.
 
-# Activation codes (engine.ACTIVATIONS maps Darknet's names to them).
+# Activation codes (activations.ACTIVATIONS maps Darknet's names to them).
 LINEAR, LEAKY, RELU, LOGISTIC, MISH, SWISH, TANH, HARD_MISH, RELU6, ELU, SELU, GELU, RELIE, RAMP, \
     LOGGY, PLSE, HARDTAN, LHTAN, STAIR = range(19)
 

@@ -5,7 +5,7 @@ import oracle
 import pytest
 
 from darkfold import kernels
-from darkfold.engine import ACTIVATIONS
+from darkfold.activations import ACTIVATIONS
 
 
 @pytest.mark.parametrize("name", sorted(set(ACTIVATIONS) - {"revleaky"}))
@@ -61,7 +61,7 @@ def test_both_im2col_layouts_match_a_reference_on_any_row_range(n, c, h, w, size
 
 @pytest.mark.parametrize("n, h, w, c, f", [(1, 13, 13, 16, 32), (2, 7, 10, 17, 5), (1, 1, 1, 16, 3)])
 def test_winograd_matches_a_direct_convolution(n, h, w, c, f):
-    from darkfold.engine import WinogradConvolution
+    from darkfold.convolution import WinogradConvolution
 
     rng = np.random.default_rng(1)
     x = rng.standard_normal((n, h, w, c), dtype=np.float32)

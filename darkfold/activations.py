@@ -1,0 +1,26 @@
+"""Darknet's activation names, as the numba kernels number them.
+
+Each is the function activations.h defines. Where Darknet's CPU build departs from it,
+darkfold computes the function: ``activate()`` has no case for relu6 and returns 0
+(AlexeyAB/darknet#6528), which the GPU build and every relu6-trained model do not.
+The normalize_channels family (a per-pixel softmax across channels) is not supported.
+"""
+
+from . import kernels
+from .errors import DarkfoldError
+
+ACTIVATIONS = {
+    "linear": kernels.LINEAR, "leaky": kernels.LEAKY, "revleaky": kernels.LEAKY, "relu": kernels.RELU,
+    "logistic": kernels.LOGISTIC, "mish": kernels.MISH, "swish": kernels.SWISH, "tanh": kernels.TANH,
+    "hard_mish": kernels.HARD_MISH, "relu6": kernels.RELU6, "elu": kernels.ELU, "selu": kernels.SELU,
+    "gelu": kernels.GELU, "relie": kernels.RELIE, "ramp": kernels.RAMP, "loggy": kernels.LOGGY,
+    "plse": kernels.PLSE, "hardtan": kernels.HARDTAN, "lhtan": kernels.LHTAN, "stair": kernels.STAIR,
+}
+
+
+def activation_code(layer):
+    name = layer.activation
+    if name not in ACTIVATIONS:
+        raise DarkfoldError(f"{layer.where}: layer {layer.index} [{layer.type}]: activation={name} "
+                            f"is not supported by darkfold's engine")
+    return ACTIVATIONS[name]
