@@ -334,8 +334,10 @@ def profile_layers(row, folder, runs, threads, sgemm):
              "opencv_s": statistics.median(o[layer.index] for o in opencv_times[WARMUP:])}
             for layer, t in zip(layers, times) if t]  # pass-through steps never run
     rows.sort(key=lambda r: -r["darkfold_s"])
+    # Per forward, paired: a sum of per-layer medians would miss the noise of ~160 layers.
+    outside = [total - sum(t[WARMUP + k] for t in times if t) for k, total in enumerate(totals["darkfold"])]
     return {"row": row, "forward_s": {name: statistics.median(totals[name]) for name in ("darkfold", "opencv")},
-            "layers": rows}
+            "outside_steps_s": statistics.median(outside), "layers": rows}
 
 
 def describe(layer):
@@ -382,7 +384,7 @@ def print_layers(result, top):
     opencv = sum(r["opencv_s"] for r in layers)
     print(f"  {'all steps':50s} {format_times(total, total, opencv, floor)}")
     print(f"\n  whole forward (median): darkfold {forward['darkfold'] * 1e3:.1f} ms, of which "
-          f"{(forward['darkfold'] - total) * 1e3:.1f} ms outside the steps (input transpose, output copies); "
+          f"{result['outside_steps_s'] * 1e3:.1f} ms outside the steps (input transpose, output copies); "
           f"OpenCV {forward['opencv'] * 1e3:.1f} ms")
 
 

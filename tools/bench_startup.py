@@ -145,7 +145,7 @@ def report(results):
         medians = "".join(f"{steps[step]['median']:14.3f}" for step in STEPS)
         print(f"  {labels[case]:34s}{medians}  {results['first_call_extra_s'][case]:15.3f}")
     extra = results["first_call_extra_s"]["warm"]
-    print(f"\n  numba kernels cached by the bundled model's first forward: {results['cached_kernels']}")
+    print(f"\n  kernel signatures numba compiled and cached for the bundled model: {results['cached_kernels']}")
     print(f"  first-call cost = engine import + engine build + first - steady. Goal: <= 0.5 s with a warm cache; "
           f"now {extra:.2f} s: {'met' if extra <= 0.5 else 'NOT met'}")
 
