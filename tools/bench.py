@@ -19,6 +19,8 @@ speed of numpy's BLAS in the same run: the larger of a multi-threaded product at
 start (2048-4096 square, best of several) and a single-threaded 2048 product run as a
 third case in every round, times the threads. It is the time a convolution engine would
 take if every conv were one perfectly efficient GEMM and nothing else cost anything.
+It counts direct-convolution FLOPs: a Winograd 3x3 (OpenCV's, with fusion on) does
+fewer multiplies and can beat it on a layer.
 
 How to read it: darkfold/OpenCV below 1 means darkfold is faster; ratios of the min
 times and of the medians are both printed. floor/OpenCV says how close the peer is to
