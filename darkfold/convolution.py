@@ -19,6 +19,9 @@ from .fold import EPS, fold_arrays
 # with fewer rows than this per thread split by output channels instead.
 MIN_TILE_ROWS = 256
 ROWS_PER_THREAD_FOR_TILES = 1024
+# With few columns (the first layer: 27 x 16) BLAS is bound by memory: 2048-row tiles keep
+# operands and product in L2 (measured 1.3x faster than 4096).
+MAX_TILE_ROWS = 2048
 # An im2col tile of about this many floats stays in a core's L2 cache.
 TILE_VALUES = 1 << 17
 # Winograd tiles per GEMM: fewer make BLAS's products inefficient.
@@ -97,7 +100,7 @@ class Convolution:
         """Each thread takes every T-th tile of rows: im2col, product, finish."""
         rows, (k, f) = out.shape[0], matrix.shape
         threads = workers.threads
-        tile = max(MIN_TILE_ROWS, min(4096, TILE_VALUES // k))
+        tile = max(MIN_TILE_ROWS, min(MAX_TILE_ROWS, TILE_VALUES // k))
         tiles = threads * math.ceil(rows / (threads * tile))
         tile = math.ceil(rows / tiles)
 
