@@ -68,13 +68,15 @@ class Section:
         option = self.options.get(key)
         if option is None:
             if default is _REQUIRED:
-                raise CfgError(f"{self.where()}: [{self.name}] needs '{key}=', which is missing")
+                raise CfgError(f"{self.where()}: [{self.name}] needs '{key}=', which is missing",
+                               path=self.path, line=self.line, expected=f"{key}=", found="nothing")
             return None
         return option.value
 
     def _bad(self, key, expected):
-        value = self.options[key].value
-        return CfgError(f"{self.where(key)}: [{self.name}] {key}={value!r}: expected {expected}")
+        option = self.options[key]
+        return CfgError(f"{self.where(key)}: [{self.name}] {key}={option.value!r}: expected {expected}",
+                        path=self.path, line=option.line, expected=expected, found=option.value)
 
     def get_str(self, key, default=_REQUIRED, choices=None):
         value = self._raw(key, default)
@@ -176,7 +178,8 @@ class Cfg:
         self.lines = _split_lines(text[len(self.bom):])
         self.sections = _parse_sections(self.lines, self.path)
         if not self.sections:
-            raise CfgError(f"{self.path}: no sections; a cfg starts with [net]")
+            raise CfgError(f"{self.path}: no sections; a cfg starts with [net]", path=self.path,
+                           expected="[net]", found="no sections")
 
     def text(self):
         return self.bom + "".join(self.lines)
@@ -228,7 +231,8 @@ def _parse_sections(lines, path):
         if stripped.startswith("["):
             sections.append(_parse_header(stripped, number, path))
         elif not sections:
-            raise CfgError(f"{path}:{number}: option {stripped!r} comes before the first [section]")
+            raise CfgError(f"{path}:{number}: option {stripped!r} comes before the first [section]",
+                           path=path, line=number, expected="[net]", found=stripped)
         else:
             _add_option(sections[-1], content, number, path)
     return sections
@@ -238,7 +242,8 @@ def _parse_header(stripped, number, path):
     header = _cut_comment(stripped).strip()
     name = header[1:-1].strip()
     if not header.endswith("]") or not name or "[" in name or "]" in name:
-        raise CfgError(f"{path}:{number}: {stripped!r}: expected a section header like [convolutional]")
+        raise CfgError(f"{path}:{number}: {stripped!r}: expected a section header like [convolutional]",
+                       path=path, line=number, expected="a section header", found=stripped)
     section = Section(name, number, path)
     if header != stripped:
         section.comment_warnings.append(
@@ -251,7 +256,8 @@ def _add_option(section, content, number, path):
     key, equals, rest = content.partition("=")
     key = key.strip()
     if not equals or not key or any(ch.isspace() for ch in key):
-        raise CfgError(f"{path}:{number}: {content.strip()!r}: expected key=value")
+        raise CfgError(f"{path}:{number}: {content.strip()!r}: expected key=value", path=path, line=number,
+                       expected="key=value", found=content.strip())
     value_text = _cut_comment(rest)
     value = value_text.strip()
     start = len(content) - len(rest) + (len(value_text) - len(value_text.lstrip()))
@@ -277,7 +283,8 @@ def read_cfg(path):
         offset = data.index(b"\0")
         raise CfgError(
             f"{path}: not a text cfg file (a zero byte at offset {offset}); "
-            "is it a .weights file given in place of the .cfg?"
+            "is it a .weights file given in place of the .cfg?",
+            path=path, expected="a text file", found=f"a zero byte at offset {offset}",
         )
     try:
         return Cfg(data.decode("utf-8"), os.fspath(path))

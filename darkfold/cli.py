@@ -6,10 +6,11 @@ import json
 import os
 import sys
 import time
+import traceback
 
 from . import __version__, convert, load
 from .bundled import DEFAULT_CFG, DEFAULT_WEIGHTS
-from .errors import DarkfoldError
+from .errors import DarkfoldError, ModelError, OutputError
 from .summary import layer_table, model_summary
 from .verify import TOLERANCE, verify
 
@@ -25,6 +26,10 @@ examples:
 """
 
 
+# Exit codes: 0 success, 1 a bug in darkfold, 2 bad input (argparse's code for bad arguments too).
+EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
+
+
 def main(argv=None):
     parser = _parser()
     args = parser.parse_args(argv)
@@ -32,8 +37,10 @@ def main(argv=None):
         return args.run(args)
     except DarkfoldError as error:
         _print_warnings(error)
+        if args.debug:
+            traceback.print_exc()
         print(f"darkfold: error: {error}", file=sys.stderr)
-        return 1
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("darkfold: interrupted", file=sys.stderr)
         return 130
@@ -41,6 +48,25 @@ def main(argv=None):
         # `darkfold info | head`: the reader left; stay quiet like other Unix tools.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except Exception as error:  # noqa: BLE001 - anything else is a darkfold bug: say so, briefly
+        if args.debug:
+            traceback.print_exc()
+        hint = "" if args.debug else " (rerun with --debug for the traceback)"
+        print(f"darkfold: internal error, please report it{hint}: {type(error).__name__}: {error}",
+              file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+class _CommandParser(argparse.ArgumentParser):
+    """A subcommand's parser: accepts the global --debug after the command too."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # SUPPRESS: when absent here, the value given before the command stays.
+        self.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
+
+
+_DEBUG_HELP = "print the Python traceback of an error"
 
 
 def _parser():
@@ -51,7 +77,9 @@ def _parser():
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"darkfold {__version__}")
-    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True,
+                                     parser_class=_CommandParser)
 
     info = commands.add_parser(
         "info", help="print a model's layer table, BFLOPs and parameter count",
@@ -140,7 +168,8 @@ def _print_warnings(source):
 
 def run_info(args):
     if args.partial and args.cfg is not None and args.weights is None:
-        raise DarkfoldError("--partial is about a weights file: darkfold info CFG WEIGHTS --partial")
+        raise ModelError(f"{args.cfg}: --partial is about a weights file: darkfold info CFG WEIGHTS --partial",
+                         path=args.cfg, expected="WEIGHTS", found="none")
     cfg_path, weights_path = _model_paths(args)
     model = load(cfg_path, weights_path, partial=args.partial)
     _print_warnings(model)
@@ -153,7 +182,8 @@ def run_info(args):
 
 def run_convert(args):
     if args.cfg is not None and args.weights is None:
-        raise DarkfoldError(f"{args.cfg}: convert needs the weights too: darkfold convert CFG WEIGHTS")
+        raise ModelError(f"{args.cfg}: convert needs the weights too: darkfold convert CFG WEIGHTS",
+                         path=args.cfg, expected="WEIGHTS", found="none")
     cfg_path, weights_path = _model_paths(args)
     out_cfg, out_weights = (os.path.join(args.output, _stem(path) + "-folded" + suffix)
                             for path, suffix in ((cfg_path, ".cfg"), (weights_path, ".weights")))
@@ -253,11 +283,12 @@ def _make_folder(folder):
     if os.path.isdir(folder):
         return False
     if os.path.exists(folder):
-        raise DarkfoldError(f"{folder}: output folder is a file")
+        raise OutputError(f"{folder}: output folder is a file", path=folder, expected="a folder", found="a file")
     try:
         os.makedirs(folder)
     except OSError as error:
-        raise DarkfoldError(f"{folder}: cannot create output folder: {error.strerror}") from None
+        raise OutputError(f"{folder}: cannot create output folder: {error.strerror}", path=folder,
+                          found=error.strerror) from None
     return True
 
 

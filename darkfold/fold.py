@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import DarkfoldError
+from .errors import ModelError
 from .kernels import fold_batchnorm
 from .layers import BATCHNORM_ARRAYS
 
@@ -57,7 +57,8 @@ class FoldPlan:
 def plan_fold(model):
     """Decide which BatchNorms fold and write the folded cfg; no arrays are touched."""
     if not model.has_weights:
-        raise DarkfoldError(f"{model.cfg.path}: fold needs the weights; load the model with its .weights file")
+        raise ModelError(f"{model.cfg.path}: fold needs the weights; load the model with its .weights file",
+                         path=model.cfg.path, expected="a model loaded with weights", found="no weights")
     cfg = model.cfg.copy()
     sections = cfg.sections[1:]  # sections[i] is layer i in the copy
     own = [layer.index for layer in model.layers if _has_own_batchnorm(model, layer)]

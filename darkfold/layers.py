@@ -144,8 +144,9 @@ class _Context:
             fields["source_key"] = self.source_key
         return Layer(self.index, self.section.name, self.section, self.input, Shape(*output), **fields)
 
-    def error(self, message, key=None):
-        return CfgError(f"{self.section.where(key)}: layer {self.index} [{self.section.name}]: {message}")
+    def error(self, message, key=None, expected=None, found=None):
+        return _error(self.section, f"layer {self.index} [{self.section.name}]: {message}", key,
+                      layer=self.index, expected=expected, found=found)
 
     def resolve(self, key):
         """Absolute indices of the layers listed in ``key`` (negative = relative)."""
@@ -171,10 +172,8 @@ class _Context:
     def activation(self, default):
         name = self.section.get_str("activation", default)
         if name not in ACTIVATIONS:
-            raise CfgError(
-                f"{self.section.where('activation')}: unknown activation '{name}'; "
-                f"Darknet knows: {', '.join(sorted(ACTIVATIONS))}"
-            )
+            raise _error(self.section, f"unknown activation '{name}'; Darknet knows: {', '.join(sorted(ACTIVATIONS))}",
+                         "activation", layer=self.index, expected="a Darknet activation", found=name)
         return name
 
     def refuse(self, *keys):
@@ -199,7 +198,8 @@ def parse_net(section):
         if not (width and height and channels):
             width, height, channels = 1, 1, inputs
     if not (width and height and channels):
-        raise CfgError(f"{s.where()}: [{s.name}] needs width=, height= and channels= (each >= 1)")
+        raise _error(s, f"[{s.name}] needs width=, height= and channels= (each >= 1)",
+                     expected="width, height and channels >= 1", found=f"{width} x {height} x {channels}")
     letter_box = s.get_int("letter_box", 0)
     s.ignore(*_NET_TRAINING_KEYS)
     return Net(width, height, channels, letter_box, section)
@@ -451,7 +451,8 @@ def parse_reorg3d(ctx):
 def _anchors(ctx, count):
     anchors = ctx.section.get_floats("anchors", [])
     if len(anchors) < 2 * count:
-        raise ctx.error(f"anchors= has {len(anchors)} values, expected {2 * count} (num={count} pairs)", "anchors")
+        raise ctx.error(f"anchors= has {len(anchors)} values, expected {2 * count} (num={count} pairs)", "anchors",
+                        expected=2 * count, found=len(anchors))
     return tuple(zip(anchors[0 : 2 * count : 2], anchors[1 : 2 * count : 2]))
 
 
@@ -461,7 +462,7 @@ def _check_head_input(ctx, per_box, boxes, described):
         raise ctx.error(
             f"the layer before outputs {ctx.input.c} channels, but {described} needs "
             f"{per_box} x {boxes} = {expected}: set filters={expected} in the [convolutional] "
-            "layer before it"
+            "layer before it", expected=expected, found=ctx.input.c,
         )
 
 
@@ -606,7 +607,8 @@ def build_layers(cfg):
     """
     first, *rest = cfg.sections
     if first.name not in ("net", "network"):
-        raise CfgError(f"{first.where()}: the first section is [{first.name}]; a cfg starts with [net]")
+        raise _error(first, f"the first section is [{first.name}]; a cfg starts with [net]",
+                     expected="[net]", found=f"[{first.name}]")
     parsed = []
     try:
         net = parse_net(first)
@@ -627,20 +629,22 @@ def build_layers(cfg):
             shape = layer.output
     except CfgError as error:
         failing = cfg.sections[len(parsed)]
-        error.warnings = [message for section in parsed for message, _ in _section_notes(section)]
+        error.warnings = [note[0] for section in parsed for note in _section_notes(section)]
         error.warnings += [_unknown_key(failing, o) for o in failing.unread() if _suggestion(failing, o)]
         raise
     if not layers:
-        raise CfgError(f"{cfg.path}: no layers after [{first.name}]")
+        raise CfgError(f"{cfg.path}: no layers after [{first.name}]", path=cfg.path, expected="a layer",
+                       found="none")
     notes = [note for section in cfg.sections for note in _section_notes(section)]
-    for message, fatal in notes:
+    for message, fatal, section, line in notes:
         if fatal:
-            raise CfgError(message)
-    return net, layers, [message for message, _ in notes]
+            raise CfgError(message, path=section.path, line=line, expected="each key once",
+                           found="a duplicate")
+    return net, layers, [note[0] for note in notes]
 
 
 def _section_notes(section):
-    """``(message, fatal)`` for each duplicate, unknown key and inline-comment trap."""
+    """``(message, fatal, section, line)`` for each duplicate, unknown key and inline-comment trap."""
     notes = []
     # Several cfgs Darknet ships repeat [net] training keys (batch, momentum);
     # Darknet takes the first, and so does darkfold. A repeated key that
@@ -650,11 +654,11 @@ def _section_notes(section):
         message = (f"{section.path}:{option.line}: duplicate key '{option.key}' in [{section.name}] "
                    f"(first set on line {first.line})")
         if section.is_ignored(option.key):
-            notes.append((f"{message}; the first is used, as in Darknet", False))
+            notes.append((f"{message}; the first is used, as in Darknet", False, section, option.line))
         else:
-            notes.append((message, True))
-    notes += [(_unknown_key(section, option), False) for option in section.unread()]
-    notes += [(message, False) for message in section.comment_warnings]
+            notes.append((message, True, section, option.line))
+    notes += [(_unknown_key(section, option), False, section, option.line) for option in section.unread()]
+    notes += [(message, False, section, None) for message in section.comment_warnings]
     return notes
 
 
@@ -672,6 +676,14 @@ def _suggestion(section, option):
 def _unknown_type(section, index):
     name = section.name
     if name in _UNSUPPORTED:
-        return CfgError(f"{section.where()}: layer {index}: layer type [{name}] is not supported by darkfold")
+        return _error(section, f"layer {index}: layer type [{name}] is not supported by darkfold", layer=index,
+                      expected="a layer type darkfold supports", found=f"[{name}]")
     known = ", ".join(sorted(n for n in PARSERS if n not in _CANONICAL))
-    return CfgError(f"{section.where()}: layer {index}: unknown layer type [{name}]; darkfold knows: {known}")
+    return _error(section, f"layer {index}: unknown layer type [{name}]; darkfold knows: {known}", layer=index,
+                  expected="a Darknet layer type", found=f"[{name}]")
+
+
+def _error(section, message, key=None, **fields):
+    """A CfgError at ``section`` (or at its option ``key``), the message starting with file:line."""
+    line = section.options[key].line if key in section.options else section.line
+    return CfgError(f"{section.where(key)}: {message}", path=section.path, line=line, **fields)

@@ -6,7 +6,7 @@ import numpy as np
 
 from .bundled import DEFAULT_CFG, DEFAULT_WEIGHTS
 from .cfg import read_cfg
-from .errors import DarkfoldError
+from .errors import DarkfoldError, ModelError, OutputError
 from .files import atomic_outputs
 from .layers import build_layers
 
@@ -66,7 +66,8 @@ class Model:
         when both are complete, so a failure leaves no partial output.
         """
         if weights_path is not None and not self.has_weights:
-            raise DarkfoldError(f"{self.cfg.path}: this model was loaded without weights; there are none to save")
+            raise ModelError(f"{self.cfg.path}: this model was loaded without weights; there are none to save",
+                             path=self.cfg.path, expected="a model loaded with weights", found="no weights")
         _write_model(self.cfg, cfg_path, weights_path, self.header, self.layers, self.params)
 
     def fold(self):
@@ -151,7 +152,8 @@ def load(cfg_path=None, weights_path=None, *, partial=False):
     """
     if cfg_path is None:
         if weights_path is not None:
-            raise DarkfoldError(f"{weights_path}: weights given without a cfg")
+            raise ModelError(f"{weights_path}: weights given without a cfg", path=weights_path,
+                             expected="a cfg", found="none")
         cfg_path, weights_path = DEFAULT_CFG, DEFAULT_WEIGHTS
     cfg = read_cfg(os.fspath(cfg_path))
     model = Model(cfg)
@@ -178,7 +180,8 @@ def convert(cfg_path, weights_path, out_cfg_path, out_weights_path, *, force=Fal
 
     model = load(cfg_path, weights_path)
     if os.path.abspath(out_cfg_path) == os.path.abspath(out_weights_path):
-        raise DarkfoldError(f"{out_cfg_path}: the folded cfg and weights need two different paths")
+        raise OutputError(f"{out_cfg_path}: the folded cfg and weights need two different paths", path=out_cfg_path,
+                          expected="two output paths", found="one")
     _check_outputs((out_cfg_path, out_weights_path), (cfg_path, weights_path), force)
     plan = plan_fold(model)
     _, layers, _ = build_layers(plan.cfg)
@@ -195,6 +198,8 @@ def _check_outputs(outputs, inputs, force):
             continue
         for source in inputs:
             if os.path.samefile(source, output):
-                raise DarkfoldError(f"{output}: output would overwrite the input {source}")
+                raise OutputError(f"{output}: output would overwrite the input {source}", path=output,
+                                  expected="a new file", found=f"the input {source}")
         if not force:
-            raise DarkfoldError(f"{output}: already exists; use --force (force=True) to replace it")
+            raise OutputError(f"{output}: already exists; use --force (force=True) to replace it", path=output,
+                              expected="a new file", found="an existing file")

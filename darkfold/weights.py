@@ -52,18 +52,22 @@ class Header:
 def read_header(data, path):
     """Parse the header at the start of ``data`` (a uint8 array)."""
     if len(data) < 16:
-        raise WeightsError(f"{path}: {len(data)} bytes is too short for a Darknet weights header (16 or 20 bytes)")
+        raise WeightsError(f"{path}: {len(data)} bytes is too short for a Darknet weights header (16 or 20 bytes)",
+                           path=path, expected="at least 16 bytes", found=len(data))
     major, minor, revision = (int(v) for v in data[:12].view("<i4"))
     if _looks_like_text(data[:64]):
-        raise WeightsError(f"{path}: this is a text file, not Darknet weights; is it the .cfg given in place of the .weights?")
+        raise WeightsError(f"{path}: this is a text file, not Darknet weights; is it the .cfg given in place of "
+                           "the .weights?", path=path, expected="binary weights", found="text")
     if not all(0 <= v <= _MAX_VERSION for v in (major, minor, revision)):
         raise WeightsError(
             f"{path}: bad header: version {major}.{minor}.{revision} is not a Darknet weights version "
-            "(expected small non-negative numbers such as 0.2.0); not a Darknet .weights file?"
+            "(expected small non-negative numbers such as 0.2.0); not a Darknet .weights file?",
+            path=path, expected="a version such as 0.2.0", found=f"{major}.{minor}.{revision}",
         )
     header = Header(major, minor, revision, 0)
     if len(data) < header.size:
-        raise WeightsError(f"{path}: {len(data)} bytes is too short for the {header.size}-byte header of version {major}.{minor}")
+        raise WeightsError(f"{path}: {len(data)} bytes is too short for the {header.size}-byte header of version "
+                           f"{major}.{minor}", path=path, expected=header.size, found=len(data))
     seen_type = "<u8" if header.seen_is_64bit else "<u4"
     seen = int(data[12 : header.size].view(seen_type)[0])
     return Header(major, minor, revision, seen)
@@ -94,17 +98,20 @@ def read_weights(path, layers, partial=False):
             params.extend(None for _ in layers[len(params):])
             break
         if offset + needed > len(data):
-            raise WeightsError(_short_file_message(path, layers, layer, offset, len(data), header))
+            raise WeightsError(_short_file_message(path, layers, layer, offset, len(data), header), path=path,
+                               layer=layer.index, expected=expected_size(layers, header), found=len(data))
         params.append(_layer_arrays(data, offset, layer, header))
         offset += needed
     if offset != len(data):
-        raise WeightsError(_long_file_message(path, layers, offset, len(data), header))
+        last = _last_with_params(layers)
+        raise WeightsError(_long_file_message(path, layers, offset, len(data), header), path=path,
+                           layer=last.index, expected=offset, found=len(data))
     return header, params
 
 
 def _map(path):
     if os.path.getsize(path) == 0:
-        raise WeightsError(f"{path}: the weights file is empty")
+        raise WeightsError(f"{path}: the weights file is empty", path=path, expected="a weights file", found="0 bytes")
     return np.memmap(path, dtype=np.uint8, mode="r")
 
 
@@ -149,13 +156,17 @@ def _short_file_message(path, layers, layer, offset, actual, header):
 
 
 def _long_file_message(path, layers, offset, actual, header):
-    last = max((l for l in layers if l.params), key=lambda l: l.index, default=layers[-1])
+    last = _last_with_params(layers)
     return (
         f"{path}: {actual - offset} bytes left over after the last layer with parameters "
         f"(layer {last.index} [{last.type}], {last.where}): this cfg needs {offset} bytes, file has "
         f"{actual}. "
         + (_likely_cause(layers, actual, header) or "The weights were made for a different cfg (other filters or classes?).")
     )
+
+
+def _last_with_params(layers):
+    return max((l for l in layers if l.params), key=lambda l: l.index, default=layers[-1])
 
 
 def _likely_cause(layers, actual, header):
