@@ -13,6 +13,7 @@ duplicate keys are kept aside for the layer parser to judge, and every option a
 layer did not read can be reported.
 """
 
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -157,14 +158,23 @@ _INT_LIMIT = 2**31 - 1  # Darknet's int
 
 def _to_int(text):
     text = text.strip()
-    if not _INT.fullmatch(text) or abs(int(text)) > _INT_LIMIT:
+    if not _INT.fullmatch(text):
         return None
-    return int(text)
+    # Python refuses to convert more than 4300 digits (a ValueError); no int
+    # Darknet can hold has more than 10 once leading zeros are gone.
+    digits = text.lstrip("+-").lstrip("0") or "0"
+    if len(digits) > len(str(_INT_LIMIT)) or int(digits) > _INT_LIMIT:
+        return None
+    return -int(digits) if text.startswith("-") else int(digits)
 
 
 def _to_float(text):
     text = text.strip()
-    return float(text) if _FLOAT.fullmatch(text) else None
+    if not _FLOAT.fullmatch(text):
+        return None
+    number = float(text)
+    # "1e999" is inf to atof too; no option means that, and inf breaks every sum after it.
+    return number if math.isfinite(number) else None
 
 
 class Cfg:
@@ -225,6 +235,11 @@ def _parse_sections(lines, path):
     sections = []
     for number, raw in enumerate(lines, start=1):
         content = raw.rstrip("\r\n")
+        if "\r" in content:
+            # Darknet's fgetl splits at "\n" only, so it reads such a file as one line.
+            raise CfgError(f"{path}:{number}: a carriage return inside a line: the file has old Mac (CR-only) "
+                           "line ends, which Darknet reads as one long line; save it with LF or CRLF line ends",
+                           path=path, line=number, expected="LF or CRLF line ends", found="CR")
         stripped = content.strip()
         if not stripped or stripped[0] in _COMMENT_CHARS:
             continue
