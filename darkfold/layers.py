@@ -86,6 +86,17 @@ class Net:
         return Shape(self.width, self.height, self.channels)
 
 
+# Resource limits, checked while shapes are inferred, so that a cfg asking for
+# absurd sizes fails with a CfgError before anything is allocated for it.
+# The largest real cfgs (cfg/: yolov4-p6, yolov7x, yolov1) stay far below:
+# input 1280 px, largest layer output 52M values, largest parameter array
+# 116M, 197M parameters in all.
+MAX_SIDE = 16384  # [net] width and height, and kernel sizes: 12x the largest real input
+# One layer's output, one parameter array, and all parameters together:
+# Darknet counts each in a C int (l.outputs, l.nweights), and 2**31 float32
+# values are 8 GB, more than any CPU run of a YOLO needs.
+MAX_VALUES = 2**31 - 1
+
 # Keys Darknet reads in parse_net_options for training, augmentation and the
 # learning-rate policy. darkfold accepts them and does not use them.
 _NET_TRAINING_KEYS = (
@@ -142,7 +153,32 @@ class _Context:
     def layer(self, output, **fields):
         if fields.get("sources"):
             fields["source_key"] = self.source_key
-        return Layer(self.index, self.section.name, self.section, self.input, Shape(*output), **fields)
+        layer = Layer(self.index, self.section.name, self.section, self.input, Shape(*output), **fields)
+        self._check_limits(layer)
+        return layer
+
+    def _check_limits(self, layer):
+        for param in layer.params:
+            if param.size > MAX_VALUES:
+                shape = " x ".join(map(str, param.shape))
+                raise self.error(
+                    f"its {param.name} would be {shape} = {param.size:,} values, more than the {MAX_VALUES:,} "
+                    "darkfold (and Darknet's int sizes) can hold; check filters=, size= and the input size",
+                    expected=f"at most {MAX_VALUES} values", found=param.size)
+        values = math.prod(layer.output)
+        if values > MAX_VALUES:
+            raise self.error(
+                f"the output would be {layer.output} = {values:,} values, more than the {MAX_VALUES:,} darkfold "
+                "(and Darknet's int sizes) can hold; check the sizes in this layer and [net] width/height",
+                expected=f"at most {MAX_VALUES} values", found=values)
+
+    def kernel_size(self, key="size", default=1):
+        """A window or kernel size: at least 1, at most MAX_SIDE."""
+        size = self.section.get_int(key, default, minimum=1)
+        if size > MAX_SIDE:
+            raise self.error(f"{key}={size} is larger than any input darkfold accepts ({MAX_SIDE} pixels)", key,
+                             expected=f"at most {MAX_SIDE}", found=size)
+        return size
 
     def error(self, message, key=None, expected=None, found=None):
         return _error(self.section, f"layer {self.index} [{self.section.name}]: {message}", key,
@@ -200,6 +236,16 @@ def parse_net(section):
     if not (width and height and channels):
         raise _error(s, f"[{s.name}] needs width=, height= and channels= (each >= 1)",
                      expected="width, height and channels >= 1", found=f"{width} x {height} x {channels}")
+    for key, value in (("width", width), ("height", height)):
+        if value > MAX_SIDE:
+            raise _error(s, f"[{s.name}] {key}={value}: darkfold accepts inputs of at most {MAX_SIDE} pixels a "
+                            "side (the largest YOLO cfgs use 1280)", key, expected=f"at most {MAX_SIDE}", found=value)
+    values = width * height * channels
+    if values > MAX_VALUES:
+        raise _error(s, f"[{s.name}] the input {width} x {height} x {channels} = {values:,} values is more than "
+                        f"the {MAX_VALUES:,} darkfold (and Darknet's int sizes) can hold",
+                     "channels" if "channels" in s else "inputs", expected=f"at most {MAX_VALUES} values",
+                     found=values)
     letter_box = s.get_int("letter_box", 0)
     s.ignore(*_NET_TRAINING_KEYS)
     return Net(width, height, channels, letter_box, section)
@@ -212,7 +258,7 @@ def parse_convolutional(ctx):
                "stretch", "stretch_sway", "flipped", "coordconv")
     filters = s.get_int("filters", 1, minimum=1)
     groups = s.get_int("groups", 1, minimum=1)
-    size = s.get_int("size", 1, minimum=1)
+    size = ctx.kernel_size()
     stride = s.get_int("stride", 1, minimum=1)
     stride_x = s.get_int("stride_x", stride, minimum=1)
     stride_y = s.get_int("stride_y", stride, minimum=1)
@@ -265,7 +311,7 @@ def parse_local(ctx):
     s = ctx.section
     ctx.need_image()
     filters = s.get_int("filters", 1, minimum=1)
-    size = s.get_int("size", 1, minimum=1)
+    size = ctx.kernel_size()
     stride = s.get_int("stride", 1, minimum=1)
     pad = s.get_int("pad", 0)
     activation = ctx.activation("logistic")
@@ -288,7 +334,7 @@ def _parse_pool(ctx, kind):
     stride = s.get_int("stride", 1, minimum=1)
     stride_x = s.get_int("stride_x", stride, minimum=1)
     stride_y = s.get_int("stride_y", stride, minimum=1)
-    size = s.get_int("size", stride, minimum=1)
+    size = ctx.kernel_size("size", stride)
     padding = s.get_int("padding", size - 1, minimum=0)
     if kind == "maxpool":
         ctx.refuse("maxpool_depth", "antialiasing")
@@ -471,11 +517,12 @@ def _parse_yolo_head(ctx, values_per_box):
     ctx.need_image()
     classes = s.get_int("classes", 20, minimum=1)
     num = s.get_int("num", 1, minimum=1)
-    mask = s.get_ints("mask", None) or list(range(num))
-    for index in mask:
+    mask = s.get_ints("mask", None)
+    for index in mask or ():
         if not 0 <= index < num:
             raise ctx.error(f"mask index {index} is outside the {num} anchors (num={num})", "mask")
-    anchors = _anchors(ctx, num)
+    anchors = _anchors(ctx, num)  # before range(num): the anchors' text bounds num
+    mask = mask or list(range(num))
     scale_x_y = s.get_float("scale_x_y", 1.0)
     new_coords = s.get_int("new_coords", 0)
     nms_kind = s.get_str("nms_kind", "default",
@@ -615,6 +662,7 @@ def build_layers(cfg):
         parsed.append(first)
         layers = []
         shape = net.input
+        params = 0
         for index, section in enumerate(rest):
             parser = PARSERS.get(section.name)
             if parser is None:
@@ -624,6 +672,11 @@ def build_layers(cfg):
             section.ignore(*_COMMON_TRAINING_KEYS)
             layer = parser(ctx)
             layer.type = _CANONICAL.get(layer.type, layer.type)
+            params += layer.param_count
+            if params > MAX_VALUES:
+                raise ctx.error(f"the model would have {params:,} parameters up to here, more than the "
+                                f"{MAX_VALUES:,} darkfold accepts (an 8 GB weights file); check filters= and sizes",
+                                expected=f"at most {MAX_VALUES} parameters", found=params)
             layers.append(layer)
             parsed.append(section)
             shape = layer.output
