@@ -171,7 +171,31 @@ def _last_with_params(layers):
 
 def _likely_cause(layers, actual, header):
     """A sentence naming the cfg change the file size points to, or ''."""
-    return _folding_hint(layers, actual, header) or _classes_hint(layers, actual, header)
+    return (_seen_hint(layers, actual, header) or _folding_hint(layers, actual, header)
+            or _classes_hint(layers, actual, header))
+
+
+def _seen_hint(layers, actual, header):
+    """Recognise a header whose `seen` has the other width than its version says.
+
+    Darknet reads `seen` as 64 bits from version 0.2 on, as 32 bits before; a
+    writer that gets this wrong shifts every array by 4 bytes, and the file
+    is exactly 4 bytes too short or too long.
+    """
+    surplus = actual - expected_size(layers, header)
+    version = f"{header.major}.{header.minor}"
+    # A 32-bit `seen` read as 64 bits takes the first float as its high half:
+    # no real count of training images reaches 2**32.
+    if surplus == -4 and header.seen_is_64bit and header.seen >= 2**32:
+        return (f"That is exactly the 4 bytes between a 32-bit and a 64-bit `seen`: the header says version "
+                f"{version}, so `seen` is read as 64 bits, but the file was written with a 32-bit `seen` and every "
+                "array is shifted by 4 bytes. Set the minor version (bytes 4-7) to 1, or write the file again "
+                "with a 64-bit `seen`.")
+    if surplus == 4 and not header.seen_is_64bit:
+        return (f"That is exactly the 4 bytes between a 32-bit and a 64-bit `seen`: the header says version "
+                f"{version}, so `seen` is read as 32 bits, but the file was written with a 64-bit `seen` and every "
+                "array is shifted by 4 bytes. Set the minor version (bytes 4-7) to 2.")
+    return ""
 
 
 def _folding_hint(layers, actual, header):
