@@ -68,7 +68,26 @@ class Model:
         if weights_path is not None and not self.has_weights:
             raise ModelError(f"{self.cfg.path}: this model was loaded without weights; there are none to save",
                              path=self.cfg.path, expected="a model loaded with weights", found="no weights")
+        if weights_path is not None:
+            self.check_params()
         _write_model(self.cfg, cfg_path, weights_path, self.header, self.layers, self.params)
+
+    def check_params(self):
+        """Raise a ModelError unless every array has the shape the cfg gives it.
+
+        ``load`` makes them so; this catches arrays replaced by hand before
+        they reach a kernel (which does not check bounds) or a weights file.
+        """
+        for layer, arrays in zip(self.layers, self.params):
+            if arrays is None:
+                continue
+            for param in layer.params:
+                found = getattr(arrays.get(param.name), "shape", None)
+                if found != param.shape:
+                    raise ModelError(
+                        f"{self.cfg.path}: layer {layer.index} [{layer.type}] ({layer.where}): params['{param.name}'] "
+                        f"has shape {found}, the cfg needs {param.shape}",
+                        path=self.cfg.path, layer=layer.index, expected=param.shape, found=found)
 
     def fold(self):
         """Return a new Model with every BatchNorm folded into its layer.
