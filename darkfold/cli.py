@@ -7,6 +7,7 @@ import os
 import sys
 import time
 import traceback
+import unicodedata
 
 from . import __version__, convert, load
 from .bundled import DEFAULT_CFG, DEFAULT_WEIGHTS
@@ -39,7 +40,7 @@ def main(argv=None):
         _print_warnings(error)
         if args.debug:
             traceback.print_exc()
-        print(f"darkfold: error: {error}", file=sys.stderr)
+        print(f"darkfold: error: {_printable(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("darkfold: interrupted", file=sys.stderr)
@@ -52,9 +53,19 @@ def main(argv=None):
         if args.debug:
             traceback.print_exc()
         hint = "" if args.debug else " (rerun with --debug for the traceback)"
-        print(f"darkfold: internal error, please report it{hint}: {type(error).__name__}: {error}",
+        print(f"darkfold: internal error, please report it{hint}: {type(error).__name__}: {_printable(error)}",
               file=sys.stderr)
         return EXIT_INTERNAL
+
+
+def _printable(message):
+    """``message`` on one line: control characters and line separators escaped.
+
+    Messages quote the user's files, and a section name holding ESC or a
+    line separator must not reach the terminal as such.
+    """
+    return "".join(ch if unicodedata.category(ch) not in ("Cc", "Zl", "Zp") else ascii(ch)[1:-1]
+                   for ch in str(message))
 
 
 class _CommandParser(argparse.ArgumentParser):
@@ -163,7 +174,7 @@ def _model_paths(args):
 def _print_warnings(source):
     """Print the warnings of a Model or a DarkfoldError."""
     for warning in source.warnings:
-        print(f"darkfold: warning: {warning}", file=sys.stderr)
+        print(f"darkfold: warning: {_printable(warning)}", file=sys.stderr)
 
 
 def run_info(args):

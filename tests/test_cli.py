@@ -216,3 +216,11 @@ def test_debug_prints_the_traceback_of_a_bad_input_too(capsys, tmp_path):
     code, _, err = run(capsys, "--debug", "info", tmp_path / "none.cfg")
     assert code == 2 and "Traceback" in err and "darkfold.errors.CfgError" in err
     assert err.splitlines()[-1] == f"darkfold: error: {tmp_path / 'none.cfg'}: cfg file not found"
+
+
+def test_control_characters_from_the_cfg_are_escaped_in_the_one_line_message(capsys, tmp_path):
+    # Found by fuzzing: a section name with \x1e (a line break to str.splitlines) or ESC went out raw.
+    cfg = write(tmp_path / "c.cfg", "[n\x1e\x1bet]\nwidth=8\n[maxpool]\n")
+    code, out, err = run(capsys, "info", cfg)
+    assert code == 2 and out == "" and len(err.splitlines()) == 1
+    assert err == f"darkfold: error: {cfg}:1: the first section is [n\\x1e\\x1bet]; a cfg starts with [net]\n"
