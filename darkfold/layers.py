@@ -469,7 +469,7 @@ def parse_upsample(ctx):
     return ctx.layer(output, options=dict(stride=stride, scale=scale))
 
 
-def _parse_reorg(ctx):
+def _parse_reorg(ctx, planes_of):
     s = ctx.section
     ctx.need_image()
     stride = s.get_int("stride", 1, minimum=1)
@@ -483,15 +483,21 @@ def _parse_reorg(ctx):
         if w % stride or h % stride:
             raise ctx.error(f"stride={stride} does not divide the {w} x {h} input", "stride")
         output = (w // stride, h // stride, c * stride * stride)
+    # Darknet's reorg_cpu splits the channels of one of the two shapes into stride^2
+    # planes, and reads past the tensor (or divides by zero) when they do not split.
+    channels = (ctx.input if planes_of == "input" else Shape(*output)).c
+    if channels % (stride * stride):
+        raise ctx.error(f"stride={stride}: Darknet's reorg splits the {channels} channels of its {planes_of} into "
+                        f"{stride * stride} planes, which does not divide them", "stride")
     return ctx.layer(output, options=dict(stride=stride, reverse=reverse))
 
 
 def parse_reorg(ctx):
-    return _parse_reorg(ctx)
+    return _parse_reorg(ctx, "input")  # reorg_old_layer.c: reorg_cpu on l.w, l.h, l.c
 
 
 def parse_reorg3d(ctx):
-    return _parse_reorg(ctx)
+    return _parse_reorg(ctx, "output")  # reorg_layer.c: reorg_cpu on l.out_w, l.out_h, l.out_c
 
 
 def _anchors(ctx, count):
@@ -592,6 +598,13 @@ def parse_softmax(ctx):
     groups = s.get_int("groups", 1, minimum=1)
     temperature = s.get_float("temperature", 1.0)
     tree = s.get_str("tree", "")
+    inputs = ctx.input.w * ctx.input.h * ctx.input.c
+    if inputs % groups:
+        # softmax_layer.c: each group is inputs / groups values; the rest would be left out.
+        raise ctx.error(f"groups={groups} does not divide the {inputs} values of the layer before ({ctx.input})",
+                        "groups", expected=f"a divisor of {inputs}", found=groups)
+    if temperature == 0:
+        raise ctx.error("temperature=0: the softmax divides by it; expected a non-zero number", "temperature")
     s.ignore("spatial", "noloss")
     return ctx.layer(ctx.input, options=dict(groups=groups, temperature=temperature, tree=tree))
 

@@ -80,7 +80,20 @@ def test_upsample_negative_stride_downsamples(stride, expected):
 
 
 def test_reorg_moves_space_into_channels():
-    _, (layer,), _ = build(NET + "[reorg]\nstride=2\n")
+    _, (layer,), _ = build(NET.replace("channels=3", "channels=4") + "[reorg]\nstride=2\n")
+    assert layer.output == Shape(16, 16, 16)
+
+
+@pytest.mark.parametrize("kind, channels, reverse", [("reorg", 3, 0), ("reorg", 5, 0), ("reorg3d", 4, 1)])
+def test_reorg_whose_channels_do_not_split_into_stride_squared_planes_is_an_error(kind, channels, reverse):
+    # Found by fuzzing the forward pass: Darknet's reorg_cpu reads past the tensor (or divides
+    # by zero) there, and the engine's reshape failed with a bare ValueError.
+    with pytest.raises(CfgError, match="stride=2: Darknet's reorg splits the .* channels of its .* into 4 planes"):
+        build(NET.replace("channels=3", f"channels={channels}") + f"[{kind}]\nstride=2\nreverse={reverse}\n")
+
+
+def test_reorg3d_splits_its_output_channels():
+    _, (layer,), _ = build(NET + "[reorg3d]\nstride=2\n")
     assert layer.output == Shape(16, 16, 12)
 
 
@@ -268,3 +281,11 @@ def test_the_largest_shipped_cfgs_stay_well_inside_the_limits():
         assert max(layer.output.w * layer.output.h * layer.output.c for layer in layers) < 2**27
         assert max(param.size for layer in layers for param in layer.params) < 2**27
         assert sum(layer.param_count for layer in layers) < 2**28
+
+
+@pytest.mark.parametrize("options, message", [("groups=5", r"groups=5 does not divide the 3072 values"),
+                                              ("temperature=0", "temperature=0: the softmax divides by it")])
+def test_softmax_groups_must_divide_the_input_and_temperature_be_non_zero(options, message):
+    # Found by fuzzing the forward pass: the engine's reshape raised a bare ValueError.
+    with pytest.raises(CfgError, match=message):
+        build(NET + f"[softmax]\n{options}\n")
