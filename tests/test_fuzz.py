@@ -1,4 +1,5 @@
-"""Fuzzing (hypothesis): mutated cfgs, broken weights and convert end in a DarkfoldError or succeed.
+"""Fuzzing (hypothesis): mutated cfgs, broken weights, convert and the forward pass end in a
+DarkfoldError or succeed.
 
 Never a bare IndexError, ValueError, MemoryError or crash: anything that is
 not a DarkfoldError fails the test, and hypothesis shrinks it to the smallest
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 import darkfold
 from darkfold.cfg import Cfg
 from darkfold.cli import main
+from darkfold.verify import sample_input
 from darkfold.layers import PARSERS, build_layers
 from darkfold.summary import layer_table, model_summary
 from darkfold.weights import Header
@@ -433,3 +435,35 @@ def test_random_bytes_as_a_cfg_load_or_raise_a_darkfold_error(scratch, data):
         assert str(error).startswith(str(path))
     finally:
         scratch.clear()
+
+
+# --------------------------------------------------------------------------------------------
+# target 6: the forward pass of fuzzed cfgs, with weights that fit: shapes are checked before
+# any kernel runs, so a cfg the engine cannot run is a DarkfoldError, never a crash
+
+# The small models without the layers only the loader knows ([local], [cost]).
+ENGINE_BASES = [YOLO, REGION.replace("[local]", "[convolutional]"), CLASSIFIER.replace("[cost]\ntype=sse\n", "")]
+ENGINE_CFGS = st.builds(apply_edits, st.sampled_from(ENGINE_BASES), st.lists(EDITS, max_size=2))
+
+
+@FUZZ
+@given(text=ENGINE_CFGS, fold=st.booleans(), threads=st.sampled_from([1, 2]))
+def test_fuzzed_cfgs_run_or_raise_a_darkfold_error(scratch, text, fold, threads):
+    data = weights_for(text)
+    assume(data is not None)
+    try:
+        model = darkfold.load(scratch.write(".cfg", text), scratch.write(".weights", data))
+    except darkfold.DarkfoldError:
+        return
+    finally:
+        scratch.clear()
+    try:
+        outputs = model.forward(sample_input(model), fold=fold, threads=threads)
+    except darkfold.DarkfoldError:
+        return
+    finally:
+        for engine in model._engines.values():
+            engine.close()  # its worker threads
+    for index, output in outputs.items():
+        w, h, c = model.layers[index].output
+        assert output.shape == (1, c, h, w) and output.dtype == np.float32
