@@ -248,10 +248,12 @@ def _verify_written(original, folded, outputs, args):
 
 def run_verify(args):
     if args.cfg is not None and args.weights is None:
-        raise DarkfoldError(f"{args.cfg}: verify needs the weights too: darkfold verify CFG WEIGHTS")
+        raise ModelError(f"{args.cfg}: verify needs the weights too: darkfold verify CFG WEIGHTS",
+                         path=args.cfg, expected="WEIGHTS", found="none")
     if args.folded_cfg is not None and args.folded_weights is None:
-        raise DarkfoldError(f"{args.folded_cfg}: give the folded weights too: "
-                            "darkfold verify CFG WEIGHTS FOLDED_CFG FOLDED_WEIGHTS")
+        raise ModelError(f"{args.folded_cfg}: give the folded weights too: "
+                         "darkfold verify CFG WEIGHTS FOLDED_CFG FOLDED_WEIGHTS", path=args.folded_cfg,
+                         expected="FOLDED_WEIGHTS", found="none")
     original = load(*_model_paths(args))
     folded = None if args.folded_cfg is None else load(args.folded_cfg, args.folded_weights)
     _print_warnings(original)

@@ -48,6 +48,12 @@ class DarkfoldError(Exception):
             message = f"{where}: {message}"
         super().__init__(message)
 
+    @classmethod
+    def at_layer(cls, layer, rest, **fields):
+        """The error ``file:line: layer N [type]<rest>`` about a layer of a model, fields set."""
+        return cls(f"{layer.where}: layer {layer.index} [{layer.type}]{rest}", path=layer.section.path,
+                   line=layer.section.line, layer=layer.index, **fields)
+
     @property
     def where(self):
         """``path:line``, ``path``, or ``None`` when the error is about no file."""

@@ -126,28 +126,32 @@ class Model:
         key = (fold, threads)
         if key not in self._engines:
             if not self.has_weights:
-                raise DarkfoldError(f"{self.cfg.path}: running the model needs its .weights file")
+                raise ModelError(f"{self.cfg.path}: running the model needs its .weights file",
+                                 path=self.cfg.path, expected="a model loaded with weights", found="no weights")
             self._engines[key] = Engine(self, fold=fold, threads=threads)
         return self._engines[key]
 
     def _check_input(self, x):
         expected = (self.net.channels, self.net.height, self.net.width)
         if not isinstance(x, np.ndarray):
-            raise DarkfoldError(f"input: expected a numpy array (batch, {', '.join(map(str, expected))}), "
-                                f"got {type(x).__name__}")
+            raise ModelError(f"input: expected a numpy array (batch, {', '.join(map(str, expected))}), "
+                             f"got {type(x).__name__}", expected="a numpy array", found=type(x).__name__)
         if x.dtype != np.float32:
-            raise DarkfoldError(f"input: expected float32 values, got {x.dtype}; use x.astype(np.float32)")
+            raise ModelError(f"input: expected float32 values, got {x.dtype}; use x.astype(np.float32)",
+                             expected="float32", found=str(x.dtype))
         if x.ndim != 4 or x.shape[1:] != expected or x.shape[0] < 1:
-            raise DarkfoldError(f"input: expected shape (batch, {', '.join(map(str, expected))}) as "
-                                f"{self.cfg.path} [net] says, got {x.shape}")
+            raise ModelError(f"input: expected shape (batch, {', '.join(map(str, expected))}) as "
+                             f"{self.cfg.path} [net] says, got {x.shape}", expected=("batch", *expected),
+                             found=x.shape)
         return np.ascontiguousarray(x)
 
     def _check_indices(self, indices):
         indices = sorted({int(i) for i in indices})
         for index in indices:
             if not 0 <= index < len(self.layers):
-                raise DarkfoldError(f"{self.cfg.path}: layer {index} does not exist "
-                                    f"(layers 0 to {len(self.layers) - 1})")
+                raise ModelError(f"{self.cfg.path}: layer {index} does not exist "
+                                 f"(layers 0 to {len(self.layers) - 1})", path=self.cfg.path,
+                                 expected=f"0 to {len(self.layers) - 1}", found=index)
         return indices
 
 

@@ -328,3 +328,19 @@ def test_bad_input_is_exit_2_one_message_naming_the_file_and_nothing_written(cas
     assert error.startswith(f"darkfold: error: {case.file}: ") or error == f"darkfold: error: {case.file}", err
     assert case.message in error, err
     assert snapshot(tmp_path) == before  # no output, no temporary file, inputs untouched
+
+
+def test_a_layer_the_engine_cannot_run_is_a_model_error_naming_file_line_and_layer(tmp_path):
+    cfg = write(tmp_path / "l.cfg", NET + "[local]\nfilters=2\nsize=3\npad=1\n")
+    weights = write(tmp_path / "l.weights", weights_for((tmp_path / "l.cfg").read_text()))
+    model = darkfold.load(cfg, weights)
+    with pytest.raises(ModelError) as error:
+        model.forward(np.zeros((1, 3, 32, 32), np.float32))
+    assert str(error.value).startswith(f"{cfg}:5: layer 0 [local] is not supported by darkfold's engine (it runs: ")
+    assert (error.value.path, error.value.line, error.value.layer, error.value.found) == (str(cfg), 5, 0, "local")
+
+
+def test_a_wrong_input_to_forward_is_a_model_error():
+    with pytest.raises(ModelError, match="input: expected float32 values, got float64") as error:
+        darkfold.load().forward(np.zeros((1, 3, 416, 416)))
+    assert (error.value.expected, error.value.found) == ("float32", "float64")
