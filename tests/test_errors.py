@@ -1,7 +1,7 @@
 """Every bad input ends in exit 2, one message naming the file, and no output left behind.
 
 ``CASES`` is the table of bad inputs across the commands; a new command's bad
-inputs (``verify``, ``detect``) are one ``Case`` line each. The tests above it
+inputs (``detect``, next) are one ``Case`` line each. The tests above it
 check the error classes and their fields.
 """
 
@@ -118,6 +118,7 @@ num=3
 """
 YOLO_2_CLASSES = YOLO.replace("filters=18", "filters=21").replace("classes=1", "classes=2")
 YOLO_FOLDED = YOLO.replace("batch_normalize=1", "batch_normalize=0")
+LOCAL = NET + "[local]\nfilters=2\nsize=3\npad=1\n"
 
 
 HEADER = Header(0, 2, 0, 64000)
@@ -302,6 +303,17 @@ CASES = [
          "output folder is a file"),
     case("convert missing cfg, --force", {"m.weights": M["m.weights"], "out/gone-folded.cfg": "old"},
          "convert gone.cfg m.weights -o out --force", "gone.cfg", "cfg file not found"),
+    # ---- verify
+    case("verify without weights", M, "verify m.cfg", "m.cfg", "verify needs the weights too"),
+    case("verify without the folded weights", M, "verify m.cfg m.weights m.cfg", "m.cfg",
+         "give the folded weights too"),
+    case("verify truncated weights", {**M, "m.weights": CUT(M["m.weights"], -8)}, "verify m.cfg m.weights",
+         "m.weights", "truncated: layer 2"),
+    case("verify against another network", {**M, "c2.cfg": YOLO_2_CLASSES,
+                                            "c2.weights": lambda: weights_for(YOLO_2_CLASSES)},
+         "verify m.cfg m.weights c2.cfg c2.weights", "c2.cfg", "these are not the same network"),
+    case("verify a layer the engine cannot run", {"l.cfg": LOCAL, "l.weights": lambda: weights_for(LOCAL)},
+         "verify l.cfg l.weights", "l.cfg:5", "layer 0 [local] is not supported by darkfold's engine"),
 ]
 
 
@@ -331,8 +343,7 @@ def test_bad_input_is_exit_2_one_message_naming_the_file_and_nothing_written(cas
 
 
 def test_a_layer_the_engine_cannot_run_is_a_model_error_naming_file_line_and_layer(tmp_path):
-    cfg = write(tmp_path / "l.cfg", NET + "[local]\nfilters=2\nsize=3\npad=1\n")
-    weights = write(tmp_path / "l.weights", weights_for((tmp_path / "l.cfg").read_text()))
+    cfg, weights = write(tmp_path / "l.cfg", LOCAL), write(tmp_path / "l.weights", weights_for(LOCAL))
     model = darkfold.load(cfg, weights)
     with pytest.raises(ModelError) as error:
         model.forward(np.zeros((1, 3, 32, 32), np.float32))
