@@ -22,6 +22,9 @@ from .errors import CfgError
 from .files import read_bytes
 
 _REQUIRED = object()
+# The largest Darknet cfgs are about 25 KB; a file of megabytes given as a cfg is
+# something else (weights, an image, a video), and is not read whole.
+MAX_CFG_BYTES = 16 * 2**20
 _COMMENT_CHARS = "#;"
 
 
@@ -293,7 +296,11 @@ def _cut_comment(text):
 
 def read_cfg(path):
     """Parse the cfg file at ``path``."""
-    data = read_bytes(path, "cfg")
+    data = read_bytes(path, "cfg", limit=MAX_CFG_BYTES)
+    if len(data) > MAX_CFG_BYTES:
+        raise CfgError(f"{path}: more than {MAX_CFG_BYTES:,} bytes, far more than any cfg (the largest "
+                       "Darknet cfgs are about 25 KB); is it a .weights file or an image given in place of the .cfg?",
+                       path=path, expected=f"at most {MAX_CFG_BYTES} bytes", found=f"more than {MAX_CFG_BYTES}")
     if b"\0" in data[:4096]:
         offset = data.index(b"\0")
         raise CfgError(

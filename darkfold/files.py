@@ -25,11 +25,12 @@ def check_readable(path, kind):
                     expected="read permission", found="permission denied")
 
 
-def read_bytes(path, kind):
+def read_bytes(path, kind, limit=None):
+    """The bytes of ``path``; with ``limit``, at most limit + 1 of them (more means too big)."""
     check_readable(path, kind)
     try:
         with open(path, "rb") as file:
-            return file.read()
+            return file.read() if limit is None else file.read(limit + 1)
     except OSError as error:
         raise INPUT_ERRORS.get(kind, DarkfoldError)(
             f"{path}: cannot read {kind} file: {error.strerror}", path=path, found=error.strerror) from None

@@ -187,3 +187,13 @@ def test_bad_value_error_carries_file_line_expected_and_found():
         section.get_int("size")
     error = error.value
     assert (error.path, error.line, error.expected, error.found) == ("f.cfg", 4, "an integer", "four")
+
+
+def test_a_file_of_megabytes_given_as_cfg_is_refused_without_reading_it_whole(tmp_path, monkeypatch):
+    import darkfold.cfg
+
+    monkeypatch.setattr(darkfold.cfg, "MAX_CFG_BYTES", 1000)
+    path = write(tmp_path / "movie.cfg", "[net]\n" + "# padding\n" * 200)
+    with pytest.raises(CfgError, match=r"movie.cfg: more than 1,000 bytes, far more than any cfg") as error:
+        read_cfg(path)
+    assert error.value.found == "more than 1000"
