@@ -487,8 +487,9 @@ def _parse_reorg(ctx, planes_of):
     # planes, and reads past the tensor (or divides by zero) when they do not split.
     channels = (ctx.input if planes_of == "input" else Shape(*output)).c
     if channels % (stride * stride):
-        raise ctx.error(f"stride={stride}: Darknet's reorg splits the {channels} channels of its {planes_of} into "
-                        f"{stride * stride} planes, which does not divide them", "stride")
+        raise ctx.error(f"stride={stride}: Darknet's reorg cuts the channels of its {planes_of} into stride x stride "
+                        f"= {stride * stride} planes, and {stride * stride} does not divide {channels}", "stride",
+                        expected=f"channels divisible by {stride * stride}", found=channels)
     return ctx.layer(output, options=dict(stride=stride, reverse=reverse))
 
 

@@ -232,7 +232,7 @@ CASES = [
     case("reorg stride not dividing", CFG(NET + "[reorg]\nstride=3\n"), INFO, "bad.cfg:6",
          "stride=3 does not divide the 32 x 32 input"),
     case("reorg of channels that do not split", CFG(NET + "[reorg]\nstride=2\n"), INFO, "bad.cfg:6",
-         "Darknet's reorg splits the 3 channels of its input into 4 planes"),
+         "Darknet's reorg cuts the channels of its input into stride x stride = 4 planes, and 4 does not divide 3"),
     case("upsample stride 0", CFG(NET + "[upsample]\nstride=0\n"), INFO, "bad.cfg:6", "stride=0: expected a non-zero"),
     case("yolo classes=0", CFG(YOLO.replace("classes=1", "classes=0")), INFO, "bad.cfg:26",
          "classes='0': expected an integer >= 1"),
