@@ -128,6 +128,7 @@ class Model:
             if not self.has_weights:
                 raise ModelError(f"{self.cfg.path}: running the model needs its .weights file",
                                  path=self.cfg.path, expected="a model loaded with weights", found="no weights")
+            self.check_params()  # the kernels trust these shapes
             self._engines[key] = Engine(self, fold=fold, threads=threads)
         return self._engines[key]
 

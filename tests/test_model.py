@@ -141,7 +141,8 @@ def test_arrays_replaced_by_hand_with_the_wrong_shape_never_reach_the_kernel(tin
     else:
         arrays["weights"] = np.zeros((16, 3, 3, 2), np.float32)
     model.params[0] = arrays
-    for action in (model.fold, lambda: model.save(tmp_path / "a.cfg", tmp_path / "a.weights")):
+    forward = lambda: model.forward(np.zeros((1, 3, 416, 416), np.float32))
+    for action in (model.fold, lambda: model.save(tmp_path / "a.cfg", tmp_path / "a.weights"), forward):
         with pytest.raises(darkfold.ModelError, match=r"yolov3-tiny.cfg: layer 0 \[convolutional\] .*: "
                                                       r"params\['\w+'\] has shape .*, the cfg needs"):
             action()
