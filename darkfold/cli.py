@@ -232,7 +232,18 @@ def run_convert(args):
 
 
 def _verify_written(original, folded, outputs, args):
-    """Run both models; on a mismatch remove the written files, which would mislead."""
+    """Run both models; on a mismatch remove the written files, which would mislead.
+
+    A model the engine cannot run (a [local] layer, say) is converted all the
+    same: the fold does not need the engine. It is then left unverified, with
+    a warning, rather than failing with its outputs written.
+    """
+    try:
+        original.engine(fold=False, threads=args.threads)  # the same engine verify runs first
+    except ModelError as error:
+        print(f"darkfold: warning: {_printable(error)}; the folded files are written but not verified",
+              file=sys.stderr)
+        return None
     _notice_first_compile()
     check = verify(original, folded, threads=args.threads)
     if not check.ok:

@@ -224,3 +224,16 @@ def test_control_characters_from_the_cfg_are_escaped_in_the_one_line_message(cap
     code, out, err = run(capsys, "info", cfg)
     assert code == 2 and out == "" and len(err.splitlines()) == 1
     assert err == f"darkfold: error: {cfg}:1: the first section is [n\\x1e\\x1bet]; a cfg starts with [net]\n"
+
+
+def test_convert_of_a_model_the_engine_cannot_run_writes_it_unverified_with_a_warning(capsys, tmp_cwd):
+    # It used to fail with exit 2 after writing both outputs: an error that left output behind.
+    from darkfold.engine import STEPS
+
+    write("l.cfg", "[net]\nwidth=8\nheight=8\nchannels=1\n[local]\nfilters=2\nsize=3\npad=1\n")
+    write("l.weights", darkfold.weights.Header(0, 2, 0, 0).to_bytes() + bytes(4 * (2 * 8 * 8 + 64 * 2 * 9)))
+    code, out, err = run(capsys, "convert", "l.cfg", "l.weights", "-o", "out")
+    assert code == 0 and "verified" not in out and "folded 0 BatchNorm layers" in out
+    assert err == ("darkfold: warning: l.cfg:5: layer 0 [local] is not supported by darkfold's engine (it runs: "
+                   f"{', '.join(sorted(STEPS))}); the folded files are written but not verified\n")
+    assert sorted(os.listdir("out")) == ["l-folded.cfg", "l-folded.weights"]
