@@ -202,16 +202,16 @@ def run_convert(args):
     created = _make_folder(args.output)
     try:
         folded = convert(cfg_path, weights_path, out_cfg, out_weights, force=args.force)
+        elapsed = time.perf_counter() - started
+        _print_warnings(folded)
+        check = None
+        if args.verify:  # removes the outputs if it fails
+            check = _verify_written(load(cfg_path, weights_path), folded, (out_cfg, out_weights), args)
     except BaseException:
         if created:
             with contextlib.suppress(OSError):  # never hide the real error behind this one
                 os.rmdir(args.output)
         raise
-    elapsed = time.perf_counter() - started
-    _print_warnings(folded)
-    check = None
-    if args.verify:
-        check = _verify_written(load(cfg_path, weights_path), folded, (out_cfg, out_weights), args)
     size_in, size_out = os.path.getsize(weights_path), os.path.getsize(out_weights)
     if args.json:
         summary = {"cfg": out_cfg, "weights": out_weights, "folded_layers": list(folded.folded),
@@ -245,16 +245,24 @@ def _verify_written(original, folded, outputs, args):
               file=sys.stderr)
         return None
     _notice_first_compile()
-    check = verify(original, folded, threads=args.threads)
+    try:
+        check = verify(original, folded, threads=args.threads)
+    except BaseException:
+        _remove(outputs)
+        raise
     if not check.ok:
-        for path in outputs:
-            with contextlib.suppress(OSError):
-                os.remove(path)
+        _remove(outputs)
         print(_verification_table(check), file=sys.stderr)
         raise DarkfoldError(f"{outputs[1]}: the folded model does not reproduce {original.cfg.path} "
                             f"(difference {check.worst.relative:.2e} > {check.worst.tolerance:g}); "
                             "removed the output; please report this")
     return check
+
+
+def _remove(paths):
+    for path in paths:
+        with contextlib.suppress(OSError):
+            os.remove(path)
 
 
 def run_verify(args):

@@ -62,6 +62,12 @@ def verify(original, folded=None, *, tolerance=TOLERANCE, x=None, threads=None):
     """
     x = sample_input(original) if x is None else x
     expected = original.forward(x, fold=False, threads=threads)
+    for index, output in expected.items():
+        if not np.isfinite(output).all():
+            raise ModelError(f"{original.cfg.path}: layer {index} outputs NaN or inf on the sample input, so no "
+                             "fold can be checked against it: its weights hold NaN or inf (a damaged file?) or "
+                             "grow past float32", path=original.cfg.path, layer=index, expected="finite outputs",
+                             found="NaN or inf")
     if folded is None:
         actual = original.forward(x, fold=True, threads=threads)
     else:

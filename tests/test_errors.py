@@ -118,6 +118,8 @@ num=3
 """
 YOLO_2_CLASSES = YOLO.replace("filters=18", "filters=21").replace("classes=1", "classes=2")
 YOLO_FOLDED = YOLO.replace("batch_normalize=1", "batch_normalize=0")
+# A NaN as the first bias: the right size, garbage inside.
+NAN = lambda: weights_for(YOLO)[:20] + np.float32("nan").tobytes() + weights_for(YOLO)[24:]
 LOCAL = NET + "[local]\nfilters=2\nsize=3\npad=1\n"
 
 
@@ -295,6 +297,8 @@ CASES = [
     case("convert a bad cfg", {**M, "m.cfg": YOLO.replace("filters=18", "filters=19")},
          "convert m.cfg m.weights -o out", "m.cfg:23", "set filters=18"),
     case("convert swapped inputs", M, "convert m.weights m.cfg -o out", "m.weights", "not a text cfg file"),
+    case("convert weights holding NaN", {**M, "m.weights": NAN}, "convert m.cfg m.weights -o out", "m.cfg",
+         "layer 2 outputs NaN or inf on the sample input, so no fold can be checked against it"),
     case("convert output exists", {**M, "out/m-folded.weights": "mine"}, "convert m.cfg m.weights -o out",
          "out/m-folded.weights", "already exists; use --force (force=True) to replace it"),
     case("convert output is the input", {"x.cfg": YOLO, "x-folded.cfg": lambda: weights_for(YOLO)},
@@ -312,6 +316,8 @@ CASES = [
     case("verify against another network", {**M, "c2.cfg": YOLO_2_CLASSES,
                                             "c2.weights": lambda: weights_for(YOLO_2_CLASSES)},
          "verify m.cfg m.weights c2.cfg c2.weights", "c2.cfg", "these are not the same network"),
+    case("verify weights holding NaN", {**M, "m.weights": NAN}, "verify m.cfg m.weights", "m.cfg",
+         "its weights hold NaN or inf (a damaged file?)"),
     case("verify a layer the engine cannot run", {"l.cfg": LOCAL, "l.weights": lambda: weights_for(LOCAL)},
          "verify l.cfg l.weights", "l.cfg:5", "layer 0 [local] is not supported by darkfold's engine"),
 ]
