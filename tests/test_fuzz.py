@@ -256,7 +256,9 @@ class Scratch:
         return sorted(os.listdir(self.folder))
 
     def files(self):
-        return {name: (self.folder / name).read_bytes() for name in self.listing()}
+        """Each name in the folder, with its bytes (None for a folder)."""
+        return {name: None if (self.folder / name).is_dir() else (self.folder / name).read_bytes()
+                for name in self.listing()}
 
     def clear(self):
         for name in self.listing():
@@ -469,3 +471,34 @@ def test_fuzzed_cfgs_run_or_raise_a_darkfold_error(scratch, text, fold, threads)
     for index, output in outputs.items():
         w, h, c = model.layers[index].output
         assert output.shape == (1, c, h, w) and output.dtype == np.float32
+
+
+# --------------------------------------------------------------------------------------------
+# target 7: the `darkfold convert` command, which also runs both models to verify the fold:
+# exit 0 with both outputs, or 2 with the folder as it was; never 1
+
+
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
+@FUZZ
+@given(text=SMALL_CFGS, weight_edits=st.lists(WEIGHT_EDITS, max_size=1))
+def test_fuzzed_convert_command_exits_0_with_outputs_or_2_without(scratch, capsys, text, weight_edits):
+    data = weights_for(text)
+    assume(data is not None)
+    cfg = scratch.write(".cfg", text)
+    weights = scratch.write(".weights", apply_weight_edits(data, weight_edits))
+    out = scratch.folder / "out"
+    before = scratch.files()
+    try:
+        code = main(["convert", str(cfg), str(weights), "-o", str(out), "--threads", "1"])
+        _, err = capsys.readouterr()
+        assert code in (0, 2), err
+        if code == 0:
+            assert sorted(os.listdir(out)) == sorted([cfg.stem + "-folded.cfg", weights.stem + "-folded.weights"])
+        else:
+            assert scratch.files() == before and err.splitlines()[-1].startswith("darkfold: error: ")
+    finally:
+        if out.exists():
+            for name in os.listdir(out):
+                os.unlink(out / name)
+            out.rmdir()
+        scratch.clear()
