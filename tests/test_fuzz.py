@@ -1,11 +1,13 @@
-"""Fuzzing (hypothesis): mutated cfgs, broken weights, convert and the forward pass end in a
-DarkfoldError or succeed.
+"""Fuzzing (hypothesis): mutated cfgs, broken weights, convert, the forward pass and the
+commands end in a DarkfoldError (exit 2) or succeed.
 
 Never a bare IndexError, ValueError, MemoryError or crash: anything that is
 not a DarkfoldError fails the test, and hypothesis shrinks it to the smallest
-input that shows it. Each target runs 1000 examples, derandomized (the same
-examples on every run, so CI is reproducible) and without deadline (a shared
-CI machine stalls now and then).
+input that shows it. Each of the seven targets runs 1000 examples,
+derandomized (the same examples on every run, so CI is reproducible) and
+without deadline (a shared CI machine stalls now and then); about 30 s in all
+on the project's 2-vCPU machine. To hunt further, raise max_examples and drop
+derandomize locally.
 """
 
 import itertools
