@@ -17,7 +17,7 @@ setup(
     extras_require={
         # OpenCV 4.14 is the last release with cv2.dnn.readNetFromDarknet, the
         # independent implementation the tests compare against.
-        "test": ["pytest>=7", "opencv-python-headless==4.14.*"],
+        "test": ["pytest>=7", "hypothesis>=6", "opencv-python-headless==4.14.*"],
     },
     entry_points={"console_scripts": ["darkfold=darkfold.cli:main"]},
     license="MIT",

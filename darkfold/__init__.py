@@ -13,10 +13,17 @@
 """
 
 from .bundled import COCO_NAMES, DEFAULT_CFG, DEFAULT_WEIGHTS
-from .errors import CfgError, DarkfoldError, WeightsError
+from .errors import (
+    CfgError,
+    DarkfoldError,
+    ImageError,
+    ModelError,
+    OutputError,
+    WeightsError,
+)
 from .model import Model, convert, load
 from .verify import verify
 
-__all__ = ["load", "convert", "verify", "Model", "DarkfoldError", "CfgError", "WeightsError",
-           "DEFAULT_CFG", "DEFAULT_WEIGHTS", "COCO_NAMES"]
+__all__ = ["load", "convert", "verify", "Model", "DarkfoldError", "CfgError", "WeightsError", "ModelError",
+           "ImageError", "OutputError", "DEFAULT_CFG", "DEFAULT_WEIGHTS", "COCO_NAMES"]
 __version__ = "0.1.0"

@@ -7,7 +7,7 @@ The normalize_channels family (a per-pixel softmax across channels) is not suppo
 """
 
 from . import kernels
-from .errors import DarkfoldError
+from .errors import ModelError
 
 ACTIVATIONS = {
     "linear": kernels.LINEAR, "leaky": kernels.LEAKY, "revleaky": kernels.LEAKY, "relu": kernels.RELU,
@@ -21,6 +21,6 @@ ACTIVATIONS = {
 def activation_code(layer):
     name = layer.activation
     if name not in ACTIVATIONS:
-        raise DarkfoldError(f"{layer.where}: layer {layer.index} [{layer.type}]: activation={name} "
-                            f"is not supported by darkfold's engine")
+        raise ModelError.at_layer(layer, f": activation={name} is not supported by darkfold's engine",
+                                  expected="an activation the engine runs", found=name)
     return ACTIVATIONS[name]

@@ -13,6 +13,7 @@ duplicate keys are kept aside for the layer parser to judge, and every option a
 layer did not read can be reported.
 """
 
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -21,6 +22,9 @@ from .errors import CfgError
 from .files import read_bytes
 
 _REQUIRED = object()
+# The largest Darknet cfgs are about 25 KB; a file of megabytes given as a cfg is
+# something else (weights, an image, a video), and is not read whole.
+MAX_CFG_BYTES = 16 * 2**20
 _COMMENT_CHARS = "#;"
 
 
@@ -68,13 +72,15 @@ class Section:
         option = self.options.get(key)
         if option is None:
             if default is _REQUIRED:
-                raise CfgError(f"{self.where()}: [{self.name}] needs '{key}=', which is missing")
+                raise CfgError(f"{self.where()}: [{self.name}] needs '{key}=', which is missing",
+                               path=self.path, line=self.line, expected=f"{key}=", found="nothing")
             return None
         return option.value
 
     def _bad(self, key, expected):
-        value = self.options[key].value
-        return CfgError(f"{self.where(key)}: [{self.name}] {key}={value!r}: expected {expected}")
+        option = self.options[key]
+        return CfgError(f"{self.where(key)}: [{self.name}] {key}={option.value!r}: expected {expected}",
+                        path=self.path, line=option.line, expected=expected, found=option.value)
 
     def get_str(self, key, default=_REQUIRED, choices=None):
         value = self._raw(key, default)
@@ -155,14 +161,23 @@ _INT_LIMIT = 2**31 - 1  # Darknet's int
 
 def _to_int(text):
     text = text.strip()
-    if not _INT.fullmatch(text) or abs(int(text)) > _INT_LIMIT:
+    if not _INT.fullmatch(text):
         return None
-    return int(text)
+    # Python refuses to convert more than 4300 digits (a ValueError); no int
+    # Darknet can hold has more than 10 once leading zeros are gone.
+    digits = text.lstrip("+-").lstrip("0") or "0"
+    if len(digits) > len(str(_INT_LIMIT)) or int(digits) > _INT_LIMIT:
+        return None
+    return -int(digits) if text.startswith("-") else int(digits)
 
 
 def _to_float(text):
     text = text.strip()
-    return float(text) if _FLOAT.fullmatch(text) else None
+    if not _FLOAT.fullmatch(text):
+        return None
+    number = float(text)
+    # "1e999" is inf to atof too; no option means that, and inf breaks every sum after it.
+    return number if math.isfinite(number) else None
 
 
 class Cfg:
@@ -176,7 +191,8 @@ class Cfg:
         self.lines = _split_lines(text[len(self.bom):])
         self.sections = _parse_sections(self.lines, self.path)
         if not self.sections:
-            raise CfgError(f"{self.path}: no sections; a cfg starts with [net]")
+            raise CfgError(f"{self.path}: no sections; a cfg starts with [net]", path=self.path,
+                           expected="[net]", found="no sections")
 
     def text(self):
         return self.bom + "".join(self.lines)
@@ -222,13 +238,19 @@ def _parse_sections(lines, path):
     sections = []
     for number, raw in enumerate(lines, start=1):
         content = raw.rstrip("\r\n")
+        if "\r" in content:
+            # Darknet's fgetl splits at "\n" only, so it reads such a file as one line.
+            raise CfgError(f"{path}:{number}: a carriage return inside a line: the file has old Mac (CR-only) "
+                           "line ends, which Darknet reads as one long line; save it with LF or CRLF line ends",
+                           path=path, line=number, expected="LF or CRLF line ends", found="CR")
         stripped = content.strip()
         if not stripped or stripped[0] in _COMMENT_CHARS:
             continue
         if stripped.startswith("["):
             sections.append(_parse_header(stripped, number, path))
         elif not sections:
-            raise CfgError(f"{path}:{number}: option {stripped!r} comes before the first [section]")
+            raise CfgError(f"{path}:{number}: option {stripped!r} comes before the first [section]",
+                           path=path, line=number, expected="[net]", found=stripped)
         else:
             _add_option(sections[-1], content, number, path)
     return sections
@@ -238,7 +260,8 @@ def _parse_header(stripped, number, path):
     header = _cut_comment(stripped).strip()
     name = header[1:-1].strip()
     if not header.endswith("]") or not name or "[" in name or "]" in name:
-        raise CfgError(f"{path}:{number}: {stripped!r}: expected a section header like [convolutional]")
+        raise CfgError(f"{path}:{number}: {stripped!r}: expected a section header like [convolutional]",
+                       path=path, line=number, expected="a section header", found=stripped)
     section = Section(name, number, path)
     if header != stripped:
         section.comment_warnings.append(
@@ -251,7 +274,8 @@ def _add_option(section, content, number, path):
     key, equals, rest = content.partition("=")
     key = key.strip()
     if not equals or not key or any(ch.isspace() for ch in key):
-        raise CfgError(f"{path}:{number}: {content.strip()!r}: expected key=value")
+        raise CfgError(f"{path}:{number}: {content.strip()!r}: expected key=value", path=path, line=number,
+                       expected="key=value", found=content.strip())
     value_text = _cut_comment(rest)
     value = value_text.strip()
     start = len(content) - len(rest) + (len(value_text) - len(value_text.lstrip()))
@@ -272,12 +296,17 @@ def _cut_comment(text):
 
 def read_cfg(path):
     """Parse the cfg file at ``path``."""
-    data = read_bytes(path, "cfg")
+    data = read_bytes(path, "cfg", limit=MAX_CFG_BYTES)
+    if len(data) > MAX_CFG_BYTES:
+        raise CfgError(f"{path}: more than {MAX_CFG_BYTES:,} bytes, far more than any cfg (the largest "
+                       "Darknet cfgs are about 25 KB); is it a .weights file or an image given in place of the .cfg?",
+                       path=path, expected=f"at most {MAX_CFG_BYTES} bytes", found=f"more than {MAX_CFG_BYTES}")
     if b"\0" in data[:4096]:
         offset = data.index(b"\0")
         raise CfgError(
             f"{path}: not a text cfg file (a zero byte at offset {offset}); "
-            "is it a .weights file given in place of the .cfg?"
+            "is it a .weights file given in place of the .cfg?",
+            path=path, expected="a text file", found=f"a zero byte at offset {offset}",
         )
     try:
         return Cfg(data.decode("utf-8"), os.fspath(path))

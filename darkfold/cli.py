@@ -6,10 +6,12 @@ import json
 import os
 import sys
 import time
+import traceback
+import unicodedata
 
 from . import __version__, convert, load
 from .bundled import DEFAULT_CFG, DEFAULT_WEIGHTS
-from .errors import DarkfoldError
+from .errors import DarkfoldError, ModelError, OutputError
 from .summary import layer_table, model_summary
 from .verify import TOLERANCE, verify
 
@@ -25,6 +27,10 @@ examples:
 """
 
 
+# Exit codes: 0 success, 1 a bug in darkfold, 2 bad input (argparse's code for bad arguments too).
+EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
+
+
 def main(argv=None):
     parser = _parser()
     args = parser.parse_args(argv)
@@ -32,8 +38,10 @@ def main(argv=None):
         return args.run(args)
     except DarkfoldError as error:
         _print_warnings(error)
-        print(f"darkfold: error: {error}", file=sys.stderr)
-        return 1
+        if args.debug:
+            traceback.print_exc()
+        print(f"darkfold: error: {_printable(error)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("darkfold: interrupted", file=sys.stderr)
         return 130
@@ -41,6 +49,35 @@ def main(argv=None):
         # `darkfold info | head`: the reader left; stay quiet like other Unix tools.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except Exception as error:  # noqa: BLE001 - anything else is a darkfold bug: say so, briefly
+        if args.debug:
+            traceback.print_exc()
+        hint = "" if args.debug else " (rerun with --debug for the traceback)"
+        print(f"darkfold: internal error, please report it{hint}: {type(error).__name__}: {_printable(error)}",
+              file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def _printable(message):
+    """``message`` on one line: control characters and line separators escaped.
+
+    Messages quote the user's files, and a section name holding ESC or a
+    line separator must not reach the terminal as such.
+    """
+    return "".join(ch if unicodedata.category(ch) not in ("Cc", "Zl", "Zp") else ascii(ch)[1:-1]
+                   for ch in str(message))
+
+
+class _CommandParser(argparse.ArgumentParser):
+    """A subcommand's parser: accepts the global --debug after the command too."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # SUPPRESS: when absent here, the value given before the command stays.
+        self.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
+
+
+_DEBUG_HELP = "print the Python traceback of an error"
 
 
 def _parser():
@@ -51,7 +88,9 @@ def _parser():
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"darkfold {__version__}")
-    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True,
+                                     parser_class=_CommandParser)
 
     info = commands.add_parser(
         "info", help="print a model's layer table, BFLOPs and parameter count",
@@ -135,12 +174,13 @@ def _model_paths(args):
 def _print_warnings(source):
     """Print the warnings of a Model or a DarkfoldError."""
     for warning in source.warnings:
-        print(f"darkfold: warning: {warning}", file=sys.stderr)
+        print(f"darkfold: warning: {_printable(warning)}", file=sys.stderr)
 
 
 def run_info(args):
     if args.partial and args.cfg is not None and args.weights is None:
-        raise DarkfoldError("--partial is about a weights file: darkfold info CFG WEIGHTS --partial")
+        raise ModelError(f"{args.cfg}: --partial is about a weights file: darkfold info CFG WEIGHTS --partial",
+                         path=args.cfg, expected="WEIGHTS", found="none")
     cfg_path, weights_path = _model_paths(args)
     model = load(cfg_path, weights_path, partial=args.partial)
     _print_warnings(model)
@@ -153,7 +193,8 @@ def run_info(args):
 
 def run_convert(args):
     if args.cfg is not None and args.weights is None:
-        raise DarkfoldError(f"{args.cfg}: convert needs the weights too: darkfold convert CFG WEIGHTS")
+        raise ModelError(f"{args.cfg}: convert needs the weights too: darkfold convert CFG WEIGHTS",
+                         path=args.cfg, expected="WEIGHTS", found="none")
     cfg_path, weights_path = _model_paths(args)
     out_cfg, out_weights = (os.path.join(args.output, _stem(path) + "-folded" + suffix)
                             for path, suffix in ((cfg_path, ".cfg"), (weights_path, ".weights")))
@@ -161,16 +202,16 @@ def run_convert(args):
     created = _make_folder(args.output)
     try:
         folded = convert(cfg_path, weights_path, out_cfg, out_weights, force=args.force)
+        elapsed = time.perf_counter() - started
+        _print_warnings(folded)
+        check = None
+        if args.verify:  # removes the outputs if it fails
+            check = _verify_written(load(cfg_path, weights_path), folded, (out_cfg, out_weights), args)
     except BaseException:
         if created:
             with contextlib.suppress(OSError):  # never hide the real error behind this one
                 os.rmdir(args.output)
         raise
-    elapsed = time.perf_counter() - started
-    _print_warnings(folded)
-    check = None
-    if args.verify:
-        check = _verify_written(load(cfg_path, weights_path), folded, (out_cfg, out_weights), args)
     size_in, size_out = os.path.getsize(weights_path), os.path.getsize(out_weights)
     if args.json:
         summary = {"cfg": out_cfg, "weights": out_weights, "folded_layers": list(folded.folded),
@@ -191,13 +232,26 @@ def run_convert(args):
 
 
 def _verify_written(original, folded, outputs, args):
-    """Run both models; on a mismatch remove the written files, which would mislead."""
+    """Run both models; on a mismatch remove the written files, which would mislead.
+
+    A model the engine cannot run (a [local] layer, say) is converted all the
+    same: the fold does not need the engine. It is then left unverified, with
+    a warning, rather than failing with its outputs written.
+    """
+    try:
+        original.engine(fold=False, threads=args.threads)  # the same engine verify runs first
+    except ModelError as error:
+        print(f"darkfold: warning: {_printable(error)}; the folded files are written but not verified",
+              file=sys.stderr)
+        return None
     _notice_first_compile()
-    check = verify(original, folded, threads=args.threads)
+    try:
+        check = verify(original, folded, threads=args.threads)
+    except BaseException:
+        _remove(outputs)
+        raise
     if not check.ok:
-        for path in outputs:
-            with contextlib.suppress(OSError):
-                os.remove(path)
+        _remove(outputs)
         print(_verification_table(check), file=sys.stderr)
         raise DarkfoldError(f"{outputs[1]}: the folded model does not reproduce {original.cfg.path} "
                             f"(difference {check.worst.relative:.2e} > {check.worst.tolerance:g}); "
@@ -205,12 +259,20 @@ def _verify_written(original, folded, outputs, args):
     return check
 
 
+def _remove(paths):
+    for path in paths:
+        with contextlib.suppress(OSError):
+            os.remove(path)
+
+
 def run_verify(args):
     if args.cfg is not None and args.weights is None:
-        raise DarkfoldError(f"{args.cfg}: verify needs the weights too: darkfold verify CFG WEIGHTS")
+        raise ModelError(f"{args.cfg}: verify needs the weights too: darkfold verify CFG WEIGHTS",
+                         path=args.cfg, expected="WEIGHTS", found="none")
     if args.folded_cfg is not None and args.folded_weights is None:
-        raise DarkfoldError(f"{args.folded_cfg}: give the folded weights too: "
-                            "darkfold verify CFG WEIGHTS FOLDED_CFG FOLDED_WEIGHTS")
+        raise ModelError(f"{args.folded_cfg}: give the folded weights too: "
+                         "darkfold verify CFG WEIGHTS FOLDED_CFG FOLDED_WEIGHTS", path=args.folded_cfg,
+                         expected="FOLDED_WEIGHTS", found="none")
     original = load(*_model_paths(args))
     folded = None if args.folded_cfg is None else load(args.folded_cfg, args.folded_weights)
     _print_warnings(original)
@@ -253,11 +315,12 @@ def _make_folder(folder):
     if os.path.isdir(folder):
         return False
     if os.path.exists(folder):
-        raise DarkfoldError(f"{folder}: output folder is a file")
+        raise OutputError(f"{folder}: output folder is a file", path=folder, expected="a folder", found="a file")
     try:
         os.makedirs(folder)
     except OSError as error:
-        raise DarkfoldError(f"{folder}: cannot create output folder: {error.strerror}") from None
+        raise OutputError(f"{folder}: cannot create output folder: {error.strerror}", path=folder,
+                          found=error.strerror) from None
     return True
 
 

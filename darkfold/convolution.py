@@ -60,7 +60,9 @@ class Convolution:
             step = filters // groups
             self.matrices = [_f32(weights[g * step:(g + 1) * step].transpose(2, 3, 1, 0).reshape(-1, step))
                              for g in range(groups)]
-        self.pointwise = size == 1 and layer.stride_x == layer.stride_y == 1 and layer.padding == 0
+        # A 1x1 convolution reads its input as it is, a (pixels, channels) matrix: NHWC only.
+        self.pointwise = (not self.reads_planes and size == 1 and layer.stride_x == layer.stride_y == 1
+                          and layer.padding == 0)
         self._blocks = {}
 
     # -- the parts -------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import numpy as np
 from . import kernels
 from .activations import activation_code
 from .convolution import make_convolution
-from .errors import DarkfoldError
+from .errors import ModelError
 from .fold import EPS
 from .threads import Workers, default_threads
 
@@ -221,8 +221,7 @@ class Softmax:
 
     def __init__(self, layer, arrays, fold):
         if layer.tree:
-            raise DarkfoldError(f"{layer.where}: layer {layer.index} [softmax]: tree= is not supported "
-                                "by darkfold's engine")
+            raise ModelError.at_layer(layer, ": tree= is not supported by darkfold's engine", found=layer.tree)
         self.groups, self.temperature = layer.groups, layer.temperature
 
     def __call__(self, x, outputs, out, workers):
@@ -276,11 +275,12 @@ class Engine:
         for layer, arrays in zip(model.layers, model.params):
             step = STEPS.get(layer.type)
             if step is None:
-                raise DarkfoldError(f"{layer.where}: layer {layer.index} [{layer.type}] is not supported by "
-                                    f"darkfold's engine (it runs: {', '.join(sorted(STEPS))})")
+                raise ModelError.at_layer(layer, f" is not supported by darkfold's engine (it runs: "
+                                                 f"{', '.join(sorted(STEPS))})",
+                                          expected="a layer type the engine runs", found=layer.type)
             if layer.params and arrays is None:
-                raise DarkfoldError(f"{layer.where}: layer {layer.index} [{layer.type}] has no weights; "
-                                    "load the model with a complete .weights file to run it")
+                raise ModelError.at_layer(layer, " has no weights; load the model with a complete .weights "
+                                                 "file to run it", expected="its weights", found="none")
             self.steps.append(step(layer, arrays, fold))
         self._plans = {}
 

@@ -5,28 +5,35 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 
-from .errors import DarkfoldError
+from .errors import INPUT_ERRORS, DarkfoldError, OutputError
 
 
 def check_readable(path, kind):
-    """Raise a DarkfoldError naming ``path`` unless it is a readable file."""
+    """Raise the error for ``kind`` (CfgError for "cfg", ...) unless ``path`` is a readable file."""
+    error = INPUT_ERRORS.get(kind, DarkfoldError)
+    expected = f"a {kind} file"
     if not os.path.exists(path):
-        raise DarkfoldError(f"{path}: {kind} file not found")
+        raise error(f"{path}: {kind} file not found", path=path, expected=expected, found="nothing")
     if os.path.isdir(path):
-        raise DarkfoldError(f"{path}: is a directory, expected a {kind} file")
+        raise error(f"{path}: is a directory, expected a {kind} file", path=path, expected=expected,
+                    found="a directory")
     if not os.path.isfile(path):
-        raise DarkfoldError(f"{path}: not a regular file (a device or pipe?), expected a {kind} file")
+        raise error(f"{path}: not a regular file (a device or pipe?), expected a {kind} file", path=path,
+                    expected=expected, found="not a regular file")
     if not os.access(path, os.R_OK):
-        raise DarkfoldError(f"{path}: {kind} file is not readable (permission denied)")
+        raise error(f"{path}: {kind} file is not readable (permission denied)", path=path,
+                    expected="read permission", found="permission denied")
 
 
-def read_bytes(path, kind):
+def read_bytes(path, kind, limit=None):
+    """The bytes of ``path``; with ``limit``, at most limit + 1 of them (more means too big)."""
     check_readable(path, kind)
     try:
         with open(path, "rb") as file:
-            return file.read()
+            return file.read() if limit is None else file.read(limit + 1)
     except OSError as error:
-        raise DarkfoldError(f"{path}: cannot read {kind} file: {error.strerror}") from None
+        raise INPUT_ERRORS.get(kind, DarkfoldError)(
+            f"{path}: cannot read {kind} file: {error.strerror}", path=path, found=error.strerror) from None
 
 
 @contextmanager
@@ -46,7 +53,8 @@ def atomic_outputs(*paths):
             yield temporaries
         except OSError as error:
             failed = dict(zip(temporaries, paths)).get(error.filename, ", ".join(map(str, paths)))
-            raise DarkfoldError(f"{failed}: cannot write: {error.strerror}") from None
+            raise OutputError(f"{failed}: cannot write: {error.strerror}", path=failed,
+                              found=error.strerror) from None
         _move_all(temporaries, paths)
     finally:
         for temporary in temporaries:
@@ -59,7 +67,7 @@ def _temporary_beside(path):
     try:
         handle, temporary = tempfile.mkstemp(prefix=".darkfold-", suffix=".tmp", dir=folder)
     except OSError as error:
-        raise DarkfoldError(f"{path}: cannot write here: {error.strerror}") from None
+        raise OutputError(f"{path}: cannot write here: {error.strerror}", path=path, found=error.strerror) from None
     os.close(handle)
     return temporary
 
@@ -83,7 +91,7 @@ def _move_all(temporaries, paths):
                 os.unlink(moved_path)
             else:
                 os.replace(backup, moved_path)
-        raise DarkfoldError(f"{path}: cannot write: {error.strerror}") from None
+        raise OutputError(f"{path}: cannot write: {error.strerror}", path=path, found=error.strerror) from None
     finally:
         for _, backup in moved:
             if backup is not None and os.path.exists(backup):

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import DarkfoldError
+from .errors import ModelError
 from .kernels import fold_batchnorm
 from .layers import BATCHNORM_ARRAYS
 
@@ -33,6 +33,12 @@ def fold_arrays(weights, biases, scales, rolling_mean, rolling_variance):
     flat, biases, scales, rolling_mean, rolling_variance = (
         _readonly(a) for a in (weights.reshape(weights.shape[0], -1), biases, scales, rolling_mean,
                                rolling_variance))
+    # The kernel does not check bounds: one value per filter in each vector, or no call.
+    vectors = (biases, scales, rolling_mean, rolling_variance)
+    if any(vector.shape != (flat.shape[0],) for vector in vectors):
+        raise ModelError(f"BatchNorm fold: weights for {flat.shape[0]} filters, but biases, scales, rolling_mean "
+                         f"and rolling_variance of shapes {', '.join(str(v.shape) for v in vectors)}",
+                         expected=(flat.shape[0],), found=[v.shape for v in vectors])
     out_weights = np.empty(flat.shape, np.float32)
     out_biases = np.empty(biases.shape, np.float32)
     fold_batchnorm(flat, biases, scales, rolling_mean, rolling_variance, EPS, out_weights, out_biases)
@@ -57,7 +63,9 @@ class FoldPlan:
 def plan_fold(model):
     """Decide which BatchNorms fold and write the folded cfg; no arrays are touched."""
     if not model.has_weights:
-        raise DarkfoldError(f"{model.cfg.path}: fold needs the weights; load the model with its .weights file")
+        raise ModelError(f"{model.cfg.path}: fold needs the weights; load the model with its .weights file",
+                         path=model.cfg.path, expected="a model loaded with weights", found="no weights")
+    model.check_params()
     cfg = model.cfg.copy()
     sections = cfg.sections[1:]  # sections[i] is layer i in the copy
     own = [layer.index for layer in model.layers if _has_own_batchnorm(model, layer)]

@@ -86,6 +86,17 @@ class Net:
         return Shape(self.width, self.height, self.channels)
 
 
+# Resource limits, checked while shapes are inferred, so that a cfg asking for
+# absurd sizes fails with a CfgError before anything is allocated for it.
+# The largest real cfgs (cfg/: yolov4-p6, yolov7x, yolov1) stay far below:
+# input 1280 px, largest layer output 52M values, largest parameter array
+# 116M, 197M parameters in all.
+MAX_SIDE = 16384  # [net] width and height, and kernel sizes: 12x the largest real input
+# One layer's output, one parameter array, and all parameters together:
+# Darknet counts each in a C int (l.outputs, l.nweights), and 2**31 float32
+# values are 8 GB, more than any CPU run of a YOLO needs.
+MAX_VALUES = 2**31 - 1
+
 # Keys Darknet reads in parse_net_options for training, augmentation and the
 # learning-rate policy. darkfold accepts them and does not use them.
 _NET_TRAINING_KEYS = (
@@ -142,10 +153,36 @@ class _Context:
     def layer(self, output, **fields):
         if fields.get("sources"):
             fields["source_key"] = self.source_key
-        return Layer(self.index, self.section.name, self.section, self.input, Shape(*output), **fields)
+        layer = Layer(self.index, self.section.name, self.section, self.input, Shape(*output), **fields)
+        self._check_limits(layer)
+        return layer
 
-    def error(self, message, key=None):
-        return CfgError(f"{self.section.where(key)}: layer {self.index} [{self.section.name}]: {message}")
+    def _check_limits(self, layer):
+        for param in layer.params:
+            if param.size > MAX_VALUES:
+                shape = " x ".join(map(str, param.shape))
+                raise self.error(
+                    f"its {param.name} would be {shape} = {param.size:,} values, more than the {MAX_VALUES:,} "
+                    "darkfold (and Darknet's int sizes) can hold; check filters=, size= and the input size",
+                    expected=f"at most {MAX_VALUES} values", found=param.size)
+        values = math.prod(layer.output)
+        if values > MAX_VALUES:
+            raise self.error(
+                f"the output would be {layer.output} = {values:,} values, more than the {MAX_VALUES:,} darkfold "
+                "(and Darknet's int sizes) can hold; check the sizes in this layer and [net] width/height",
+                expected=f"at most {MAX_VALUES} values", found=values)
+
+    def kernel_size(self, key="size", default=1):
+        """A window or kernel size: at least 1, at most MAX_SIDE."""
+        size = self.section.get_int(key, default, minimum=1)
+        if size > MAX_SIDE:
+            raise self.error(f"{key}={size} is larger than any input darkfold accepts ({MAX_SIDE} pixels)", key,
+                             expected=f"at most {MAX_SIDE}", found=size)
+        return size
+
+    def error(self, message, key=None, expected=None, found=None):
+        return _error(self.section, f"layer {self.index} [{self.section.name}]: {message}", key,
+                      layer=self.index, expected=expected, found=found)
 
     def resolve(self, key):
         """Absolute indices of the layers listed in ``key`` (negative = relative)."""
@@ -171,10 +208,8 @@ class _Context:
     def activation(self, default):
         name = self.section.get_str("activation", default)
         if name not in ACTIVATIONS:
-            raise CfgError(
-                f"{self.section.where('activation')}: unknown activation '{name}'; "
-                f"Darknet knows: {', '.join(sorted(ACTIVATIONS))}"
-            )
+            raise _error(self.section, f"unknown activation '{name}'; Darknet knows: {', '.join(sorted(ACTIVATIONS))}",
+                         "activation", layer=self.index, expected="a Darknet activation", found=name)
         return name
 
     def refuse(self, *keys):
@@ -199,7 +234,18 @@ def parse_net(section):
         if not (width and height and channels):
             width, height, channels = 1, 1, inputs
     if not (width and height and channels):
-        raise CfgError(f"{s.where()}: [{s.name}] needs width=, height= and channels= (each >= 1)")
+        raise _error(s, f"[{s.name}] needs width=, height= and channels= (each >= 1)",
+                     expected="width, height and channels >= 1", found=f"{width} x {height} x {channels}")
+    for key, value in (("width", width), ("height", height)):
+        if value > MAX_SIDE:
+            raise _error(s, f"[{s.name}] {key}={value}: darkfold accepts inputs of at most {MAX_SIDE} pixels a "
+                            "side (the largest YOLO cfgs use 1280)", key, expected=f"at most {MAX_SIDE}", found=value)
+    values = width * height * channels
+    if values > MAX_VALUES:
+        raise _error(s, f"[{s.name}] the input {width} x {height} x {channels} = {values:,} values is more than "
+                        f"the {MAX_VALUES:,} darkfold (and Darknet's int sizes) can hold",
+                     "channels" if "channels" in s else "inputs", expected=f"at most {MAX_VALUES} values",
+                     found=values)
     letter_box = s.get_int("letter_box", 0)
     s.ignore(*_NET_TRAINING_KEYS)
     return Net(width, height, channels, letter_box, section)
@@ -212,7 +258,7 @@ def parse_convolutional(ctx):
                "stretch", "stretch_sway", "flipped", "coordconv")
     filters = s.get_int("filters", 1, minimum=1)
     groups = s.get_int("groups", 1, minimum=1)
-    size = s.get_int("size", 1, minimum=1)
+    size = ctx.kernel_size()
     stride = s.get_int("stride", 1, minimum=1)
     stride_x = s.get_int("stride_x", stride, minimum=1)
     stride_y = s.get_int("stride_y", stride, minimum=1)
@@ -265,7 +311,7 @@ def parse_local(ctx):
     s = ctx.section
     ctx.need_image()
     filters = s.get_int("filters", 1, minimum=1)
-    size = s.get_int("size", 1, minimum=1)
+    size = ctx.kernel_size()
     stride = s.get_int("stride", 1, minimum=1)
     pad = s.get_int("pad", 0)
     activation = ctx.activation("logistic")
@@ -288,7 +334,7 @@ def _parse_pool(ctx, kind):
     stride = s.get_int("stride", 1, minimum=1)
     stride_x = s.get_int("stride_x", stride, minimum=1)
     stride_y = s.get_int("stride_y", stride, minimum=1)
-    size = s.get_int("size", stride, minimum=1)
+    size = ctx.kernel_size("size", stride)
     padding = s.get_int("padding", size - 1, minimum=0)
     if kind == "maxpool":
         ctx.refuse("maxpool_depth", "antialiasing")
@@ -423,7 +469,7 @@ def parse_upsample(ctx):
     return ctx.layer(output, options=dict(stride=stride, scale=scale))
 
 
-def _parse_reorg(ctx):
+def _parse_reorg(ctx, planes_of):
     s = ctx.section
     ctx.need_image()
     stride = s.get_int("stride", 1, minimum=1)
@@ -437,21 +483,29 @@ def _parse_reorg(ctx):
         if w % stride or h % stride:
             raise ctx.error(f"stride={stride} does not divide the {w} x {h} input", "stride")
         output = (w // stride, h // stride, c * stride * stride)
+    # Darknet's reorg_cpu splits the channels of one of the two shapes into stride^2
+    # planes, and reads past the tensor (or divides by zero) when they do not split.
+    channels = (ctx.input if planes_of == "input" else Shape(*output)).c
+    if channels % (stride * stride):
+        raise ctx.error(f"stride={stride}: Darknet's reorg cuts the channels of its {planes_of} into stride x stride "
+                        f"= {stride * stride} planes, and {stride * stride} does not divide {channels}", "stride",
+                        expected=f"channels divisible by {stride * stride}", found=channels)
     return ctx.layer(output, options=dict(stride=stride, reverse=reverse))
 
 
 def parse_reorg(ctx):
-    return _parse_reorg(ctx)
+    return _parse_reorg(ctx, "input")  # reorg_old_layer.c: reorg_cpu on l.w, l.h, l.c
 
 
 def parse_reorg3d(ctx):
-    return _parse_reorg(ctx)
+    return _parse_reorg(ctx, "output")  # reorg_layer.c: reorg_cpu on l.out_w, l.out_h, l.out_c
 
 
 def _anchors(ctx, count):
     anchors = ctx.section.get_floats("anchors", [])
     if len(anchors) < 2 * count:
-        raise ctx.error(f"anchors= has {len(anchors)} values, expected {2 * count} (num={count} pairs)", "anchors")
+        raise ctx.error(f"anchors= has {len(anchors)} values, expected {2 * count} (num={count} pairs)", "anchors",
+                        expected=2 * count, found=len(anchors))
     return tuple(zip(anchors[0 : 2 * count : 2], anchors[1 : 2 * count : 2]))
 
 
@@ -461,7 +515,7 @@ def _check_head_input(ctx, per_box, boxes, described):
         raise ctx.error(
             f"the layer before outputs {ctx.input.c} channels, but {described} needs "
             f"{per_box} x {boxes} = {expected}: set filters={expected} in the [convolutional] "
-            "layer before it"
+            "layer before it", expected=expected, found=ctx.input.c,
         )
 
 
@@ -470,11 +524,12 @@ def _parse_yolo_head(ctx, values_per_box):
     ctx.need_image()
     classes = s.get_int("classes", 20, minimum=1)
     num = s.get_int("num", 1, minimum=1)
-    mask = s.get_ints("mask", None) or list(range(num))
-    for index in mask:
+    mask = s.get_ints("mask", None)
+    for index in mask or ():
         if not 0 <= index < num:
             raise ctx.error(f"mask index {index} is outside the {num} anchors (num={num})", "mask")
-    anchors = _anchors(ctx, num)
+    anchors = _anchors(ctx, num)  # before range(num): the anchors' text bounds num
+    mask = mask or list(range(num))
     scale_x_y = s.get_float("scale_x_y", 1.0)
     new_coords = s.get_int("new_coords", 0)
     nms_kind = s.get_str("nms_kind", "default",
@@ -544,6 +599,13 @@ def parse_softmax(ctx):
     groups = s.get_int("groups", 1, minimum=1)
     temperature = s.get_float("temperature", 1.0)
     tree = s.get_str("tree", "")
+    inputs = ctx.input.w * ctx.input.h * ctx.input.c
+    if inputs % groups:
+        # softmax_layer.c: each group is inputs / groups values; the rest would be left out.
+        raise ctx.error(f"groups={groups} does not divide the {inputs} values of the layer before ({ctx.input})",
+                        "groups", expected=f"a divisor of {inputs}", found=groups)
+    if temperature == 0:
+        raise ctx.error("temperature=0: the softmax divides by it; expected a non-zero number", "temperature")
     s.ignore("spatial", "noloss")
     return ctx.layer(ctx.input, options=dict(groups=groups, temperature=temperature, tree=tree))
 
@@ -606,13 +668,15 @@ def build_layers(cfg):
     """
     first, *rest = cfg.sections
     if first.name not in ("net", "network"):
-        raise CfgError(f"{first.where()}: the first section is [{first.name}]; a cfg starts with [net]")
+        raise _error(first, f"the first section is [{first.name}]; a cfg starts with [net]",
+                     expected="[net]", found=f"[{first.name}]")
     parsed = []
     try:
         net = parse_net(first)
         parsed.append(first)
         layers = []
         shape = net.input
+        params = 0
         for index, section in enumerate(rest):
             parser = PARSERS.get(section.name)
             if parser is None:
@@ -622,25 +686,32 @@ def build_layers(cfg):
             section.ignore(*_COMMON_TRAINING_KEYS)
             layer = parser(ctx)
             layer.type = _CANONICAL.get(layer.type, layer.type)
+            params += layer.param_count
+            if params > MAX_VALUES:
+                raise ctx.error(f"the model would have {params:,} parameters up to here, more than the "
+                                f"{MAX_VALUES:,} darkfold accepts (an 8 GB weights file); check filters= and sizes",
+                                expected=f"at most {MAX_VALUES} parameters", found=params)
             layers.append(layer)
             parsed.append(section)
             shape = layer.output
     except CfgError as error:
         failing = cfg.sections[len(parsed)]
-        error.warnings = [message for section in parsed for message, _ in _section_notes(section)]
+        error.warnings = [note[0] for section in parsed for note in _section_notes(section)]
         error.warnings += [_unknown_key(failing, o) for o in failing.unread() if _suggestion(failing, o)]
         raise
     if not layers:
-        raise CfgError(f"{cfg.path}: no layers after [{first.name}]")
+        raise CfgError(f"{cfg.path}: no layers after [{first.name}]", path=cfg.path, expected="a layer",
+                       found="none")
     notes = [note for section in cfg.sections for note in _section_notes(section)]
-    for message, fatal in notes:
+    for message, fatal, section, line in notes:
         if fatal:
-            raise CfgError(message)
-    return net, layers, [message for message, _ in notes]
+            raise CfgError(message, path=section.path, line=line, expected="each key once",
+                           found="a duplicate")
+    return net, layers, [note[0] for note in notes]
 
 
 def _section_notes(section):
-    """``(message, fatal)`` for each duplicate, unknown key and inline-comment trap."""
+    """``(message, fatal, section, line)`` for each duplicate, unknown key and inline-comment trap."""
     notes = []
     # Several cfgs Darknet ships repeat [net] training keys (batch, momentum);
     # Darknet takes the first, and so does darkfold. A repeated key that
@@ -650,11 +721,11 @@ def _section_notes(section):
         message = (f"{section.path}:{option.line}: duplicate key '{option.key}' in [{section.name}] "
                    f"(first set on line {first.line})")
         if section.is_ignored(option.key):
-            notes.append((f"{message}; the first is used, as in Darknet", False))
+            notes.append((f"{message}; the first is used, as in Darknet", False, section, option.line))
         else:
-            notes.append((message, True))
-    notes += [(_unknown_key(section, option), False) for option in section.unread()]
-    notes += [(message, False) for message in section.comment_warnings]
+            notes.append((message, True, section, option.line))
+    notes += [(_unknown_key(section, option), False, section, option.line) for option in section.unread()]
+    notes += [(message, False, section, None) for message in section.comment_warnings]
     return notes
 
 
@@ -672,6 +743,14 @@ def _suggestion(section, option):
 def _unknown_type(section, index):
     name = section.name
     if name in _UNSUPPORTED:
-        return CfgError(f"{section.where()}: layer {index}: layer type [{name}] is not supported by darkfold")
+        return _error(section, f"layer {index}: layer type [{name}] is not supported by darkfold", layer=index,
+                      expected="a layer type darkfold supports", found=f"[{name}]")
     known = ", ".join(sorted(n for n in PARSERS if n not in _CANONICAL))
-    return CfgError(f"{section.where()}: layer {index}: unknown layer type [{name}]; darkfold knows: {known}")
+    return _error(section, f"layer {index}: unknown layer type [{name}]; darkfold knows: {known}", layer=index,
+                  expected="a Darknet layer type", found=f"[{name}]")
+
+
+def _error(section, message, key=None, **fields):
+    """A CfgError at ``section`` (or at its option ``key``), the message starting with file:line."""
+    line = section.options[key].line if key in section.options else section.line
+    return CfgError(f"{section.where(key)}: {message}", path=section.path, line=line, **fields)

@@ -6,7 +6,7 @@ import numpy as np
 
 from .bundled import DEFAULT_CFG, DEFAULT_WEIGHTS
 from .cfg import read_cfg
-from .errors import DarkfoldError
+from .errors import DarkfoldError, ModelError, OutputError
 from .files import atomic_outputs
 from .layers import build_layers
 
@@ -66,8 +66,28 @@ class Model:
         when both are complete, so a failure leaves no partial output.
         """
         if weights_path is not None and not self.has_weights:
-            raise DarkfoldError(f"{self.cfg.path}: this model was loaded without weights; there are none to save")
+            raise ModelError(f"{self.cfg.path}: this model was loaded without weights; there are none to save",
+                             path=self.cfg.path, expected="a model loaded with weights", found="no weights")
+        if weights_path is not None:
+            self.check_params()
         _write_model(self.cfg, cfg_path, weights_path, self.header, self.layers, self.params)
+
+    def check_params(self):
+        """Raise a ModelError unless every array has the shape the cfg gives it.
+
+        ``load`` makes them so; this catches arrays replaced by hand before
+        they reach a kernel (which does not check bounds) or a weights file.
+        """
+        for layer, arrays in zip(self.layers, self.params):
+            if arrays is None:
+                continue
+            for param in layer.params:
+                found = getattr(arrays.get(param.name), "shape", None)
+                if found != param.shape:
+                    raise ModelError(
+                        f"{self.cfg.path}: layer {layer.index} [{layer.type}] ({layer.where}): params['{param.name}'] "
+                        f"has shape {found}, the cfg needs {param.shape}",
+                        path=self.cfg.path, layer=layer.index, expected=param.shape, found=found)
 
     def fold(self):
         """Return a new Model with every BatchNorm folded into its layer.
@@ -106,28 +126,33 @@ class Model:
         key = (fold, threads)
         if key not in self._engines:
             if not self.has_weights:
-                raise DarkfoldError(f"{self.cfg.path}: running the model needs its .weights file")
+                raise ModelError(f"{self.cfg.path}: running the model needs its .weights file",
+                                 path=self.cfg.path, expected="a model loaded with weights", found="no weights")
+            self.check_params()  # the kernels trust these shapes
             self._engines[key] = Engine(self, fold=fold, threads=threads)
         return self._engines[key]
 
     def _check_input(self, x):
         expected = (self.net.channels, self.net.height, self.net.width)
         if not isinstance(x, np.ndarray):
-            raise DarkfoldError(f"input: expected a numpy array (batch, {', '.join(map(str, expected))}), "
-                                f"got {type(x).__name__}")
+            raise ModelError(f"input: expected a numpy array (batch, {', '.join(map(str, expected))}), "
+                             f"got {type(x).__name__}", expected="a numpy array", found=type(x).__name__)
         if x.dtype != np.float32:
-            raise DarkfoldError(f"input: expected float32 values, got {x.dtype}; use x.astype(np.float32)")
+            raise ModelError(f"input: expected float32 values, got {x.dtype}; use x.astype(np.float32)",
+                             expected="float32", found=str(x.dtype))
         if x.ndim != 4 or x.shape[1:] != expected or x.shape[0] < 1:
-            raise DarkfoldError(f"input: expected shape (batch, {', '.join(map(str, expected))}) as "
-                                f"{self.cfg.path} [net] says, got {x.shape}")
+            raise ModelError(f"input: expected shape (batch, {', '.join(map(str, expected))}) as "
+                             f"{self.cfg.path} [net] says, got {x.shape}", expected=("batch", *expected),
+                             found=x.shape)
         return np.ascontiguousarray(x)
 
     def _check_indices(self, indices):
         indices = sorted({int(i) for i in indices})
         for index in indices:
             if not 0 <= index < len(self.layers):
-                raise DarkfoldError(f"{self.cfg.path}: layer {index} does not exist "
-                                    f"(layers 0 to {len(self.layers) - 1})")
+                raise ModelError(f"{self.cfg.path}: layer {index} does not exist "
+                                 f"(layers 0 to {len(self.layers) - 1})", path=self.cfg.path,
+                                 expected=f"0 to {len(self.layers) - 1}", found=index)
         return indices
 
 
@@ -151,7 +176,8 @@ def load(cfg_path=None, weights_path=None, *, partial=False):
     """
     if cfg_path is None:
         if weights_path is not None:
-            raise DarkfoldError(f"{weights_path}: weights given without a cfg")
+            raise ModelError(f"{weights_path}: weights given without a cfg", path=weights_path,
+                             expected="a cfg", found="none")
         cfg_path, weights_path = DEFAULT_CFG, DEFAULT_WEIGHTS
     cfg = read_cfg(os.fspath(cfg_path))
     model = Model(cfg)
@@ -178,7 +204,8 @@ def convert(cfg_path, weights_path, out_cfg_path, out_weights_path, *, force=Fal
 
     model = load(cfg_path, weights_path)
     if os.path.abspath(out_cfg_path) == os.path.abspath(out_weights_path):
-        raise DarkfoldError(f"{out_cfg_path}: the folded cfg and weights need two different paths")
+        raise OutputError(f"{out_cfg_path}: the folded cfg and weights need two different paths", path=out_cfg_path,
+                          expected="two output paths", found="one")
     _check_outputs((out_cfg_path, out_weights_path), (cfg_path, weights_path), force)
     plan = plan_fold(model)
     _, layers, _ = build_layers(plan.cfg)
@@ -195,6 +222,8 @@ def _check_outputs(outputs, inputs, force):
             continue
         for source in inputs:
             if os.path.samefile(source, output):
-                raise DarkfoldError(f"{output}: output would overwrite the input {source}")
+                raise OutputError(f"{output}: output would overwrite the input {source}", path=output,
+                                  expected="a new file", found=f"the input {source}")
         if not force:
-            raise DarkfoldError(f"{output}: already exists; use --force (force=True) to replace it")
+            raise OutputError(f"{output}: already exists; use --force (force=True) to replace it", path=output,
+                              expected="a new file", found="an existing file")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import DarkfoldError
+from .errors import ModelError
 
 TOLERANCE = 1e-4
 
@@ -62,19 +62,27 @@ def verify(original, folded=None, *, tolerance=TOLERANCE, x=None, threads=None):
     """
     x = sample_input(original) if x is None else x
     expected = original.forward(x, fold=False, threads=threads)
+    for index, output in expected.items():
+        if not np.isfinite(output).all():
+            raise ModelError(f"{original.cfg.path}: layer {index} outputs NaN or inf on the sample input, so no "
+                             "fold can be checked against it: its weights hold NaN or inf (a damaged file?) or "
+                             "grow past float32", path=original.cfg.path, layer=index, expected="finite outputs",
+                             found="NaN or inf")
     if folded is None:
         actual = original.forward(x, fold=True, threads=threads)
     else:
         actual = folded.forward(x, threads=threads)
     other = folded or original
     if len(actual) != len(expected):
-        raise DarkfoldError(f"{other.cfg.path}: {len(actual)} detection heads, but {original.cfg.path} has "
-                            f"{len(expected)}; these are not the same network")
+        raise ModelError(f"{other.cfg.path}: {len(actual)} detection heads, but {original.cfg.path} has "
+                         f"{len(expected)}; these are not the same network", path=other.cfg.path,
+                         expected=len(expected), found=len(actual))
     differences = []
     for (index, want), got in zip(expected.items(), actual.values()):
         if got.shape != want.shape:
-            raise DarkfoldError(f"{other.cfg.path}: an output has shape {got.shape}, but layer {index} of "
-                                f"{original.cfg.path} outputs {want.shape}; these are not the same network")
+            raise ModelError(f"{other.cfg.path}: an output has shape {got.shape}, but layer {index} of "
+                             f"{original.cfg.path} outputs {want.shape}; these are not the same network",
+                             path=other.cfg.path, expected=want.shape, found=got.shape)
         differences.append(OutputDifference(
             index, want.shape, float(np.abs(got - want).max()), max(1.0, float(np.abs(want).max())), tolerance))
     return Verification(tuple(differences))

@@ -52,18 +52,22 @@ class Header:
 def read_header(data, path):
     """Parse the header at the start of ``data`` (a uint8 array)."""
     if len(data) < 16:
-        raise WeightsError(f"{path}: {len(data)} bytes is too short for a Darknet weights header (16 or 20 bytes)")
+        raise WeightsError(f"{path}: {len(data)} bytes is too short for a Darknet weights header (16 or 20 bytes)",
+                           path=path, expected="at least 16 bytes", found=len(data))
     major, minor, revision = (int(v) for v in data[:12].view("<i4"))
     if _looks_like_text(data[:64]):
-        raise WeightsError(f"{path}: this is a text file, not Darknet weights; is it the .cfg given in place of the .weights?")
+        raise WeightsError(f"{path}: this is a text file, not Darknet weights; is it the .cfg given in place of "
+                           "the .weights?", path=path, expected="binary weights", found="text")
     if not all(0 <= v <= _MAX_VERSION for v in (major, minor, revision)):
         raise WeightsError(
             f"{path}: bad header: version {major}.{minor}.{revision} is not a Darknet weights version "
-            "(expected small non-negative numbers such as 0.2.0); not a Darknet .weights file?"
+            "(expected small non-negative numbers such as 0.2.0); not a Darknet .weights file?",
+            path=path, expected="a version such as 0.2.0", found=f"{major}.{minor}.{revision}",
         )
     header = Header(major, minor, revision, 0)
     if len(data) < header.size:
-        raise WeightsError(f"{path}: {len(data)} bytes is too short for the {header.size}-byte header of version {major}.{minor}")
+        raise WeightsError(f"{path}: {len(data)} bytes is too short for the {header.size}-byte header of version "
+                           f"{major}.{minor}", path=path, expected=header.size, found=len(data))
     seen_type = "<u8" if header.seen_is_64bit else "<u4"
     seen = int(data[12 : header.size].view(seen_type)[0])
     return Header(major, minor, revision, seen)
@@ -94,17 +98,20 @@ def read_weights(path, layers, partial=False):
             params.extend(None for _ in layers[len(params):])
             break
         if offset + needed > len(data):
-            raise WeightsError(_short_file_message(path, layers, layer, offset, len(data), header))
+            raise WeightsError(_short_file_message(path, layers, layer, offset, len(data), header), path=path,
+                               layer=layer.index, expected=expected_size(layers, header), found=len(data))
         params.append(_layer_arrays(data, offset, layer, header))
         offset += needed
     if offset != len(data):
-        raise WeightsError(_long_file_message(path, layers, offset, len(data), header))
+        last = _last_with_params(layers)
+        raise WeightsError(_long_file_message(path, layers, offset, len(data), header), path=path,
+                           layer=last.index, expected=offset, found=len(data))
     return header, params
 
 
 def _map(path):
     if os.path.getsize(path) == 0:
-        raise WeightsError(f"{path}: the weights file is empty")
+        raise WeightsError(f"{path}: the weights file is empty", path=path, expected="a weights file", found="0 bytes")
     return np.memmap(path, dtype=np.uint8, mode="r")
 
 
@@ -149,7 +156,7 @@ def _short_file_message(path, layers, layer, offset, actual, header):
 
 
 def _long_file_message(path, layers, offset, actual, header):
-    last = max((l for l in layers if l.params), key=lambda l: l.index, default=layers[-1])
+    last = _last_with_params(layers)
     return (
         f"{path}: {actual - offset} bytes left over after the last layer with parameters "
         f"(layer {last.index} [{last.type}], {last.where}): this cfg needs {offset} bytes, file has "
@@ -158,9 +165,37 @@ def _long_file_message(path, layers, offset, actual, header):
     )
 
 
+def _last_with_params(layers):
+    return max((l for l in layers if l.params), key=lambda l: l.index, default=layers[-1])
+
+
 def _likely_cause(layers, actual, header):
     """A sentence naming the cfg change the file size points to, or ''."""
-    return _folding_hint(layers, actual, header) or _classes_hint(layers, actual, header)
+    return (_seen_hint(layers, actual, header) or _folding_hint(layers, actual, header)
+            or _classes_hint(layers, actual, header))
+
+
+def _seen_hint(layers, actual, header):
+    """Recognise a header whose `seen` has the other width than its version says.
+
+    Darknet reads `seen` as 64 bits from version 0.2 on, as 32 bits before; a
+    writer that gets this wrong shifts every array by 4 bytes, and the file
+    is exactly 4 bytes too short or too long.
+    """
+    surplus = actual - expected_size(layers, header)
+    version = f"{header.major}.{header.minor}"
+    # A 32-bit `seen` read as 64 bits takes the first float as its high half:
+    # no real count of training images reaches 2**32.
+    if surplus == -4 and header.seen_is_64bit and header.seen >= 2**32:
+        return (f"That is exactly the 4 bytes between a 32-bit and a 64-bit `seen`: the header says version "
+                f"{version}, so `seen` is read as 64 bits, but the file was written with a 32-bit `seen` and every "
+                "array is shifted by 4 bytes. Set the minor version (bytes 4-7) to 1, or write the file again "
+                "with a 64-bit `seen`.")
+    if surplus == 4 and not header.seen_is_64bit:
+        return (f"That is exactly the 4 bytes between a 32-bit and a 64-bit `seen`: the header says version "
+                f"{version}, so `seen` is read as 32 bits, but the file was written with a 64-bit `seen` and every "
+                "array is shifted by 4 bytes. Set the minor version (bytes 4-7) to 2.")
+    return ""
 
 
 def _folding_hint(layers, actual, header):

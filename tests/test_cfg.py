@@ -155,3 +155,45 @@ def test_comment_after_a_section_header_warns_that_darknet_reads_it():
 def test_device_given_as_cfg_is_refused_not_read_forever():
     with pytest.raises(DarkfoldError, match="/dev/zero: not a regular file"):
         read_cfg("/dev/zero")
+
+
+def test_integer_with_thousands_of_digits_is_a_bad_value_not_a_crash():
+    # Python's int() raises ValueError past 4300 digits; found by fuzzing.
+    section = Cfg("[net]\n[maxpool]\nsize=" + "9" * 5000 + "\n", "big.cfg").sections[1]
+    with pytest.raises(CfgError, match=r"big.cfg:3: \[maxpool\] size='9999.*': expected an integer"):
+        section.get_int("size")
+
+
+def test_leading_zeros_do_not_count_as_digits():
+    section = Cfg("[net]\n[maxpool]\nsize=" + "0" * 5000 + "12\nstride=-0007\n", "z.cfg").sections[1]
+    assert (section.get_int("size"), section.get_int("stride")) == (12, -7)
+
+
+def test_infinite_number_is_a_bad_value():
+    section = Cfg("[net]\n[yolo]\nscale_x_y=1e999\n", "inf.cfg").sections[1]
+    with pytest.raises(CfgError, match=r"inf.cfg:3: \[yolo\] scale_x_y='1e999': expected a number"):
+        section.get_float("scale_x_y")
+
+
+def test_old_mac_line_ends_are_an_error_not_one_long_line():
+    with pytest.raises(CfgError, match=r"mac.cfg:1: a carriage return inside a line: .*CR-only") as error:
+        Cfg("[net]\rwidth=8\rheight=8\r", "mac.cfg")
+    assert (error.value.path, error.value.line) == ("mac.cfg", 1)
+
+
+def test_bad_value_error_carries_file_line_expected_and_found():
+    section = Cfg("[net]\nwidth=8\n[maxpool]\nsize=four\n", "f.cfg").sections[1]
+    with pytest.raises(CfgError) as error:
+        section.get_int("size")
+    error = error.value
+    assert (error.path, error.line, error.expected, error.found) == ("f.cfg", 4, "an integer", "four")
+
+
+def test_a_file_of_megabytes_given_as_cfg_is_refused_without_reading_it_whole(tmp_path, monkeypatch):
+    import darkfold.cfg
+
+    monkeypatch.setattr(darkfold.cfg, "MAX_CFG_BYTES", 1000)
+    path = write(tmp_path / "movie.cfg", "[net]\n" + "# padding\n" * 200)
+    with pytest.raises(CfgError, match=r"movie.cfg: more than 1,000 bytes, far more than any cfg") as error:
+        read_cfg(path)
+    assert error.value.found == "more than 1000"

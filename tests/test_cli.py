@@ -57,7 +57,7 @@ def test_a_misspelt_key_is_shown_before_the_weights_error_it_causes(capsys, tmp_
     cfg = write(tmp_path / "typo.cfg", tiny_cfg.read_text().replace("batch_normalize=1", "batch_normalise=1", 1))
     code, _, err = run(capsys, "info", cfg, tiny_weights)
     warning, error = err.splitlines()
-    assert code == 1
+    assert code == 2
     assert warning == f"darkfold: warning: {cfg}:26: unknown key 'batch_normalise' in [convolutional] (ignored); did you mean 'batch_normalize'?"
     assert error.startswith(f"darkfold: error: {tiny_weights}: ")
 
@@ -68,9 +68,9 @@ def test_a_misspelt_key_is_shown_before_the_weights_error_it_causes(capsys, tmp_
     (["convert", CFG_DIR / "yolov3.cfg"], "convert needs the weights too"),
     (["info", CFG_DIR / "yolov3.cfg", "--partial"], "--partial is about a weights file"),
 ])
-def test_errors_are_one_line_on_stderr_with_exit_code_1(capsys, argv, message):
+def test_errors_are_one_line_on_stderr_with_exit_code_2(capsys, argv, message):
     code, out, err = run(capsys, *argv)
-    assert code == 1 and out == ""
+    assert code == 2 and out == ""
     assert err.startswith("darkfold: error: ") and message in err and err.count("\n") == 1
 
 
@@ -87,7 +87,7 @@ BAD_CFGS = {
 def test_each_bad_cfg_is_one_message_naming_file_and_line(capsys, tmp_path, kind):
     text, message = BAD_CFGS[kind]
     code, out, err = run(capsys, "info", write(tmp_path / "bad.cfg", text))
-    assert code == 1 and out == ""
+    assert code == 2 and out == ""
     assert err.startswith(f"darkfold: error: {tmp_path}/{message}") and err.count("\n") == 1
 
 
@@ -99,7 +99,7 @@ def test_each_bad_cfg_is_one_message_naming_file_and_line(capsys, tmp_path, kind
 def test_each_bad_weights_file_is_one_message(capsys, tmp_path, tiny_cfg, tiny_weights, kind, cut, message):
     data = tiny_weights.read_bytes()[cut] + (b"\0" * 4 if kind == "oversized" else b"")
     code, out, err = run(capsys, "info", tiny_cfg, write(tmp_path / "w.weights", data))
-    assert code == 1 and out == "" and message in err and err.count("\n") == 1
+    assert code == 2 and out == "" and message in err and err.count("\n") == 1
 
 
 def test_wrong_argument_is_a_usage_error(capsys):
@@ -137,7 +137,7 @@ def test_convert_refuses_to_replace_outputs_without_force(capsys, tmp_path):
     assert run(capsys, "convert", "-o", tmp_path)[0] == 0
     before = (tmp_path / "yolov3-tiny-folded.weights").stat().st_mtime_ns
     code, _, err = run(capsys, "convert", "-o", tmp_path)
-    assert code == 1 and "yolov3-tiny-folded.cfg: already exists; use --force" in err
+    assert code == 2 and "yolov3-tiny-folded.cfg: already exists; use --force" in err
     assert (tmp_path / "yolov3-tiny-folded.weights").stat().st_mtime_ns == before
     assert run(capsys, "convert", "-o", tmp_path, "--force")[0] == 0
 
@@ -147,7 +147,7 @@ def test_convert_never_overwrites_an_input(capsys, tmp_path, tiny_cfg, tiny_weig
     cfg = write(tmp_path / "x.cfg", tiny_cfg.read_text())
     weights = write(tmp_path / "x-folded.cfg", tiny_weights.read_bytes())
     code, _, err = run(capsys, "convert", cfg, weights, "-o", tmp_path, "--force")
-    assert code == 1 and "output would overwrite the input" in err
+    assert code == 2 and "output would overwrite the input" in err
     assert weights.read_bytes() == tiny_weights.read_bytes()
 
 
@@ -155,14 +155,14 @@ def test_convert_of_bad_weights_leaves_no_file_behind(capsys, tmp_path, tiny_cfg
     cut = write(tmp_path / "cut.weights", tiny_weights.read_bytes()[:-100])
     out_dir = tmp_path / "out"
     code, _, err = run(capsys, "convert", tiny_cfg, cut, "-o", out_dir)
-    assert code == 1 and "truncated" in err
+    assert code == 2 and "truncated" in err
     assert not out_dir.exists()  # convert created it, and removes it again
 
 
 def test_convert_with_a_missing_input_is_one_error_even_with_force(capsys, tmp_path):
     (tmp_path / "gone-folded.cfg").write_text("old")
     code, _, err = run(capsys, "convert", tmp_path / "gone.cfg", darkfold.DEFAULT_WEIGHTS, "-o", tmp_path, "--force")
-    assert code == 1 and err == f"darkfold: error: {tmp_path / 'gone.cfg'}: cfg file not found\n"
+    assert code == 2 and err == f"darkfold: error: {tmp_path / 'gone.cfg'}: cfg file not found\n"
     assert (tmp_path / "gone-folded.cfg").read_text() == "old"
 
 
@@ -173,18 +173,67 @@ def test_convert_to_an_unwritable_folder_is_one_clear_error(capsys, tmp_path):
         folder = tmp_path / "locked"
         folder.mkdir(mode=0o500)
     code, _, err = run(capsys, "convert", "-o", folder)
-    assert code == 1 and err.startswith(f"darkfold: error: {folder}") and err.count("\n") == 1
+    assert code == 2 and err.startswith(f"darkfold: error: {folder}") and err.count("\n") == 1
     assert not any(name.startswith(".darkfold-") for name in os.listdir(folder))
 
 
 def test_output_folder_that_is_a_file_is_an_error(capsys, tmp_path):
     code, _, err = run(capsys, "convert", "-o", write(tmp_path / "f", "x"))
-    assert code == 1 and "output folder is a file" in err
+    assert code == 2 and "output folder is a file" in err
 
 
 def test_module_entry_point_prints_errors_without_traceback(tmp_path):
     result = subprocess.run([sys.executable, "-m", "darkfold", "info", tmp_path / "none.cfg"],
                             capture_output=True, text=True, cwd=REPO)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr == f"darkfold: error: {tmp_path / 'none.cfg'}: cfg file not found\n"
     assert "Traceback" not in result.stderr
+
+
+def test_a_bug_is_exit_1_with_one_line_asking_for_a_report(capsys, monkeypatch):
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(darkfold.cli, "load", broken)
+    code, out, err = run(capsys, "info")
+    assert code == 1 and out == ""
+    assert err == ("darkfold: internal error, please report it (rerun with --debug for the traceback): "
+                   "ZeroDivisionError: division by zero\n")
+
+
+@pytest.mark.parametrize("argv", [["--debug", "info"], ["info", "--debug"]], ids=["before", "after the command"])
+def test_debug_prints_the_traceback_of_a_bug(capsys, monkeypatch, argv):
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(darkfold.cli, "load", broken)
+    code, _, err = run(capsys, *argv)
+    assert code == 1 and err.startswith("Traceback (most recent call last):")
+    assert err.endswith("darkfold: internal error, please report it: ZeroDivisionError: division by zero\n")
+
+
+def test_debug_prints_the_traceback_of_a_bad_input_too(capsys, tmp_path):
+    code, _, err = run(capsys, "--debug", "info", tmp_path / "none.cfg")
+    assert code == 2 and "Traceback" in err and "darkfold.errors.CfgError" in err
+    assert err.splitlines()[-1] == f"darkfold: error: {tmp_path / 'none.cfg'}: cfg file not found"
+
+
+def test_control_characters_from_the_cfg_are_escaped_in_the_one_line_message(capsys, tmp_path):
+    # Found by fuzzing: a section name with \x1e (a line break to str.splitlines) or ESC went out raw.
+    cfg = write(tmp_path / "c.cfg", "[n\x1e\x1bet]\nwidth=8\n[maxpool]\n")
+    code, out, err = run(capsys, "info", cfg)
+    assert code == 2 and out == "" and len(err.splitlines()) == 1
+    assert err == f"darkfold: error: {cfg}:1: the first section is [n\\x1e\\x1bet]; a cfg starts with [net]\n"
+
+
+def test_convert_of_a_model_the_engine_cannot_run_writes_it_unverified_with_a_warning(capsys, tmp_cwd):
+    # It used to fail with exit 2 after writing both outputs: an error that left output behind.
+    from darkfold.engine import STEPS
+
+    write("l.cfg", "[net]\nwidth=8\nheight=8\nchannels=1\n[local]\nfilters=2\nsize=3\npad=1\n")
+    write("l.weights", darkfold.weights.Header(0, 2, 0, 0).to_bytes() + bytes(4 * (2 * 8 * 8 + 64 * 2 * 9)))
+    code, out, err = run(capsys, "convert", "l.cfg", "l.weights", "-o", "out")
+    assert code == 0 and "verified" not in out and "folded 0 BatchNorm layers" in out
+    assert err == ("darkfold: warning: l.cfg:5: layer 0 [local] is not supported by darkfold's engine (it runs: "
+                   f"{', '.join(sorted(STEPS))}); the folded files are written but not verified\n")
+    assert sorted(os.listdir("out")) == ["l-folded.cfg", "l-folded.weights"]

@@ -289,3 +289,21 @@ def test_the_engine_runs_without_opencv(tmp_path):
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[15, 22]"
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_first_layer_1x1_convolution_reads_the_nchw_input(tmp_path, threads):
+    # Found by fuzzing: the first layer reads the NCHW input planes directly, and a 1x1
+    # convolution there took them for an NHWC matrix (a bare ValueError from matmul).
+    from conftest import write
+
+    cfg = write(tmp_path / "p.cfg", "[net]\nwidth=5\nheight=4\nchannels=3\n[convolutional]\nfilters=2\n"
+                                     "activation=linear\n")
+    rng = np.random.default_rng(0)
+    biases, weights = rng.random(2, dtype=np.float32), rng.random((2, 3), dtype=np.float32)
+    data = darkfold.weights.Header(0, 2, 0, 0).to_bytes() + biases.tobytes() + weights.tobytes()
+    model = darkfold.load(cfg, write(tmp_path / "p.weights", data))
+    x = rng.random((1, 3, 4, 5), dtype=np.float32)
+    (output,) = model.forward(x, threads=threads).values()
+    expected = np.einsum("oc,nchw->nohw", weights, x) + biases[:, None, None]
+    np.testing.assert_allclose(output, expected, rtol=1e-6)

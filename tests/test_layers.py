@@ -80,7 +80,21 @@ def test_upsample_negative_stride_downsamples(stride, expected):
 
 
 def test_reorg_moves_space_into_channels():
-    _, (layer,), _ = build(NET + "[reorg]\nstride=2\n")
+    _, (layer,), _ = build(NET.replace("channels=3", "channels=4") + "[reorg]\nstride=2\n")
+    assert layer.output == Shape(16, 16, 16)
+
+
+@pytest.mark.parametrize("kind, channels, reverse", [("reorg", 3, 0), ("reorg", 5, 0), ("reorg3d", 4, 1)])
+def test_reorg_whose_channels_do_not_split_into_stride_squared_planes_is_an_error(kind, channels, reverse):
+    # Found by fuzzing the forward pass: Darknet's reorg_cpu reads past the tensor (or divides
+    # by zero) there, and the engine's reshape failed with a bare ValueError.
+    with pytest.raises(CfgError, match=r"stride=2: Darknet's reorg cuts the channels of its \w+ into stride x stride = 4 planes, "
+                                         r"and 4 does not divide \d+"):
+        build(NET.replace("channels=3", f"channels={channels}") + f"[{kind}]\nstride=2\nreverse={reverse}\n")
+
+
+def test_reorg3d_splits_its_output_channels():
+    _, (layer,), _ = build(NET + "[reorg3d]\nstride=2\n")
     assert layer.output == Shape(16, 16, 12)
 
 
@@ -227,3 +241,52 @@ def test_huge_anchor_count_fails_without_building_a_huge_mask():
     text = NET + "[convolutional]\nfilters=18\nsize=1\n[yolo]\nnum=2000000000\nclasses=1\nmask=0,1,2\n"
     with pytest.raises(CfgError, match="anchors= has 0 values"):
         build(text)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[net]\nwidth=100000\nheight=416\nchannels=3\n[maxpool]\n",
+     r"t.cfg:2: \[net\] width=100000: darkfold accepts inputs of at most 16384 pixels a side"),
+    ("[net]\nwidth=416\nheight=416\nchannels=100000\n[maxpool]\n",
+     r"t.cfg:4: \[net\] the input 416 x 416 x 100000 = 17,305,600,000 values is more than the 2,147,483,647"),
+    (NET + "[convolutional]\nfilters=1000000000\nsize=3\n",
+     r"t.cfg:5: layer 0 \[convolutional\]: its weights would be 1000000000 x 3 x 3 x 3 = 27,000,000,000 values"),
+    (NET + "[convolutional]\nfilters=3000000\nsize=1\n",
+     r"t.cfg:5: layer 0 \[convolutional\]: the output would be 32 x 32 x 3000000 = 3,072,000,000 values"),
+    (NET + "[upsample]\nstride=2000000\n",
+     r"t.cfg:5: layer 0 \[upsample\]: the output would be 64000000 x 64000000 x 3"),
+    (NET + "[maxpool]\nsize=2000000000\n",
+     r"t.cfg:6: layer 0 \[maxpool\]: size=2000000000 is larger than any input darkfold accepts \(16384 pixels\)"),
+    (NET + "[connected]\noutput=100000\n[connected]\noutput=100000\n",
+     r"t.cfg:7: layer 1 \[connected\]: its weights would be 100000 x 100000 = 10,000,000,000 values"),
+    ("[net]\ninputs=1\n" + "[connected]\noutput=40000\n" * 3,
+     r"t.cfg:7: layer 2 \[connected\]: the model would have 3,200,160,000 parameters up to here"),
+], ids=["net width", "net channels", "conv weights", "conv output", "upsample output", "maxpool window",
+        "connected weights", "total parameters"])
+def test_absurd_sizes_fail_while_inferring_shapes(text, message):
+    with pytest.raises(CfgError, match=message) as error:
+        build(text)
+    assert error.value.path == "t.cfg" and error.value.line is not None
+
+
+def test_yolo_without_mask_and_a_huge_num_fails_on_the_anchors_at_once():
+    # Without mask= Darknet masks all num anchors; building range(2e9) would take minutes and gigabytes.
+    text = NET + "[convolutional]\nfilters=18\nsize=1\n[yolo]\nnum=2000000000\nclasses=1\nanchors=1,2\n"
+    with pytest.raises(CfgError, match="anchors= has 2 values, expected 4000000000"):
+        build(text)
+
+
+def test_the_largest_shipped_cfgs_stay_well_inside_the_limits():
+    # The largest input, output, parameter array and parameter count among the cfgs in cfg/.
+    for name in ("yolov4-p6.cfg", "yolov7x.cfg", "yolov1.cfg"):
+        _, layers, _ = build_layers(read_cfg(CFG_DIR / name))
+        assert max(layer.output.w * layer.output.h * layer.output.c for layer in layers) < 2**27
+        assert max(param.size for layer in layers for param in layer.params) < 2**27
+        assert sum(layer.param_count for layer in layers) < 2**28
+
+
+@pytest.mark.parametrize("options, message", [("groups=5", r"groups=5 does not divide the 3072 values"),
+                                              ("temperature=0", "temperature=0: the softmax divides by it")])
+def test_softmax_groups_must_divide_the_input_and_temperature_be_non_zero(options, message):
+    # Found by fuzzing the forward pass: the engine's reshape raised a bare ValueError.
+    with pytest.raises(CfgError, match=message):
+        build(NET + f"[softmax]\n{options}\n")

@@ -128,3 +128,30 @@ def test_convert_needs_two_different_output_paths(tiny_cfg, tiny_weights, tmp_pa
     with pytest.raises(darkfold.DarkfoldError, match="need two different paths"):
         darkfold.convert(tiny_cfg, tiny_weights, tmp_path / "same", tmp_path / "same")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("change", ["shorter biases", "missing scales", "wrong weights shape"])
+def test_arrays_replaced_by_hand_with_the_wrong_shape_never_reach_the_kernel(tiny_cfg, tiny_weights, change, tmp_path):
+    model = darkfold.load(tiny_cfg, tiny_weights)
+    arrays = dict(model.params[0])
+    if change == "shorter biases":
+        arrays["biases"] = arrays["biases"][:-1]
+    elif change == "missing scales":
+        del arrays["scales"]
+    else:
+        arrays["weights"] = np.zeros((16, 3, 3, 2), np.float32)
+    model.params[0] = arrays
+    forward = lambda: model.forward(np.zeros((1, 3, 416, 416), np.float32))
+    for action in (model.fold, lambda: model.save(tmp_path / "a.cfg", tmp_path / "a.weights"), forward):
+        with pytest.raises(darkfold.ModelError, match=r"yolov3-tiny.cfg: layer 0 \[convolutional\] .*: "
+                                                      r"params\['\w+'\] has shape .*, the cfg needs"):
+            action()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_fold_kernel_is_not_called_with_vectors_of_the_wrong_length():
+    from darkfold.fold import fold_arrays
+
+    ones = np.ones(4, np.float32)
+    with pytest.raises(darkfold.ModelError, match="weights for 4 filters, but biases, scales"):
+        fold_arrays(np.ones((4, 9), np.float32), ones, ones, ones[:3], ones)

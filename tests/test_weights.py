@@ -161,3 +161,24 @@ def test_folded_weights_with_the_unfolded_cfg_are_recognised(tiny_cfg, tmp_path)
     with pytest.raises(WeightsError, match="look like unfolded weights; use them with the original cfg"):
         darkfold.load(tmp_path / "f.cfg", darkfold.DEFAULT_WEIGHTS)
     assert folded.folded
+
+
+def test_a_32_bit_seen_under_a_64_bit_version_is_recognised(small_cfg, tmp_path):
+    # The classic 4-byte header shift: version 0.2 promises a 64-bit seen, the writer stored 32 bits.
+    data = np.array([0, 2, 0], "<i4").tobytes() + np.array([5000], "<u4").tobytes() + small_weights()[20:]
+    with pytest.raises(WeightsError, match=r"\(4 missing\).*between a 32-bit and a 64-bit `seen`.*minor "
+                                           r"version \(bytes 4-7\) to 1") as error:
+        darkfold.load(small_cfg, write(tmp_path / "shifted.weights", data))
+    assert (error.value.layer, error.value.expected - error.value.found) == (1, 4)
+
+
+def test_a_64_bit_seen_under_a_32_bit_version_is_recognised(small_cfg, tmp_path):
+    data = np.array([0, 1, 0], "<i4").tobytes() + np.array([5000], "<u8").tobytes() + small_weights()[20:]
+    with pytest.raises(WeightsError, match=r"4 bytes left over.*64-bit `seen`.*minor version \(bytes 4-7\) to 2"):
+        darkfold.load(small_cfg, write(tmp_path / "shifted.weights", data))
+
+
+def test_a_file_cut_by_four_bytes_is_not_taken_for_a_header_shift(small_cfg, tmp_path):
+    with pytest.raises(WeightsError, match="A truncated download") as error:
+        darkfold.load(small_cfg, write(tmp_path / "cut.weights", small_weights()[:-4]))
+    assert "seen" not in str(error.value)
