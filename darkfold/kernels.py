@@ -452,3 +452,48 @@ def cache_is_cold():
         if index is not None and not os.path.exists(index):
             return True
     return False
+
+
+@numba.njit(cache=True)
+def resize_bgr_to_rgb(image, out, left, top, width, height):
+    """Darknet's ``resize_image`` (image.c) of a uint8 BGR image into ``out``.
+
+    ``image`` is (H, W, 3) uint8 BGR; ``out`` is (3, H', W') float32 RGB. The
+    resized image, ``width`` x ``height``, is written at column ``left``, row
+    ``top`` of ``out``; the rest of ``out`` is left as it is (the letterbox
+    grey). Pixels are byte / 255, as Darknet loads them, then interpolated in
+    float32 the way resize_image does: corner-aligned (scale (w_in - 1) /
+    (w_out - 1)), columns first into a temporary, then rows. Its last row
+    is ``(1 - dy) * row[iy]`` alone, so where float rounding puts that row
+    just short of the last input row, Darknet's output row is nearly black;
+    this kernel keeps that.
+    """
+    in_h, in_w = image.shape[0], image.shape[1]
+    one = np.float32(1)
+    inv = np.float32(255)
+    part = np.empty((in_h, width, 3), np.float32)
+    w_scale = np.float32(in_w - 1) / np.float32(width - 1) if width > 1 else np.float32(0)
+    for r in range(in_h):
+        for c in range(width):
+            for k in range(3):
+                if c == width - 1 or in_w == 1:
+                    part[r, c, k] = np.float32(image[r, in_w - 1, 2 - k]) / inv
+                else:
+                    sx = np.float32(c) * w_scale
+                    ix = int(sx)
+                    dx = sx - np.float32(ix)
+                    left_value = np.float32(image[r, ix, 2 - k]) / inv
+                    right_value = np.float32(image[r, ix + 1, 2 - k]) / inv
+                    part[r, c, k] = (one - dx) * left_value + dx * right_value
+    h_scale = np.float32(in_h - 1) / np.float32(height - 1) if height > 1 else np.float32(0)
+    for r in range(height):
+        sy = np.float32(r) * h_scale
+        iy = int(sy)
+        dy = sy - np.float32(iy)
+        last = r == height - 1 or in_h == 1
+        for k in range(3):
+            for c in range(width):
+                value = (one - dy) * part[iy, c, k]
+                if not last:
+                    value = value + dy * part[iy + 1, c, k]
+                out[k, top + r, left + c] = value

@@ -1,0 +1,387 @@
+"""YOLO detection as AlexeyAB Darknet's ``detector test`` computes it.
+
+The network's raw head inputs (the outputs of the layers before each
+``[yolo]`` or ``[region]``) are decoded into boxes relative to the network
+input with per-class probabilities (``get_yolo_detections`` in yolo_layer.c,
+``custom_get_region_detections`` in network.c), mapped back to the image
+(``correct_yolo_boxes``), thinned by per-class NMS (``do_nms_sort`` or
+``diounms_sort`` in box.c, by the ``nms_kind`` of the last head), and
+reported as Darknet prints them (``draw_detections_v3`` in image.c): one
+Detection per box and class whose probability clears the threshold.
+
+    detector = Detector(model)                  # names, thresholds, letterbox
+    detector.detect(cv2.imread("dog.jpg"))      # -> [Detection, ...]
+"""
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from .bundled import COCO_NAMES, DEFAULT_CFG
+from .errors import DarkfoldError
+from .files import read_bytes
+
+THRESH = 0.25  # detector.c: -thresh default .25
+NMS = 0.45  # test_detector: nms = .45
+HEAD_TYPES = ("yolo", "region")
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One object: its class, the probability of that class, and its box in image pixels.
+
+    ``box`` is ``(left, top, width, height)`` as floats, not clipped to the
+    image (Darknet prints them rounded, as ``darknet_line`` does).
+    """
+
+    class_id: int
+    name: str
+    confidence: float
+    box: tuple
+
+    def pixel_box(self):
+        """The box rounded to whole pixels, as Darknet prints it."""
+        return tuple(round(v) for v in self.box)
+
+    def darknet_line(self):
+        """``dog: 81%  (left_x: 124  top_y: 220  width: 258  height: 298)``"""
+        left, top, width, height = self.pixel_box()
+        percent = float(np.float32(self.confidence) * np.float32(100))
+        return f"{self.name}: {percent:.0f}%  (left_x: {left}  top_y: {top}  width: {width}  height: {height})"
+
+    def as_dict(self):
+        """The JSON form: class name, class id, confidence (4 decimals) and the pixel box."""
+        return {"class": self.name, "class_id": self.class_id, "confidence": round(self.confidence, 4),
+                "box": list(self.pixel_box())}
+
+
+@dataclass(frozen=True)
+class Head:
+    """What decoding needs from a [yolo] or [region] layer."""
+
+    index: int
+    type: str
+    classes: int
+    anchors: np.ndarray  # (boxes, 2) float32: the anchors this head predicts with, in order
+    scale_x_y: float = 1.0
+    new_coords: int = 0
+    softmax: int = 0
+    classfix: int = 0
+    nms_kind: str = "default"
+    beta_nms: float = 0.6
+
+
+def model_heads(model):
+    """The model's detection heads, in layer order; DarkfoldError if it has none it can decode."""
+    heads = []
+    for layer in model.layers:
+        if layer.type in ("Gaussian_yolo", "detection"):
+            raise DarkfoldError(f"{layer.where}: layer {layer.index} [{layer.type}]: darkfold detect decodes "
+                                "[yolo] and [region] heads only")
+        if layer.type == "yolo":
+            anchors = np.array([layer.anchors[m] for m in layer.mask], np.float32)
+            # parse_yolo (parser.c) knows greedynms and diounms; any other name is the default.
+            kind = layer.nms_kind if layer.nms_kind in ("greedynms", "diounms") else "default"
+            heads.append(Head(layer.index, "yolo", layer.classes, anchors, layer.scale_x_y, layer.new_coords,
+                              nms_kind=kind, beta_nms=layer.beta_nms))
+        elif layer.type == "region":
+            if layer.tree:
+                raise DarkfoldError(f"{layer.where}: layer {layer.index} [region] tree={layer.tree}: "
+                                    "hierarchical softmax (YOLO9000) is not supported")
+            if layer.coords != 4:
+                raise DarkfoldError(f"{layer.where}: layer {layer.index} [region] coords={layer.coords}: "
+                                    "Darknet decodes region boxes with coords=4 only")
+            heads.append(Head(layer.index, "region", layer.classes, np.array(layer.anchors, np.float32),
+                              softmax=layer.softmax, classfix=layer.classfix))
+    if not heads:
+        raise DarkfoldError(f"{model.cfg.path}: no [yolo] or [region] layer: not a detection model")
+    if len({head.classes for head in heads}) > 1:
+        raise DarkfoldError(f"{model.cfg.path}: the detection heads disagree on classes= "
+                            f"({', '.join(str(h.classes) for h in heads)})")
+    return heads
+
+
+# --------------------------------------------------------------------------------------------
+# decoding: raw head input (C, H, W) -> boxes relative to the network input, class probabilities
+
+
+def _logistic(x):
+    return np.float32(1) / (np.float32(1) + np.exp(-x))
+
+
+def decode_yolo(x, head, net_w, net_h, thresh):
+    """Boxes ``(m, 4)`` (x, y, w, h) and probabilities ``(m, classes)`` of a [yolo] head.
+
+    Darknet's forward_yolo_layer then get_yolo_detections: logistic on x, y,
+    objectness and classes (not with new_coords, whose conv already applied
+    it), x and y scaled by scale_x_y about the cell centre; a box is kept when
+    its objectness exceeds ``thresh``, and each class probability is
+    objectness x class score, zero unless it exceeds ``thresh``. Boxes come
+    location by location, anchor by anchor within a location.
+    """
+    boxes_per_cell = len(head.anchors)
+    _, grid_h, grid_w = x.shape
+    x = x.reshape(boxes_per_cell, 5 + head.classes, grid_h * grid_w).astype(np.float32, copy=False)
+    if not head.new_coords:
+        x = np.concatenate([_logistic(x[:, :2]), x[:, 2:4], _logistic(x[:, 4:])], axis=1)
+    scale = np.float32(head.scale_x_y)
+    xy = x[:, :2] * scale + np.float32(-0.5 * (head.scale_x_y - 1))
+    objectness = x[:, 4]
+    anchor, location = np.nonzero(objectness > thresh)
+    order = np.lexsort((anchor, location))  # location-major, as get_yolo_detections loops
+    anchor, location = anchor[order], location[order]
+    row, col = np.divmod(location, grid_w)
+    tw, th = x[anchor, 2, location], x[anchor, 3, location]
+    if head.new_coords:
+        scale_w, scale_h = tw.astype(np.float64) ** 2 * 4, th.astype(np.float64) ** 2 * 4
+    else:
+        scale_w, scale_h = np.exp(tw.astype(np.float64)), np.exp(th.astype(np.float64))
+    boxes = np.stack([
+        (col.astype(np.float32) + xy[anchor, 0, location]) / np.float32(grid_w),
+        (row.astype(np.float32) + xy[anchor, 1, location]) / np.float32(grid_h),
+        (scale_w * head.anchors[anchor, 0] / net_w).astype(np.float32),
+        (scale_h * head.anchors[anchor, 1] / net_h).astype(np.float32),
+    ], axis=1)
+    probs = objectness[anchor, location][:, None] * x[anchor, 5:, location]
+    return boxes, np.where(probs > thresh, probs, np.float32(0))
+
+
+def decode_region(x, head, thresh):
+    """Boxes ``(w*h*n, 4)`` and probabilities of a [region] head (YOLOv2).
+
+    forward_region_layer then get_region_boxes (region_layer.c): logistic on
+    objectness only, softmax over the classes if ``softmax=1``; x and y get
+    their logistic when the box is made, and w, h are anchors in grid cells:
+    ``exp(tw) * anchor_w / grid_w``. Every location and anchor gives a box.
+    """
+    boxes_per_cell = len(head.anchors)
+    _, grid_h, grid_w = x.shape
+    x = x.reshape(boxes_per_cell, 5 + head.classes, grid_h * grid_w).astype(np.float32, copy=False)
+    objectness = _logistic(x[:, 4])
+    if head.classfix == -1:
+        objectness = np.where(objectness < 0.5, np.float32(0), objectness)
+    scores = x[:, 5:]
+    if head.softmax:
+        exps = np.exp(scores - scores.max(axis=1, keepdims=True))
+        scores = exps / exps.sum(axis=1, keepdims=True)
+    location = np.arange(grid_h * grid_w)
+    row, col = np.divmod(location, grid_w)
+    boxes = np.stack([
+        (col.astype(np.float32) + _logistic(x[:, 0])) / np.float32(grid_w),
+        (row.astype(np.float32) + _logistic(x[:, 1])) / np.float32(grid_h),
+        (np.exp(x[:, 2].astype(np.float64)) * head.anchors[:, :1] / grid_w).astype(np.float32),
+        (np.exp(x[:, 3].astype(np.float64)) * head.anchors[:, 1:] / grid_h).astype(np.float32),
+    ], axis=-1)  # (anchor, location, 4)
+    probs = objectness[:, None, :] * scores  # (anchor, class, location)
+    probs = np.where(probs > thresh, probs, np.float32(0))
+    # Darknet's region output is location-major (flatten in forward_region_layer).
+    return boxes.transpose(1, 0, 2).reshape(-1, 4), probs.transpose(2, 0, 1).reshape(-1, head.classes)
+
+
+def correct_boxes(boxes, image_w, image_h, net_w, net_h, letterbox):
+    """Map boxes relative to the network input to boxes relative to the image: correct_yolo_boxes.
+
+    Without letterbox the image was stretched onto the whole input, and this
+    changes nothing.
+    """
+    if not letterbox:
+        return boxes
+    from .images import letterbox_size
+
+    new_w, new_h = letterbox_size(image_w, image_h, net_w, net_h)
+    ratio_w, ratio_h = np.float32(new_w) / np.float32(net_w), np.float32(new_h) / np.float32(net_h)
+    out = np.empty_like(boxes)
+    out[:, 0] = (boxes[:, 0] - (net_w - new_w) / 2.0 / net_w) / ratio_w
+    out[:, 1] = (boxes[:, 1] - (net_h - new_h) / 2.0 / net_h) / ratio_h
+    out[:, 2] = boxes[:, 2] * (np.float32(1) / ratio_w)
+    out[:, 3] = boxes[:, 3] * (np.float32(1) / ratio_h)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# NMS (box.c)
+
+
+def box_iou(a, b):
+    """IoU of box ``a`` (x, y, w, h) with each row of ``b``: box_iou, 0 for no overlap."""
+    inter_w = np.minimum(a[0] + a[2] / 2, b[:, 0] + b[:, 2] / 2) - np.maximum(a[0] - a[2] / 2, b[:, 0] - b[:, 2] / 2)
+    inter_h = np.minimum(a[1] + a[3] / 2, b[:, 1] + b[:, 3] / 2) - np.maximum(a[1] - a[3] / 2, b[:, 1] - b[:, 3] / 2)
+    inter = np.where((inter_w < 0) | (inter_h < 0), np.float32(0), inter_w * inter_h)
+    union = a[2] * a[3] + b[:, 2] * b[:, 3] - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where((inter == 0) | (union == 0), np.float32(0), inter / union)
+
+
+def box_diou(a, b, beta):
+    """IoU minus (centre distance² / enclosing diagonal²) ** beta: box_diou (beta 0.6), box_diounms."""
+    iou = box_iou(a, b)
+    enclosing_w = np.maximum(a[0] + a[2] / 2, b[:, 0] + b[:, 2] / 2) - np.minimum(a[0] - a[2] / 2, b[:, 0] - b[:, 2] / 2)
+    enclosing_h = np.maximum(a[1] + a[3] / 2, b[:, 1] + b[:, 3] / 2) - np.minimum(a[1] - a[3] / 2, b[:, 1] - b[:, 3] / 2)
+    diagonal = enclosing_w * enclosing_w + enclosing_h * enclosing_h
+    distance = (a[0] - b[:, 0]) ** 2 + (a[1] - b[:, 1]) ** 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        penalty = np.power(distance / diagonal, np.float32(beta))
+    return np.where(diagonal == 0, iou, iou - penalty)
+
+
+def _overlap_measure(kind, beta):
+    # diounms_sort: "greedynms" compares box_diou, whose exponent is fixed at
+    # 0.6; only "diounms" uses beta_nms. Darknet's default is do_nms_sort (IoU).
+    if kind == "greedynms":
+        return lambda a, b: box_diou(a, b, 0.6)
+    if kind == "diounms":
+        return lambda a, b: box_diou(a, b, beta)
+    return box_iou
+
+
+def nms(boxes, probs, thresh=NMS, kind="default", beta=0.6):
+    """Per-class greedy NMS (do_nms_sort, diounms_sort): a copy of ``probs`` with suppressed entries zeroed.
+
+    For each class, boxes are taken in order of falling probability; each
+    one still standing zeroes that class in every later box that overlaps it
+    by more than ``thresh`` (by IoU, or a DIoU measure for ``kind``
+    "greedynms" or "diounms").
+    """
+    measure = _overlap_measure(kind, beta)
+    probs = probs.copy()
+    for k in range(probs.shape[1]):
+        candidates = np.flatnonzero(probs[:, k])
+        if len(candidates) < 2:
+            continue
+        order = candidates[np.argsort(-probs[candidates, k], kind="stable")]
+        for position, i in enumerate(order[:-1]):
+            if probs[i, k] == 0:
+                continue
+            later = order[position + 1:]
+            probs[later[measure(boxes[i], boxes[later]) > thresh], k] = 0
+    return probs
+
+
+# --------------------------------------------------------------------------------------------
+# from boxes and probabilities to Detections
+
+
+def to_detections(boxes, probs, image_w, image_h, names, thresh=THRESH):
+    """Detections in Darknet's printing order (draw_detections_v3).
+
+    Boxes with a class above ``thresh`` (get_actual_detections), sorted by
+    their left edge; for each, its most probable class first, then every
+    other class above ``thresh`` in class order. Classes named
+    ``dont_show...`` are never reported, as in Darknet.
+    """
+    shown = np.array([not name.startswith("dont_show") for name in names])
+    visible = np.where((probs > thresh) & shown, probs, np.float32(0))
+    kept = np.flatnonzero(visible.max(axis=1, initial=0) > 0)
+    relative = boxes[kept]
+    lefts = relative[:, 0] - relative[:, 2] / np.float32(2)
+    tops = relative[:, 1] - relative[:, 3] / np.float32(2)
+    pixel = np.stack([lefts * np.float32(image_w), tops * np.float32(image_h),
+                      relative[:, 2] * np.float32(image_w), relative[:, 3] * np.float32(image_h)], axis=1)
+    detections = []
+    for position in np.argsort(lefts, kind="stable"):
+        row = visible[kept[position]]
+        best = int(np.argmax(row))
+        box = tuple(float(v) for v in pixel[position])
+        for class_id in [best] + [int(k) for k in np.flatnonzero(row) if k != best]:
+            detections.append(Detection(class_id, names[class_id], float(row[class_id]), box))
+    return detections
+
+
+def load_names(path, classes):
+    """Class names from a .names file (one a line), at least ``classes`` of them."""
+    text = read_bytes(path, "names").decode("utf-8", errors="replace")
+    names = [line.rstrip("\r") for line in text.split("\n")]
+    while names and not names[-1].strip():
+        names.pop()
+    if len(names) < classes:
+        raise DarkfoldError(f"{path}: {len(names)} class names, but the model has classes={classes}")
+    return names
+
+
+def default_names(model, classes):
+    """COCO names for the bundled model, else the class ids as names."""
+    if os.path.exists(model.cfg.path) and os.path.samefile(model.cfg.path, DEFAULT_CFG):
+        return load_names(COCO_NAMES, classes)
+    return [str(i) for i in range(classes)]
+
+
+# --------------------------------------------------------------------------------------------
+# the pipeline
+
+
+class Detector:
+    """A model ready to detect: its heads, class names, thresholds and preprocessing.
+
+    ``names`` is a list or a .names file (default: COCO for the bundled
+    model, the class ids otherwise); ``letterbox`` None follows the cfg's
+    ``[net] letter_box``.
+    """
+
+    def __init__(self, model, *, names=None, thresh=THRESH, nms=NMS, letterbox=None):
+        if not model.has_weights:
+            raise DarkfoldError(f"{model.cfg.path}: detection needs the model's weights; load it with a .weights file")
+        if model.net.channels != 3:
+            raise DarkfoldError(f"{model.cfg.path}: [net] channels={model.net.channels}: detection reads "
+                                "colour images, which needs channels=3")
+        self.model = model
+        self.heads = model_heads(model)
+        self.classes = self.heads[0].classes
+        if names is None:
+            names = default_names(model, self.classes)
+        elif isinstance(names, (str, os.PathLike)):
+            names = load_names(os.fspath(names), self.classes)
+        elif len(names) < self.classes:
+            raise DarkfoldError(f"{len(names)} class names given, but the model has classes={self.classes}")
+        self.names = list(names)
+        self.thresh = thresh
+        self.nms = nms
+        self.letterbox = bool(model.net.letter_box) if letterbox is None else bool(letterbox)
+
+    def preprocess(self, image):
+        """The (1, 3, H, W) network input for one BGR image."""
+        from .images import preprocess
+
+        net = self.model.net
+        return preprocess(image, net.width, net.height, self.letterbox)[None]
+
+    def detect(self, image):
+        """Detections on one BGR uint8 image (as cv2.imread returns it)."""
+        from .images import as_bgr
+
+        image = as_bgr(image)
+        outputs = self.model.forward(self.preprocess(image))
+        return self.decode(outputs, image.shape[1], image.shape[0])
+
+    def decode(self, outputs, image_w, image_h):
+        """Detections from the forward pass's ``{layer index: (1, C, H, W) array}`` of the head inputs."""
+        net = self.model.net
+        boxes, probs = [], []
+        for head in self.heads:
+            x = np.asarray(outputs[head.index - 1])[0]
+            if head.type == "yolo":
+                head_boxes, head_probs = decode_yolo(x, head, net.width, net.height, self.thresh)
+            else:
+                head_boxes, head_probs = decode_region(x, head, self.thresh)
+            boxes.append(head_boxes)
+            probs.append(head_probs)
+        boxes = correct_boxes(np.concatenate(boxes), image_w, image_h, net.width, net.height, self.letterbox)
+        probs = np.concatenate(probs)
+        if self.nms:
+            last = self.heads[-1]  # test_detector uses the last head's nms_kind
+            probs = nms(boxes, probs, self.nms, last.nms_kind, last.beta_nms)
+        return to_detections(boxes, probs, image_w, image_h, self.names, self.thresh)
+
+
+def detect(model, image, thresh=THRESH, nms=NMS, *, names=None, letterbox=None):
+    """``Model.detect``: detections on a path or BGR array, or a list of lists for a list of them."""
+    from .images import read_image
+
+    detector = Detector(model, names=names, thresh=thresh, nms=nms, letterbox=letterbox)
+
+    def one(item):
+        return detector.detect(read_image(os.fspath(item)) if isinstance(item, (str, os.PathLike)) else item)
+
+    if isinstance(image, (list, tuple)):
+        return [one(item) for item in image]
+    return one(image)

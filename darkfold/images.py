@@ -1,0 +1,291 @@
+"""Images in and out of detection: reading, Darknet's preprocessing, inputs, drawing.
+
+Preprocessing matches AlexeyAB Darknet's ``test_detector`` (detector.c): the
+image is loaded as RGB floats in [0, 1], then stretched to the network size by
+``resize_image``, or, with ``letter_box``, scaled to fit by ``letterbox_image``
+and centred on 0.5 grey. The network input is NCHW float32.
+"""
+
+import os
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .errors import DarkfoldError
+from .files import atomic_outputs, check_readable, read_bytes
+from .kernels import resize_bgr_to_rgb
+
+# What cv2.imread decodes; a folder's other files are skipped.
+IMAGE_EXTENSIONS = frozenset({".bmp", ".dib", ".jpeg", ".jpg", ".jpe", ".jp2", ".png", ".webp", ".avif", ".pbm",
+                              ".pgm", ".ppm", ".pxm", ".pnm", ".pfm", ".sr", ".ras", ".tiff", ".tif", ".exr",
+                              ".hdr", ".pic"})
+VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv",
+                              ".3gp", ".ts", ".mjpeg"})
+LETTERBOX_GREY = 0.5  # letterbox_image fills with .5
+
+
+# --------------------------------------------------------------------------------------------
+# reading
+
+
+def read_image(path):
+    """The image at ``path`` as a BGR uint8 array, as ``cv2.imread`` gives it; DarkfoldError if unreadable."""
+    data = read_bytes(path, "image")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+    if image is None:
+        raise DarkfoldError(f"{path}: not an image OpenCV can read (unknown format or corrupt file)")
+    if data[:2] == b"\xff\xd8" and not _jpeg_complete(data):
+        # libjpeg decodes a cut JPEG without error and paints the missing part grey.
+        raise DarkfoldError(f"{path}: corrupt JPEG: the file ends before the image data does (truncated?)")
+    return image
+
+
+def _jpeg_complete(data):
+    # Entropy-coded data never holds 0xFF followed by a marker byte, so the last
+    # start-of-scan marker is the image's own, and its end marker must follow it.
+    return data.rfind(b"\xff\xd9") > data.rfind(b"\xff\xda")
+
+
+def as_bgr(image):
+    """Check an array given as an image: HxWx3 (BGR) or HxW (grey) uint8."""
+    if not isinstance(image, np.ndarray):
+        raise DarkfoldError(f"expected an image path or a numpy array, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise DarkfoldError(f"expected a uint8 image array as cv2.imread returns, got dtype {image.dtype}")
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.ndim != 3 or image.shape[2] not in (3, 4) or min(image.shape[:2]) < 1:
+        raise DarkfoldError(f"expected an image array of shape (height, width, 3), got {image.shape}")
+    return image[:, :, :3]
+
+
+# --------------------------------------------------------------------------------------------
+# preprocessing
+
+
+def letterbox_size(image_w, image_h, net_w, net_h):
+    """Size of the image inside the letterbox: letterbox_image (image.c), correct_yolo_boxes (yolo_layer.c)."""
+    if np.float32(net_w) / np.float32(image_w) < np.float32(net_h) / np.float32(image_h):
+        return net_w, max(1, image_h * net_w // image_w)
+    return max(1, image_w * net_h // image_h), net_h
+
+
+def preprocess(image, net_w, net_h, letterbox=False, out=None):
+    """The network input for a BGR uint8 image: a (3, net_h, net_w) float32 RGB array in [0, 1].
+
+    Stretched with Darknet's ``resize_image``, or with ``letterbox``, scaled to
+    fit with the aspect ratio kept and centred on 0.5 grey (``letterbox_image``).
+    ``out``, if given, is filled and returned.
+    """
+    image = np.ascontiguousarray(as_bgr(image))
+    if out is None:
+        out = np.empty((3, net_h, net_w), np.float32)
+    height, width = image.shape[:2]
+    if not letterbox:
+        resize_bgr_to_rgb(image, out, 0, 0, net_w, net_h)
+        return out
+    new_w, new_h = letterbox_size(width, height, net_w, net_h)
+    out.fill(LETTERBOX_GREY)
+    resize_bgr_to_rgb(image, out, (net_w - new_w) // 2, (net_h - new_h) // 2, new_w, new_h)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# inputs: images, folders, videos
+
+
+@dataclass(frozen=True)
+class Input:
+    """One thing to detect on: ``kind`` is "image" or "video"; or "error", with ``error`` saying why."""
+
+    path: str
+    kind: str
+    error: str = None
+
+
+def list_inputs(paths):
+    """Expand ``paths`` into Inputs, in order: a folder gives its images, sorted by name.
+
+    Problems found here (a missing path, an empty folder) become "error"
+    Inputs, so that the caller reports them in turn and goes on.
+    """
+    inputs = []
+    for path in map(os.fspath, paths):
+        if os.path.isdir(path):
+            inputs += _folder_inputs(path)
+        elif not os.path.exists(path):
+            inputs.append(Input(path, "error", f"{path}: no such file or folder"))
+        else:
+            kind = "video" if _extension(path) in VIDEO_EXTENSIONS else "image"
+            inputs.append(Input(path, kind))
+    return inputs
+
+
+def _folder_inputs(folder):
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError as error:
+        return [Input(folder, "error", f"{folder}: cannot list folder: {error.strerror}")]
+    images = [os.path.join(folder, name) for name in names
+              if _extension(name) in IMAGE_EXTENSIONS and os.path.isfile(os.path.join(folder, name))]
+    if not images:
+        return [Input(folder, "error", f"{folder}: folder holds no images ({', '.join(_SHOWN_EXTENSIONS)}, ...)")]
+    return [Input(path, "image") for path in images]
+
+
+_SHOWN_EXTENSIONS = (".jpg", ".png", ".bmp", ".webp", ".tif")
+
+
+def _extension(path):
+    return os.path.splitext(path)[1].lower()
+
+
+class Video:
+    """Frames of a video file: ``len()`` is the frame count the container claims (0 if unknown)."""
+
+    def __init__(self, path):
+        check_readable(path, "video")
+        self.path = path
+        self._capture = cv2.VideoCapture(path)
+        if not self._capture.isOpened():
+            raise DarkfoldError(f"{path}: cannot open as a video (unknown format or corrupt file)")
+        self.fps = self._capture.get(cv2.CAP_PROP_FPS) or 25.0
+        self.frame_count = max(0, int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT)))
+
+    def __len__(self):
+        return self.frame_count
+
+    def __iter__(self):
+        read = 0
+        while True:
+            ok, frame = self._capture.read()
+            if not ok:
+                break
+            read += 1
+            yield frame
+        if read == 0:
+            raise DarkfoldError(f"{self.path}: no frame could be decoded (corrupt or unsupported video)")
+
+    def close(self):
+        self._capture.release()
+
+
+# --------------------------------------------------------------------------------------------
+# outputs
+
+
+def output_path(input_path, folder, taken, video=False):
+    """Where the annotated copy of ``input_path`` goes in ``folder``; ``taken`` collects names used."""
+    stem, extension = os.path.splitext(os.path.basename(input_path))
+    extension = ".mp4" if video else (extension if cv2.haveImageWriter("x" + extension) else ".jpg")
+    path = os.path.join(folder, stem + extension)
+    number = 1
+    while os.path.normcase(os.path.abspath(path)) in taken:
+        number += 1
+        path = os.path.join(folder, f"{stem}-{number}{extension}")
+    taken.add(os.path.normcase(os.path.abspath(path)))
+    return path
+
+
+def write_image(path, image):
+    """Encode ``image`` by the extension of ``path`` and write it atomically."""
+    ok, encoded = cv2.imencode(os.path.splitext(path)[1], image)
+    if not ok:
+        raise DarkfoldError(f"{path}: OpenCV cannot encode an image of this type")
+    with atomic_outputs(path) as (temporary,):
+        encoded.tofile(temporary)
+
+
+class VideoOutput:
+    """An .mp4 written frame by frame to a hidden file, renamed to ``path`` on ``close()``."""
+
+    def __init__(self, path, fps, size):
+        self.path = path
+        folder, name = os.path.split(os.path.abspath(path))
+        # VideoWriter picks the container from the extension, so the
+        # temporary name keeps it.
+        self._temporary = os.path.join(folder, f".darkfold-{os.getpid()}-{name}")
+        self._writer = cv2.VideoWriter(self._temporary, cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+        if not self._writer.isOpened():
+            self._discard()
+            raise DarkfoldError(f"{path}: OpenCV cannot write an mp4 video here")
+
+    def write(self, frame):
+        self._writer.write(frame)
+
+    def close(self):
+        self._writer.release()
+        try:
+            with atomic_outputs(self.path) as (temporary,):
+                os.replace(self._temporary, temporary)
+        finally:
+            self._discard()
+
+    def abort(self):
+        self._writer.release()
+        self._discard()
+
+    def _discard(self):
+        if os.path.exists(self._temporary):
+            os.unlink(self._temporary)
+
+
+# --------------------------------------------------------------------------------------------
+# drawing
+
+
+def class_color(class_id, classes):
+    """Darknet's colour for a class (draw_detections_v3, get_color in image.c), as BGR 0-255."""
+    offset = class_id * 123457 % classes
+    return tuple(round(255 * _color_channel(channel, offset, classes)) for channel in (0, 1, 2))
+
+
+_PALETTE = ((1, 0, 1), (0, 0, 1), (0, 1, 1), (0, 1, 0), (1, 1, 0), (1, 0, 0))
+
+
+def _color_channel(channel, x, top):
+    # get_color(c, x, max): red is channel 2, green 1, blue 0; BGR order is 0, 1, 2.
+    ratio = x / top * 5
+    low, high = int(np.floor(ratio)), int(np.ceil(ratio))
+    ratio -= low
+    return (1 - ratio) * _PALETTE[low][channel] + ratio * _PALETTE[high][channel]
+
+
+def draw_detections(image, detections, classes):
+    """A copy of ``image`` with a box and a label per detected object.
+
+    Detections that share a box are drawn once, labelled with the most
+    probable class and its confidence, then the other classes' names, as
+    Darknet labels them.
+    """
+    canvas = as_bgr(image).copy()
+    height, width = canvas.shape[:2]
+    thickness = max(1, round(min(height, width) / 300))
+    scale = max(0.4, min(height, width) / 900)
+    for group in _by_box(detections):
+        best = group[0]
+        color = class_color(best.class_id, classes)
+        left, top, box_w, box_h = best.box
+        x1, y1 = _clip(left, width), _clip(top, height)
+        x2, y2 = _clip(left + box_w, width), _clip(top + box_h, height)
+        cv2.rectangle(canvas, (x1, y1), (x2, y2), color, thickness)
+        label = ", ".join([f"{best.name}: {best.confidence:.2f}"] + [d.name for d in group[1:]])
+        (text_w, text_h), baseline = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        label_top = y1 - text_h - baseline if y1 - text_h - baseline >= 0 else y1
+        cv2.rectangle(canvas, (x1, label_top), (x1 + text_w, label_top + text_h + baseline), color, cv2.FILLED)
+        text_color = (0, 0, 0) if sum(color) > 380 else (255, 255, 255)
+        cv2.putText(canvas, label, (x1, label_top + text_h), cv2.FONT_HERSHEY_SIMPLEX, scale, text_color, 1,
+                    cv2.LINE_AA)
+    return canvas
+
+
+def _by_box(detections):
+    groups = {}
+    for detection in detections:
+        groups.setdefault(detection.box, []).append(detection)
+    return [sorted(group, key=lambda d: -d.confidence) for group in groups.values()]
+
+
+def _clip(value, size):
+    return int(min(max(round(value), 0), size - 1))

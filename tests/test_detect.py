@@ -1,0 +1,415 @@
+"""Detection: Darknet's preprocessing, yolo/region decoding, NMS, and the whole pipeline.
+
+Unit tests check each step against Darknet's formulas worked out by hand; oracle tests
+compare against OpenCV 4.14's Darknet importer (its [yolo] and [region] layers, and the
+usual OpenCV post-processing: per-class score threshold and cv2.dnn.NMSBoxes), fed the
+very same network input, and against Darknet's own output on data/dog.jpg (DESIGN.md).
+"""
+
+import cv2
+import numpy as np
+import oracle
+import pytest
+from conftest import CFG_DIR, DATA_DIR
+from standin import use_engine
+
+import darkfold
+from darkfold import DarkfoldError
+from darkfold.detect import (
+    Detection,
+    Detector,
+    Head,
+    box_iou,
+    correct_boxes,
+    decode_region,
+    decode_yolo,
+    nms,
+    to_detections,
+)
+from darkfold.images import letterbox_size, preprocess
+
+SAMPLE_IMAGES = sorted(DATA_DIR.glob("*.jpg"))
+
+
+def pixel_iou(a, b):
+    """IoU of two (left, top, width, height) boxes."""
+    w = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
+    h = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
+    inter = max(w, 0) * max(h, 0)
+    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
+
+
+def logit(p):
+    return float(np.log(p / (1 - p)))
+
+
+# --------------------------------------------------------------------------------------------
+# preprocessing
+
+
+def darknet_resize_reference(rgb, width, height):
+    """resize_image (image.c) in float64: corner-aligned bilinear, columns then rows, last row/column exact."""
+    in_h, in_w, _ = rgb.shape
+    sx = np.arange(width) * ((in_w - 1) / (width - 1))
+    ix = np.minimum(sx.astype(int), in_w - 2)
+    dx = (sx - ix)[None, :, None]
+    part = (1 - dx) * rgb[:, ix] + dx * rgb[:, ix + 1]
+    sy = np.arange(height) * ((in_h - 1) / (height - 1))
+    iy = np.minimum(sy.astype(int), in_h - 2)
+    dy = (sy - iy)[:, None, None]
+    return ((1 - dy) * part[iy] + dy * part[iy + 1]).transpose(2, 0, 1)
+
+
+@pytest.mark.parametrize("in_size, out_size", [((53, 37), (29, 41)), ((20, 15), (61, 47)), ((768, 576), (416, 416))])
+def test_stretch_is_darknets_corner_aligned_bilinear_resize(in_size, out_size):
+    image = np.random.default_rng(0).integers(0, 256, (in_size[1], in_size[0], 3), dtype=np.uint8)
+    out = preprocess(image, *out_size)
+    expected = darknet_resize_reference(image[:, :, ::-1] / 255.0, *out_size)
+    assert out.dtype == np.float32 and out.shape == (3, out_size[1], out_size[0])
+    # resize_image computes sample positions in float32 (an ulp is 6e-5 near 768): within 1e-4.
+    # The last row has its own test, below.
+    np.testing.assert_allclose(out[:, :-1], expected[:, :-1], atol=1e-4)
+
+
+def test_stretch_keeps_the_last_row_of_darknets_resize_image():
+    # For 3 -> 160 rows, float32 puts row 159 at 1.9999999: resize_image keeps
+    # only (1 - dy) * row[1] there, a nearly black row in a white image.
+    white = np.full((3, 5, 3), 255, np.uint8)
+    out = preprocess(white, 5, 160)
+    assert out[:, -1].max() < 1e-5
+    np.testing.assert_allclose(out[:, :-1], 1, atol=1e-6)
+
+
+def test_preprocess_gives_rgb_in_unit_range():
+    blue = np.zeros((4, 6, 3), np.uint8)
+    blue[..., 0] = 255  # BGR
+    out = preprocess(blue, 8, 8)
+    assert out[2].min() == 1 and out[0].max() == 0 and out[1].max() == 0
+
+
+def test_letterbox_keeps_the_aspect_and_pads_with_grey():
+    image = np.random.default_rng(1).integers(0, 256, (576, 768, 3), dtype=np.uint8)
+    assert letterbox_size(768, 576, 416, 416) == (416, 312)
+    out = preprocess(image, 416, 416, letterbox=True)
+    assert (out[:, :52] == 0.5).all() and (out[:, 52 + 312:] == 0.5).all()
+    np.testing.assert_array_equal(out[:, 52:364], preprocess(image, 416, 312))
+
+
+def test_letterbox_of_a_tall_image_pads_left_and_right():
+    image = np.zeros((300, 100, 3), np.uint8)
+    assert letterbox_size(100, 300, 96, 96) == (32, 96)
+    out = preprocess(image, 96, 96, letterbox=True)
+    assert (out[:, :, :32] == 0.5).all() and (out[:, :, 32:64] == 0).all() and (out[:, :, 64:] == 0.5).all()
+
+
+def test_preprocess_rejects_arrays_that_are_not_images():
+    with pytest.raises(DarkfoldError, match="uint8"):
+        preprocess(np.zeros((4, 4, 3), np.float32), 8, 8)
+    with pytest.raises(DarkfoldError, match="shape"):
+        preprocess(np.zeros((4, 4, 2), np.uint8), 8, 8)
+
+
+# --------------------------------------------------------------------------------------------
+# decoding
+
+
+def yolo_head(anchors, classes=2, **options):
+    return Head(index=1, type="yolo", classes=classes, anchors=np.array(anchors, np.float32), **options)
+
+
+def raw_yolo(values, grid=(2, 2), classes=2):
+    """A (boxes * (5 + classes), H, W) head input: box entries 0, scores -20, but ``values[(anchor, entry, row, col)]``."""
+    boxes = 1 + max(key[0] for key in values)
+    entries = 5 + classes
+    x = np.full((boxes, entries, *grid), -20.0, np.float32)
+    x[:, :4] = 0
+    for (anchor, entry, row, col), value in values.items():
+        x[anchor, entry, row, col] = value
+    return x.reshape(boxes * entries, *grid)
+
+
+def test_yolo_box_is_cell_plus_logistic_offset_and_anchor_times_exp():
+    x = raw_yolo({(0, 0, 1, 0): logit(0.25), (0, 1, 1, 0): logit(0.75), (0, 2, 1, 0): np.log(2.0),
+                  (0, 3, 1, 0): np.log(0.5), (0, 4, 1, 0): logit(0.9), (0, 6, 1, 0): logit(0.5)})
+    boxes, probs = decode_yolo(x, yolo_head([(16, 32)]), 64, 128, 0.25)
+    # col 0, row 1 of a 2 x 2 grid; anchors in network pixels.
+    np.testing.assert_allclose(boxes, [[(0 + 0.25) / 2, (1 + 0.75) / 2, 2 * 16 / 64, 0.5 * 32 / 128]], rtol=1e-6)
+    np.testing.assert_allclose(probs, [[0, 0.9 * 0.5]], rtol=1e-6)  # class 0: 0.9 * ~0 is below thresh
+
+
+def test_yolo_scale_x_y_stretches_the_offset_about_the_cell_centre():
+    x = raw_yolo({(0, 0, 0, 1): logit(0.25), (0, 4, 0, 1): logit(0.9)})
+    boxes, _ = decode_yolo(x, yolo_head([(1, 1)], scale_x_y=2.0), 8, 8, 0.25)
+    np.testing.assert_allclose(boxes[0, :2], [(1 + 0.25 * 2 - 0.5) / 2, (0 + 0.5 * 2 - 0.5) / 2], rtol=1e-6)
+
+
+def test_yolo_new_coords_takes_activated_values_and_squares_the_size():
+    # new_coords=1: the conv before applied logistic, so the head reads the values as they are.
+    x = raw_yolo({(0, 0, 0, 0): 0.3, (0, 1, 0, 0): 0.6, (0, 2, 0, 0): 0.5, (0, 3, 0, 0): 0.25,
+                  (0, 4, 0, 0): 0.8, (0, 5, 0, 0): 0.5, (0, 6, 0, 0): 0.0})
+    boxes, probs = decode_yolo(x, yolo_head([(10, 20)], scale_x_y=2.0, new_coords=1), 40, 40, 0.25)
+    np.testing.assert_allclose(boxes, [[(0 + 0.3 * 2 - 0.5) / 2, (0 + 0.6 * 2 - 0.5) / 2,
+                                        4 * 0.25 * 10 / 40, 4 * 0.0625 * 20 / 40]], rtol=1e-6)
+    np.testing.assert_allclose(probs, [[0.4, 0]], rtol=1e-6)
+
+
+def test_yolo_keeps_boxes_whose_objectness_exceeds_the_threshold_in_darknets_order():
+    x = raw_yolo({(0, 4, 0, 1): logit(0.9), (1, 4, 0, 0): logit(0.9), (0, 4, 1, 1): logit(0.25),
+                  (1, 5, 0, 0): logit(0.2), (0, 6, 0, 1): logit(0.5)})
+    boxes, probs = decode_yolo(x, yolo_head([(1, 1), (2, 2)]), 8, 8, 0.25)
+    # location-major, anchor within a location (get_yolo_detections): (0,0)/anchor 1, then (0,1)/anchor 0;
+    # (1,1) has objectness 0.25, not above 0.25.
+    np.testing.assert_allclose(boxes[:, :2], [[0.25, 0.25], [0.75, 0.25]])
+    np.testing.assert_allclose(probs, [[0, 0], [0, 0.45]], rtol=1e-6)  # 0.9 * 0.2 = 0.18 is below
+
+
+def test_region_boxes_use_anchors_in_grid_cells_and_softmax_classes():
+    head = Head(index=1, type="region", classes=2, anchors=np.array([(1.5, 0.5)], np.float32), softmax=1)
+    x = np.zeros((1, 7, 2, 4), np.float32)
+    x[0, :, 1, 3] = [logit(0.5), logit(0.25), np.log(2.0), 0.0, logit(0.8), np.log(3.0), 0.0]
+    boxes, probs = decode_region(x.reshape(7, 2, 4), head, 0.25)
+    assert boxes.shape == (8, 4) and probs.shape == (8, 2)  # every location and anchor
+    # location 7 = row 1, col 3 of a 4 x 2 grid; w = exp(tw) * anchor_w / grid_w.
+    np.testing.assert_allclose(boxes[7], [(3 + 0.5) / 4, (1 + 0.25) / 2, 2 * 1.5 / 4, 1 * 0.5 / 2], rtol=1e-6)
+    np.testing.assert_allclose(probs[7], [0.8 * 0.75, 0], rtol=1e-6)  # softmax(log 3, 0) = (.75, .25)
+    assert not probs[:7].any()  # objectness 0.5 x class 0.5 = 0.25, not above 0.25
+
+
+def test_letterbox_undo_maps_the_padded_band_back_to_the_image():
+    # A 200 x 100 image in a 100 x 100 letterbox is 100 x 50 at rows 25..75.
+    boxes = np.array([[0.5, 0.25, 0.2, 0.2], [0.5, 0.5, 1.0, 0.5]], np.float32)
+    np.testing.assert_allclose(correct_boxes(boxes, 200, 100, 100, 100, True),
+                               [[0.5, 0.0, 0.2, 0.4], [0.5, 0.5, 1.0, 1.0]], atol=1e-6)
+    assert correct_boxes(boxes, 200, 100, 100, 100, False) is boxes
+
+
+# --------------------------------------------------------------------------------------------
+# NMS and reporting
+
+
+def test_nms_is_greedy_per_class():
+    boxes = np.array([[0.5, 0.5, 0.4, 0.4], [0.52, 0.5, 0.4, 0.4], [0.9, 0.9, 0.1, 0.1]], np.float32)
+    probs = np.array([[0.6, 0.3], [0.9, 0.8], [0.7, 0]], np.float32)
+    kept = nms(boxes, probs, 0.45)
+    # class 0: box 1 (0.9) suppresses box 0; box 2 does not overlap. class 1: box 1 suppresses box 0.
+    np.testing.assert_array_equal(kept, np.array([[0, 0], [0.9, 0.8], [0.7, 0]], np.float32))
+    assert probs[0, 0] == np.float32(0.6)  # the input is left alone
+
+
+def test_diou_nms_discounts_overlap_by_the_distance_of_the_centres():
+    # IoU 7/9 > 0.45; the DIoU measures subtract (centre distance² / enclosing diagonal²) ** beta.
+    boxes = np.array([[0.5, 0.5, 0.4, 0.1], [0.55, 0.5, 0.4, 0.1]], np.float32)
+    probs = np.array([[0.9], [0.8]], np.float32)
+    assert box_iou(boxes[0], boxes[1:])[0] == pytest.approx(7 / 9, abs=1e-6)
+    assert nms(boxes, probs, 0.45)[1, 0] == 0
+    # distance² / diagonal² = 0.0025 / 0.2125: ** 0.6 = 0.07 (0.71 left, suppressed); ** 0.1 = 0.64 (0.14, kept)
+    assert nms(boxes, probs, 0.45, "diounms", beta=0.6)[1, 0] == 0
+    assert nms(boxes, probs, 0.45, "diounms", beta=0.1)[1, 0] == np.float32(0.8)
+    # box.c's greedynms is box_diou, whose exponent is always 0.6, whatever beta_nms says.
+    assert nms(boxes, probs, 0.45, "greedynms", beta=0.1)[1, 0] == 0
+
+
+def test_every_class_above_the_threshold_is_reported_best_first_sorted_by_left_edge():
+    boxes = np.array([[0.6, 0.5, 0.2, 0.2], [0.3, 0.5, 0.2, 0.4]], np.float32)
+    probs = np.array([[0.3, 0.7, 0.0], [0.0, 0.26, 0.9]], np.float32)
+    found = to_detections(boxes, probs, 200, 100, ["a", "b", "c"], 0.25)
+    assert [(d.name, round(d.confidence, 2)) for d in found] == [("c", 0.9), ("b", 0.26), ("b", 0.7), ("a", 0.3)]
+    assert found[0].box == pytest.approx((40, 30, 40, 40)) and found[2].box == pytest.approx((100, 40, 40, 20))
+
+
+def test_classes_named_dont_show_are_never_reported():
+    boxes = np.array([[0.5, 0.5, 0.2, 0.2]], np.float32)
+    probs = np.array([[0.9, 0.5]], np.float32)
+    assert [d.name for d in to_detections(boxes, probs, 10, 10, ["dont_show_x", "b"], 0.25)] == ["b"]
+
+
+def test_darknet_line_and_json_form():
+    detection = Detection(16, "dog", 0.8092, (123.998, 219.95, 258.47, 297.93))
+    assert detection.darknet_line() == "dog: 81%  (left_x: 124  top_y: 220  width: 258  height: 298)"
+    assert detection.as_dict() == {"class": "dog", "class_id": 16, "confidence": 0.8092, "box": [124, 220, 258, 298]}
+
+
+# --------------------------------------------------------------------------------------------
+# models
+
+
+def test_the_bundled_model_detects_with_coco_names(tiny_model):
+    detector = Detector(tiny_model)
+    assert len(detector.names) == 80 and detector.names[16] == "dog"
+    assert not detector.letterbox and [h.index for h in detector.heads] == [16, 23]
+
+
+def test_other_models_name_classes_by_number_or_by_a_names_file(tmp_path, tiny_cfg, tiny_weights):
+    copy = tmp_path / "copy.cfg"
+    copy.write_text(tiny_cfg.read_text())
+    model = darkfold.load(copy, tiny_weights)
+    assert Detector(model).names[:3] == ["0", "1", "2"]
+    names = tmp_path / "x.names"
+    names.write_text("\n".join(f"thing{i}" for i in range(80)) + "\n\n")
+    assert Detector(model, names=names).names[79] == "thing79"
+    names.write_text("one\ntwo\n")
+    with pytest.raises(DarkfoldError, match="2 class names, but the model has classes=80"):
+        Detector(model, names=names)
+
+
+def test_detection_needs_weights_and_a_detection_head(tiny_cfg):
+    with pytest.raises(DarkfoldError, match="needs the model's weights"):
+        Detector(darkfold.load(tiny_cfg))
+    model = darkfold.load(CFG_DIR / "darknet19.cfg")
+    model.header = (0, 2, 0, 0)
+    with pytest.raises(DarkfoldError, match="no \\[yolo\\] or \\[region\\] layer"):
+        Detector(model)
+
+
+def test_yolo9000s_tree_softmax_is_refused():
+    model = darkfold.load(CFG_DIR / "yolo9000.cfg")
+    model.header = (0, 2, 0, 0)
+    with pytest.raises(DarkfoldError, match="tree=.*not supported"):
+        Detector(model)
+
+
+def test_nms_kind_comes_from_the_last_yolo_layer():
+    model = darkfold.load(CFG_DIR / "yolov4.cfg")
+    model.header = (0, 2, 0, 0)
+    heads = Detector(model).heads
+    assert heads[-1].nms_kind == "greedynms" and heads[-1].beta_nms == 0.6
+
+
+# --------------------------------------------------------------------------------------------
+# the pipeline against Darknet and OpenCV
+
+# DESIGN.md: Darknet (AlexeyAB, default mode) with the real yolov3-tiny on data/dog.jpg.
+DARKNET_DOG = [("dog", 0.81, (124, 220, 258, 298)), ("bicycle", 0.38, (229, 196, 330, 249)),
+               ("car", 0.71, (465, 83, 222, 89)), ("truck", 0.42, (465, 83, 222, 89)),
+               ("truck", 0.62, (530, 95, 100, 67)), ("car", 0.40, (530, 95, 100, 67))]
+
+
+@oracle.needs_opencv_darknet
+def test_yolov3_tiny_on_dog_gives_darknets_boxes(monkeypatch, tiny_model, tiny_cfg, tiny_weights):
+    use_engine(monkeypatch, tiny_cfg, tiny_weights)
+    found = tiny_model.detect(str(DATA_DIR / "dog.jpg"))
+    assert len(found) == len(DARKNET_DOG)  # in Darknet's printing order: by left edge, best class first
+    for (name, confidence, box), detection in zip(DARKNET_DOG, found):
+        assert detection.name == name
+        assert detection.confidence == pytest.approx(confidence, abs=0.02)
+        assert pixel_iou(detection.box, box) >= 0.95
+
+
+def opencv_pipeline(cfg, weights, blob, to_pixels, thresh, nms_threshold):
+    """OpenCV's usual YOLO post-processing on its [yolo] outputs: ``[(class_id, score, pixel box)]``.
+
+    ``to_pixels`` maps (N, 4) boxes relative to the network input (centre x, y, w, h) to
+    (left, top, width, height) image pixels.
+    """
+    net = oracle.opencv_net(cfg, weights)
+    net.setInput(blob)
+    rows = np.concatenate(net.forward(net.getUnconnectedOutLayersNames()))
+    boxes = to_pixels(rows[:, :4].astype(np.float64))
+    found = []
+    for class_id in range(rows.shape[1] - 5):
+        scores = rows[:, 5 + class_id]
+        for i in cv2.dnn.NMSBoxes(boxes.tolist(), scores.tolist(), thresh, nms_threshold):
+            found.append((class_id, float(scores[i]), tuple(boxes[i])))
+    return found
+
+
+def assert_same_detections(found, expected, thresh, tolerance):
+    """Each side's detections are on the other, by class, confidence and box, up to ``tolerance``.
+
+    A detection within ``tolerance`` of the threshold may be on one side only.
+    """
+    def matched(d, others):
+        return any(d[0] == o[0] and abs(d[1] - o[1]) <= tolerance and pixel_iou(d[2], o[2]) > 0.99 for o in others)
+
+    ours = [(d.class_id, d.confidence, d.box) for d in found]
+    for side, other in ((ours, expected), (expected, ours)):
+        for d in side:
+            assert matched(d, other) or d[1] - thresh < tolerance, (d, other)
+
+
+@oracle.needs_opencv_darknet
+@pytest.mark.parametrize("image_path", SAMPLE_IMAGES, ids=lambda p: p.name)
+def test_detections_match_opencvs_pipeline_on_every_sample_image(monkeypatch, tiny_model, tiny_cfg, tiny_weights,
+                                                                 image_path):
+    use_engine(monkeypatch, tiny_cfg, tiny_weights)
+    image = cv2.imread(str(image_path))
+    height, width = image.shape[:2]
+    blob = preprocess(image, 416, 416)[None]
+
+    def to_pixels(b):
+        return np.stack([(b[:, 0] - b[:, 2] / 2) * width, (b[:, 1] - b[:, 3] / 2) * height,
+                         b[:, 2] * width, b[:, 3] * height], axis=1)
+
+    expected = opencv_pipeline(tiny_cfg, tiny_weights, blob, to_pixels, 0.25, 0.45)
+    assert_same_detections(tiny_model.detect(image), expected, 0.25, 2e-3)
+
+
+@oracle.needs_opencv_darknet
+def test_letterboxed_detections_map_back_to_the_image_as_opencvs_do(monkeypatch, tiny_model, tiny_cfg, tiny_weights):
+    use_engine(monkeypatch, tiny_cfg, tiny_weights)
+    image = cv2.imread(str(DATA_DIR / "dog.jpg"))  # 768 x 576: 416 x 312 in the letterbox, 52 rows of grey above
+    blob = preprocess(image, 416, 416, letterbox=True)[None]
+    scale = 768 / 416
+
+    def to_pixels(b):
+        return np.stack([(b[:, 0] - b[:, 2] / 2) * 416 * scale, ((b[:, 1] - b[:, 3] / 2) * 416 - 52) * scale,
+                         b[:, 2] * 416 * scale, b[:, 3] * 416 * scale], axis=1)
+
+    expected = opencv_pipeline(tiny_cfg, tiny_weights, blob, to_pixels, 0.25, 0.45)
+    assert_same_detections(tiny_model.detect(image, letterbox=True), expected, 0.25, 2e-3)
+
+
+@pytest.fixture(scope="module")
+def small_yolov2(tmp_path_factory):
+    """YOLOv2 at 160 x 160 with 3 classes (so softmax scores clear the threshold) and random weights.
+
+    OpenCV's importer reads the [region] thresh= (Darknet's is training-only): set to .25.
+    Returns (cfg, weights, OpenCV's copy of the weights with BatchNorm variances bumped).
+    """
+    folder = tmp_path_factory.mktemp("yolov2")
+    text = (CFG_DIR / "yolov2.cfg").read_text()
+    text = text.replace("classes=80", "classes=3").replace("filters=425", "filters=40").replace("thresh = .6",
+                                                                                                "thresh = .25")
+    (folder / "full.cfg").write_text(text)
+    cfg = oracle.resized_cfg(folder / "full.cfg", folder / "yolov2-small.cfg", 160, 160)
+    layers, _ = oracle.write_random_weights(cfg, folder / "random.weights", seed=5)
+    bumped = oracle.write_bumped_copy(folder / "random.weights", folder / "opencv.weights", layers)
+    return cfg, folder / "random.weights", bumped
+
+
+@oracle.needs_opencv_darknet
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_region_decoding_matches_opencvs_region_layer_on_yolov2(monkeypatch, small_yolov2, seed):
+    cfg, weights, opencv_weights = small_yolov2
+    use_engine(monkeypatch, cfg, opencv_weights)
+    image = np.random.default_rng(seed).integers(0, 256, (160, 160, 3), dtype=np.uint8)
+    net = oracle.opencv_net(cfg, opencv_weights)
+    net.setInput(preprocess(image, 160, 160)[None])
+    rows = net.forward("detection_out")  # OpenCV's region layer: thresh from the cfg, then NMS at 0.4
+    expected = [(int(k), float(rows[i, 5 + k]), (float(rows[i, 0] - rows[i, 2] / 2) * 160,
+                                                  float(rows[i, 1] - rows[i, 3] / 2) * 160,
+                                                  float(rows[i, 2]) * 160, float(rows[i, 3]) * 160))
+                for i, k in zip(*np.nonzero(rows[:, 5:]))]
+    found = darkfold.load(cfg, weights).detect(image, thresh=0.25, nms=0.4, names=["a", "b", "c"])
+    assert len(found) == len(expected) > 5
+    assert_same_detections(found, expected, 0.25, 1e-3)
+
+
+@oracle.needs_opencv_darknet
+@pytest.mark.parametrize("name", ["yolov4-tiny", "yolov7-tiny"])
+def test_yolo_decoding_matches_opencvs_yolo_layer(tmp_path, name):
+    # yolov4-tiny: scale_x_y=1.05; yolov7-tiny: scale_x_y=2 and new_coords=1.
+    cfg = oracle.resized_cfg(CFG_DIR / f"{name}.cfg", tmp_path / f"{name}.cfg", 96, 96)
+    oracle.write_random_weights(cfg, tmp_path / "random.weights", seed=3)
+    model = darkfold.load(cfg, tmp_path / "random.weights")
+    heads = Detector(model).heads
+    net = oracle.opencv_net(cfg, tmp_path / "random.weights")
+    names = oracle.opencv_output_names(net)
+    net.setInput(oracle.random_blob(96, 96, seed=4))
+    outputs = net.forward([names[h.index - 1] for h in heads] + [names[h.index] for h in heads])
+    for head, raw, rows in zip(heads, outputs, outputs[len(heads):]):
+        boxes, probs = decode_yolo(raw[0], head, 96, 96, thresh=-1.0)  # every box, in OpenCV's row order
+        np.testing.assert_allclose(boxes, rows[:, :4], atol=1e-6)
+        shown = rows[:, 5:] > 0  # OpenCV zeroes class probabilities up to 0.2
+        np.testing.assert_allclose(probs[shown], rows[:, 5:][shown], atol=1e-6)
+        assert probs[~shown].max() <= 0.2 and shown.sum() > 100
