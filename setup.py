@@ -9,7 +9,7 @@ setup(
     long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["darkfold", "darkfold.*"]),
-    package_data={"darkfold": ["models/*.cfg", "models/*.weights", "data/*.names"]},
+    package_data={"darkfold": ["models/*.cfg", "models/*.weights", "data/*.names", "data/*.jpg"]},
     python_requires=">=3.9",
     # OpenCV is for the detection pipeline (image I/O, resizing), not its dnn module:
     # OpenCV 5, which dropped readNetFromDarknet, is fine at run time.

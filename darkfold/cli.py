@@ -24,6 +24,7 @@ examples:
                                                   write out/yolov4-folded.{cfg,weights}
   darkfold verify yolov4.cfg yolov4.weights out/yolov4-folded.cfg out/yolov4-folded.weights
                                                   check the folded pair reproduces the original
+  darkfold detect photos/                         detect objects, write predictions/*.jpg
 """
 
 
@@ -147,6 +148,32 @@ def _parser():
     check.add_argument("--json", action="store_true", help="print the differences as JSON")
     _add_threads(check)
     check.set_defaults(run=run_verify)
+    detect = commands.add_parser(
+        "detect", help="detect objects in images, folders and videos; write annotated copies",
+        description="Run a YOLO model on each INPUT as Darknet's `detector test` does, print the\n"
+                    "detections Darknet-style and write annotated copies to OUT_DIR. An INPUT is an\n"
+                    "image, a folder (every image in it) or a video. Without INPUT, a sample image;\n"
+                    "without --cfg, the bundled YOLOv3-tiny (COCO). A bad input is reported and\n"
+                    "skipped; the exit status is 1 if any input failed.",
+        epilog="examples:\n  darkfold detect\n  darkfold detect photos/ clip.mp4 -o out/\n"
+               "  darkfold detect street.jpg --cfg yolov4.cfg --weights yolov4.weights --names coco.names\n"
+               "  darkfold detect street.jpg --json --thresh 0.5",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    detect.add_argument("inputs", nargs="*", metavar="INPUT", help="image, folder of images, or video")
+    detect.add_argument("--cfg", metavar="CFG", help="Darknet .cfg file (default: the bundled YOLOv3-tiny)")
+    detect.add_argument("--weights", metavar="WEIGHTS", help="Darknet .weights file for CFG")
+    detect.add_argument("--names", metavar="NAMES",
+                        help="class names, one a line (default: COCO's for the bundled model, else numbers)")
+    detect.add_argument("--thresh", type=float, default=0.25, metavar="T",
+                        help="report classes whose probability exceeds T (default: 0.25)")
+    detect.add_argument("--letterbox", action="store_true",
+                        help="keep the aspect ratio, padding with grey (default: as the cfg's letter_box=)")
+    detect.add_argument("-o", "--output", metavar="OUT_DIR", default="predictions",
+                        help="folder for the annotated images and videos (default: ./predictions; created if missing)")
+    detect.add_argument("--json", action="store_true",
+                        help="print JSON: one array of images, one line per video frame")
+    detect.set_defaults(run=run_detect)
     return parser
 
 
@@ -326,3 +353,136 @@ def _make_folder(folder):
 
 def _stem(path):
     return os.path.splitext(os.path.basename(path))[0]
+
+
+def run_detect(args):
+    from . import images
+    from .bundled import SAMPLE_IMAGE
+    from .detect import Detector
+
+    if (args.cfg is None) != (args.weights is None):
+        raise DarkfoldError("detect needs both --cfg and --weights, or neither (the bundled model)")
+    model = load(args.cfg, args.weights)
+    _print_warnings(model)
+    detector = Detector(model, names=args.names, thresh=args.thresh, letterbox=args.letterbox or None)
+    inputs = images.list_inputs(args.inputs or [SAMPLE_IMAGE])
+    run = _DetectRun(detector, args, inputs)
+    for item in inputs:
+        run.detect(item)
+    _Progress.clear()
+    if args.json and run.results:
+        print(json.dumps(run.results))
+    return 1 if run.failed else 0
+
+
+class _DetectRun:
+    """The state of one `darkfold detect`: outputs written so far, failures, JSON results."""
+
+    def __init__(self, detector, args, inputs):
+        from . import images
+
+        self.images = images
+        self.detector = detector
+        self.args = args
+        self.sources = {os.path.realpath(item.path) for item in inputs if item.kind != "error"}
+        self.taken = set()
+        self.results = []
+        self.failed = 0
+        image_count = sum(item.kind == "image" for item in inputs)
+        self.progress = _Progress(image_count, "images") if image_count > 1 else None
+
+    def detect(self, item):
+        try:
+            if item.kind == "error":
+                raise DarkfoldError(item.error)
+            if item.kind == "video":
+                self._video(item.path)
+            else:
+                self._image(item.path)
+        except DarkfoldError as error:
+            self.failed += 1
+            _Progress.clear()
+            print(f"darkfold: error: {error}", file=sys.stderr)
+        finally:
+            if self.progress is not None and item.kind == "image":
+                self.progress.advance()
+
+    def _output(self, path, video=False):
+        _make_folder(self.args.output)
+        output = self.images.output_path(path, self.args.output, self.taken, video=video)
+        if os.path.realpath(output) in self.sources:
+            raise DarkfoldError(f"{path}: its annotated copy {output} would overwrite an input; choose another -o")
+        return output
+
+    def _image(self, path):
+        image = self.images.read_image(path)
+        output = self._output(path)
+        started = time.perf_counter()
+        found = self.detector.detect(image)
+        elapsed = time.perf_counter() - started
+        self.images.write_image(output, self.images.draw_detections(image, found, self.detector.classes))
+        if self.args.json:
+            self.results.append({"image": path, "detections": [d.as_dict() for d in found]})
+            return
+        _Progress.clear()
+        print(f"{path}: {len(found)} detected in {elapsed * 1e3:.0f} ms -> {output}")
+        for detection in found:
+            print(detection.darknet_line())
+
+    def _video(self, path):
+        video = self.images.Video(path)
+        writer = None
+        try:
+            progress = _Progress(len(video), f"frames of {os.path.basename(path)}")
+            for number, frame in enumerate(video):
+                if writer is None:
+                    output = self._output(path, video=True)
+                    writer = self.images.VideoOutput(output, video.fps, (frame.shape[1], frame.shape[0]))
+                found = self.detector.detect(frame)
+                writer.write(self.images.draw_detections(frame, found, self.detector.classes))
+                self._print_frame(path, number, found)
+                progress.advance()
+            progress.done()
+            writer.close()
+            if not self.args.json:
+                print(f"{path}: {number + 1} frames -> {output}")
+        except BaseException:
+            if writer is not None:
+                writer.abort()
+            raise
+        finally:
+            video.close()
+
+    def _print_frame(self, path, number, found):
+        if self.args.json:
+            print(json.dumps({"video": path, "frame": number, "detections": [d.as_dict() for d in found]}))
+            return
+        _Progress.clear()
+        print(f"{path} frame {number}: {len(found)} detected")
+        for detection in found:
+            print(detection.darknet_line())
+
+
+class _Progress:
+    """A one-line progress bar on stderr, drawn only when stderr is a terminal."""
+
+    def __init__(self, total, what):
+        self.total, self.what, self.count = total, what, 0
+        self.shown = sys.stderr.isatty()
+
+    def advance(self):
+        self.count += 1
+        if self.shown:
+            filled = 30 * self.count // self.total if self.total else 0
+            total = self.total or "?"
+            sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {self.count}/{total} {self.what}")
+            sys.stderr.flush()
+
+    def done(self):
+        self.clear()
+
+    @staticmethod
+    def clear():
+        if sys.stderr.isatty():
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()

@@ -32,12 +32,14 @@ LETTERBOX_GREY = 0.5  # letterbox_image fills with .5
 def read_image(path):
     """The image at ``path`` as a BGR uint8 array, as ``cv2.imread`` gives it; DarkfoldError if unreadable."""
     data = read_bytes(path, "image")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+    if not data:
+        raise DarkfoldError(f"{path}: empty file, not an image")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    # Some OpenCV builds decode a cut JPEG without error and paint the missing part grey.
+    if data[:2] == b"\xff\xd8" and (image is None or not _jpeg_complete(data)):
+        raise DarkfoldError(f"{path}: corrupt JPEG: OpenCV cannot decode it (truncated or damaged file)")
     if image is None:
         raise DarkfoldError(f"{path}: not an image OpenCV can read (unknown format or corrupt file)")
-    if data[:2] == b"\xff\xd8" and not _jpeg_complete(data):
-        # libjpeg decodes a cut JPEG without error and paints the missing part grey.
-        raise DarkfoldError(f"{path}: corrupt JPEG: the file ends before the image data does (truncated?)")
     return image
 
 
@@ -178,7 +180,7 @@ class Video:
 def output_path(input_path, folder, taken, video=False):
     """Where the annotated copy of ``input_path`` goes in ``folder``; ``taken`` collects names used."""
     stem, extension = os.path.splitext(os.path.basename(input_path))
-    extension = ".mp4" if video else (extension if cv2.haveImageWriter("x" + extension) else ".jpg")
+    extension = ".mp4" if video else (extension if extension.lower() in _KEPT_EXTENSIONS else ".jpg")
     path = os.path.join(folder, stem + extension)
     number = 1
     while os.path.normcase(os.path.abspath(path)) in taken:
@@ -186,6 +188,10 @@ def output_path(input_path, folder, taken, video=False):
         path = os.path.join(folder, f"{stem}-{number}{extension}")
     taken.add(os.path.normcase(os.path.abspath(path)))
     return path
+
+
+# Colour formats an annotated copy keeps; others (grey PGM, float PFM, ...) become JPEG.
+_KEPT_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 
 
 def write_image(path, image):

@@ -26,7 +26,7 @@ from darkfold.detect import (
     nms,
     to_detections,
 )
-from darkfold.images import letterbox_size, preprocess
+from darkfold.images import preprocess
 
 SAMPLE_IMAGES = sorted(DATA_DIR.glob("*.jpg"))
 
@@ -41,72 +41,6 @@ def pixel_iou(a, b):
 
 def logit(p):
     return float(np.log(p / (1 - p)))
-
-
-# --------------------------------------------------------------------------------------------
-# preprocessing
-
-
-def darknet_resize_reference(rgb, width, height):
-    """resize_image (image.c) in float64: corner-aligned bilinear, columns then rows, last row/column exact."""
-    in_h, in_w, _ = rgb.shape
-    sx = np.arange(width) * ((in_w - 1) / (width - 1))
-    ix = np.minimum(sx.astype(int), in_w - 2)
-    dx = (sx - ix)[None, :, None]
-    part = (1 - dx) * rgb[:, ix] + dx * rgb[:, ix + 1]
-    sy = np.arange(height) * ((in_h - 1) / (height - 1))
-    iy = np.minimum(sy.astype(int), in_h - 2)
-    dy = (sy - iy)[:, None, None]
-    return ((1 - dy) * part[iy] + dy * part[iy + 1]).transpose(2, 0, 1)
-
-
-@pytest.mark.parametrize("in_size, out_size", [((53, 37), (29, 41)), ((20, 15), (61, 47)), ((768, 576), (416, 416))])
-def test_stretch_is_darknets_corner_aligned_bilinear_resize(in_size, out_size):
-    image = np.random.default_rng(0).integers(0, 256, (in_size[1], in_size[0], 3), dtype=np.uint8)
-    out = preprocess(image, *out_size)
-    expected = darknet_resize_reference(image[:, :, ::-1] / 255.0, *out_size)
-    assert out.dtype == np.float32 and out.shape == (3, out_size[1], out_size[0])
-    # resize_image computes sample positions in float32 (an ulp is 6e-5 near 768): within 1e-4.
-    # The last row has its own test, below.
-    np.testing.assert_allclose(out[:, :-1], expected[:, :-1], atol=1e-4)
-
-
-def test_stretch_keeps_the_last_row_of_darknets_resize_image():
-    # For 3 -> 160 rows, float32 puts row 159 at 1.9999999: resize_image keeps
-    # only (1 - dy) * row[1] there, a nearly black row in a white image.
-    white = np.full((3, 5, 3), 255, np.uint8)
-    out = preprocess(white, 5, 160)
-    assert out[:, -1].max() < 1e-5
-    np.testing.assert_allclose(out[:, :-1], 1, atol=1e-6)
-
-
-def test_preprocess_gives_rgb_in_unit_range():
-    blue = np.zeros((4, 6, 3), np.uint8)
-    blue[..., 0] = 255  # BGR
-    out = preprocess(blue, 8, 8)
-    assert out[2].min() == 1 and out[0].max() == 0 and out[1].max() == 0
-
-
-def test_letterbox_keeps_the_aspect_and_pads_with_grey():
-    image = np.random.default_rng(1).integers(0, 256, (576, 768, 3), dtype=np.uint8)
-    assert letterbox_size(768, 576, 416, 416) == (416, 312)
-    out = preprocess(image, 416, 416, letterbox=True)
-    assert (out[:, :52] == 0.5).all() and (out[:, 52 + 312:] == 0.5).all()
-    np.testing.assert_array_equal(out[:, 52:364], preprocess(image, 416, 312))
-
-
-def test_letterbox_of_a_tall_image_pads_left_and_right():
-    image = np.zeros((300, 100, 3), np.uint8)
-    assert letterbox_size(100, 300, 96, 96) == (32, 96)
-    out = preprocess(image, 96, 96, letterbox=True)
-    assert (out[:, :, :32] == 0.5).all() and (out[:, :, 32:64] == 0).all() and (out[:, :, 64:] == 0.5).all()
-
-
-def test_preprocess_rejects_arrays_that_are_not_images():
-    with pytest.raises(DarkfoldError, match="uint8"):
-        preprocess(np.zeros((4, 4, 3), np.float32), 8, 8)
-    with pytest.raises(DarkfoldError, match="shape"):
-        preprocess(np.zeros((4, 4, 2), np.uint8), 8, 8)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,180 @@
+"""`darkfold detect`: Darknet-style lines, JSON, annotated outputs, and one message per bad input."""
+
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+from conftest import CFG_DIR, DATA_DIR, write
+from standin import use_engine
+
+import darkfold
+from darkfold.cli import main
+from darkfold.images import read_image
+
+# Darknet's lines for the bundled yolov3-tiny on dog.jpg (DESIGN.md), as darkfold prints them.
+DOG_LINES = [
+    "dog: 81%  (left_x: 124  top_y: 220  width: 258  height: 298)",
+    "bicycle: 38%  (left_x: 229  top_y: 196  width: 330  height: 249)",
+    "car: 71%  (left_x: 466  top_y: 83  width: 222  height: 89)",
+    "truck: 41%  (left_x: 466  top_y: 83  width: 222  height: 89)",
+    "truck: 62%  (left_x: 530  top_y: 95  width: 100  height: 67)",
+    "car: 40%  (left_x: 530  top_y: 95  width: 100  height: 67)",
+]
+
+
+@pytest.fixture(autouse=True)
+def bundled_engine(monkeypatch, tiny_cfg, tiny_weights):
+    use_engine(monkeypatch, tiny_cfg, tiny_weights)
+
+
+def run(capsys, *argv):
+    code = main(["detect", *map(str, argv)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def make_video(path, frames=3, fourcc="MJPG"):
+    image = cv2.resize(cv2.imread(str(DATA_DIR / "dog.jpg")), (384, 288))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 5, (384, 288))
+    for i in range(frames):
+        writer.write(np.roll(image, 8 * i, axis=1))
+    writer.release()
+    return path
+
+
+def count_frames(path):
+    capture = cv2.VideoCapture(str(path))
+    count = 0
+    while capture.read()[0]:
+        count += 1
+    return count
+
+
+def test_detect_alone_runs_the_bundled_model_on_the_sample_image(capsys, tmp_cwd):
+    code, out, err = run(capsys)
+    header, *lines = out.splitlines()
+    assert code == 0 and err == ""
+    assert header.startswith(f"{darkfold.bundled.SAMPLE_IMAGE}: 6 detected in ")
+    assert header.endswith(" ms -> predictions/dog.jpg")
+    assert [line[:12] for line in lines] == [line[:12] for line in DOG_LINES]  # names and percentages
+    for line, expected in zip(lines, DOG_LINES):  # pixel boxes may differ by one after rounding
+        numbers = [int(v) for v in line.replace(")", "").split()[3::2]]
+        assert np.abs(np.array(numbers) - [int(v) for v in expected.replace(")", "").split()[3::2]]).max() <= 1
+    annotated = read_image(str(tmp_cwd / "predictions" / "dog.jpg"))
+    assert annotated.shape == (576, 768, 3)
+    assert np.abs(annotated.astype(int) - cv2.imread(str(DATA_DIR / "dog.jpg")).astype(int)).max() > 100  # drawn on
+
+
+def test_json_lists_every_image_of_a_folder(capsys, tmp_path):
+    code, out, _ = run(capsys, DATA_DIR, "--json", "-o", tmp_path)
+    results = json.loads(out)
+    assert code == 0 and len(out.splitlines()) == 1
+    assert [r["image"] for r in results] == [str(p) for p in sorted(DATA_DIR.glob("*.jpg"))]
+    dog = results[0]["detections"][0]
+    assert set(dog) == {"class", "class_id", "confidence", "box"}
+    assert (dog["class"], dog["class_id"], round(dog["confidence"], 2)) == ("dog", 16, 0.81)
+    assert np.abs(np.array(dog["box"]) - [124, 220, 258, 298]).max() <= 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in DATA_DIR.glob("*.jpg"))
+
+
+def test_thresh_and_letterbox_change_what_is_reported(capsys, tmp_path, tiny_model):
+    _, out, _ = run(capsys, DATA_DIR / "dog.jpg", "--json", "--thresh", "0.6", "-o", tmp_path)
+    assert [d["class"] for d in json.loads(out)[0]["detections"]] == ["dog", "car", "truck"]
+    _, out, _ = run(capsys, DATA_DIR / "dog.jpg", "--json", "--letterbox", "-o", tmp_path)
+    expected = tiny_model.detect(str(DATA_DIR / "dog.jpg"), letterbox=True)
+    assert json.loads(out)[0]["detections"] == [d.as_dict() for d in expected]
+
+
+def test_a_video_gets_an_annotated_copy_and_one_json_line_per_frame(capsys, tmp_path):
+    video = make_video(tmp_path / "clip.avi", frames=3)
+    code, out, err = run(capsys, video, "--json", "-o", tmp_path / "out")
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and err == ""
+    assert [(line["video"], line["frame"]) for line in lines] == [(str(video), i) for i in range(3)]
+    assert all(any(d["class"] == "dog" for d in line["detections"]) for line in lines)
+    assert count_frames(tmp_path / "out" / "clip.mp4") == 3
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["clip.mp4"]  # no temporary left
+
+
+def test_video_text_output_is_darknet_lines_per_frame(capsys, tmp_path):
+    code, out, _ = run(capsys, make_video(tmp_path / "clip.avi", frames=2), "-o", tmp_path / "out")
+    assert code == 0
+    assert out.splitlines()[0] == f"{tmp_path / 'clip.avi'} frame 0: 6 detected"
+    assert out.splitlines()[-1] == f"{tmp_path / 'clip.avi'}: 2 frames -> {tmp_path / 'out' / 'clip.mp4'}"
+
+
+def test_each_bad_input_gets_one_message_and_the_others_are_still_processed(capsys, tmp_path):
+    data = (DATA_DIR / "eagle.jpg").read_bytes()
+    inputs = [
+        tmp_path / "missing.jpg",
+        write(tmp_path / "notes.txt", "not an image\n"),
+        write(tmp_path / "cut.jpg", data[: len(data) // 2]),
+        tmp_path / "empty",
+        write(tmp_path / "broken.mp4", b"\0garbage" * 64),
+        DATA_DIR / "eagle.jpg",
+    ]
+    (tmp_path / "empty").mkdir()
+    code, out, err = run(capsys, *inputs, "-o", tmp_path / "out")
+    assert code == 1
+    assert out.splitlines()[0].startswith(f"{DATA_DIR / 'eagle.jpg'}: 1 detected in ")
+    errors = [line for line in err.splitlines() if line.startswith("darkfold: error: ")]
+    assert errors == [
+        f"darkfold: error: {inputs[0]}: no such file or folder",
+        f"darkfold: error: {inputs[1]}: not an image OpenCV can read (unknown format or corrupt file)",
+        f"darkfold: error: {inputs[2]}: corrupt JPEG: OpenCV cannot decode it (truncated or damaged file)",
+        f"darkfold: error: {inputs[3]}: folder holds no images (.jpg, .png, .bmp, .webp, .tif, ...)",
+        f"darkfold: error: {inputs[4]}: cannot open as a video (unknown format or corrupt file)",
+    ]
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["eagle.jpg"]
+
+
+def test_an_annotated_copy_never_replaces_an_input(capsys, tmp_path):
+    image = tmp_path / "dog.jpg"
+    shutil.copy(DATA_DIR / "dog.jpg", image)
+    code, _, err = run(capsys, image, "-o", tmp_path)
+    assert code == 1
+    assert err == (f"darkfold: error: {image}: its annotated copy {image} would overwrite an input; "
+                   "choose another -o\n")
+    assert image.read_bytes() == (DATA_DIR / "dog.jpg").read_bytes()
+
+
+def test_same_named_inputs_get_distinct_outputs(capsys, tmp_path):
+    (tmp_path / "a").mkdir()
+    shutil.copy(DATA_DIR / "dog.jpg", tmp_path / "a" / "dog.jpg")
+    code, _, _ = run(capsys, DATA_DIR / "dog.jpg", tmp_path / "a" / "dog.jpg", "-o", tmp_path / "out")
+    assert code == 0 and sorted(p.name for p in (tmp_path / "out").iterdir()) == ["dog-2.jpg", "dog.jpg"]
+
+
+def test_a_names_file_names_the_classes_of_another_model(capsys, tmp_path, tiny_cfg, tiny_weights):
+    cfg = write(tmp_path / "mine.cfg", tiny_cfg.read_text())
+    names = write(tmp_path / "mine.names", "".join(f"class{i}\n" for i in range(80)))
+    _, out, _ = run(capsys, DATA_DIR / "dog.jpg", "--cfg", cfg, "--weights", tiny_weights, "-o", tmp_path)
+    assert out.splitlines()[1].startswith("16: 81%")  # no names: class ids
+    _, out, _ = run(capsys, DATA_DIR / "dog.jpg", "--cfg", cfg, "--weights", tiny_weights, "--names", names,
+                    "-o", tmp_path)
+    assert out.splitlines()[1].startswith("class16: 81%")
+
+
+NO_HEAD_CFG = "[net]\nwidth=32\nheight=32\nchannels=3\n[convolutional]\nfilters=4\nsize=3\nactivation=leaky\n"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--cfg", CFG_DIR / "yolov3-tiny.cfg"], "detect needs both --cfg and --weights, or neither"),
+    (["--cfg", "plain.cfg", "--weights", "plain.weights"], "plain.cfg: no [yolo] or [region] layer"),
+    (["--names", "missing.names"], "missing.names: names file not found"),
+])
+def test_model_problems_are_one_error_before_any_input(capsys, tmp_cwd, argv, message):
+    write(tmp_cwd / "plain.cfg", NO_HEAD_CFG)
+    write(tmp_cwd / "plain.weights", np.zeros(4 + 4 + 4 * 27, "<i4").tobytes())  # version 0.0 header, 112 floats
+    code, out, err = run(capsys, DATA_DIR / "dog.jpg", *argv)
+    assert code == 1 and out == "" and message in err and len(err.splitlines()) == 1
+    assert not (tmp_cwd / "predictions").exists()
+
+
+def test_help_names_the_default_output_folder(capsys):
+    with pytest.raises(SystemExit):
+        main(["detect", "--help"])
+    out = capsys.readouterr().out
+    assert "./predictions" in out and "darkfold detect photos/ clip.mp4 -o out/" in out

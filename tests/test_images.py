@@ -1,0 +1,127 @@
+"""Images: Darknet's preprocessing (resize_image, letterbox_image), reading, inputs, outputs."""
+
+import cv2
+import numpy as np
+import pytest
+from conftest import DATA_DIR, write
+
+from darkfold import DarkfoldError
+from darkfold.images import (
+    Input,
+    class_color,
+    letterbox_size,
+    list_inputs,
+    output_path,
+    preprocess,
+    read_image,
+)
+
+
+def darknet_resize_reference(rgb, width, height):
+    """resize_image (image.c) in float64: corner-aligned bilinear, columns then rows, last row/column exact."""
+    in_h, in_w, _ = rgb.shape
+    sx = np.arange(width) * ((in_w - 1) / (width - 1))
+    ix = np.minimum(sx.astype(int), in_w - 2)
+    dx = (sx - ix)[None, :, None]
+    part = (1 - dx) * rgb[:, ix] + dx * rgb[:, ix + 1]
+    sy = np.arange(height) * ((in_h - 1) / (height - 1))
+    iy = np.minimum(sy.astype(int), in_h - 2)
+    dy = (sy - iy)[:, None, None]
+    return ((1 - dy) * part[iy] + dy * part[iy + 1]).transpose(2, 0, 1)
+
+
+@pytest.mark.parametrize("in_size, out_size", [((53, 37), (29, 41)), ((20, 15), (61, 47)), ((768, 576), (416, 416))])
+def test_stretch_is_darknets_corner_aligned_bilinear_resize(in_size, out_size):
+    image = np.random.default_rng(0).integers(0, 256, (in_size[1], in_size[0], 3), dtype=np.uint8)
+    out = preprocess(image, *out_size)
+    expected = darknet_resize_reference(image[:, :, ::-1] / 255.0, *out_size)
+    assert out.dtype == np.float32 and out.shape == (3, out_size[1], out_size[0])
+    # resize_image computes sample positions in float32 (an ulp is 6e-5 near 768): within 1e-4.
+    # The last row has its own test, below.
+    np.testing.assert_allclose(out[:, :-1], expected[:, :-1], atol=1e-4)
+
+
+def test_stretch_keeps_the_last_row_of_darknets_resize_image():
+    # For 3 -> 160 rows, float32 puts row 159 at 1.9999999: resize_image keeps
+    # only (1 - dy) * row[1] there, a nearly black row in a white image.
+    white = np.full((3, 5, 3), 255, np.uint8)
+    out = preprocess(white, 5, 160)
+    assert out[:, -1].max() < 1e-5
+    np.testing.assert_allclose(out[:, :-1], 1, atol=1e-6)
+
+
+def test_preprocess_gives_rgb_in_unit_range():
+    blue = np.zeros((4, 6, 3), np.uint8)
+    blue[..., 0] = 255  # BGR
+    out = preprocess(blue, 8, 8)
+    assert out[2].min() == 1 and out[0].max() == 0 and out[1].max() == 0
+
+
+def test_letterbox_keeps_the_aspect_and_pads_with_grey():
+    image = np.random.default_rng(1).integers(0, 256, (576, 768, 3), dtype=np.uint8)
+    assert letterbox_size(768, 576, 416, 416) == (416, 312)
+    out = preprocess(image, 416, 416, letterbox=True)
+    assert (out[:, :52] == 0.5).all() and (out[:, 52 + 312:] == 0.5).all()
+    np.testing.assert_array_equal(out[:, 52:364], preprocess(image, 416, 312))
+
+
+def test_letterbox_of_a_tall_image_pads_left_and_right():
+    image = np.zeros((300, 100, 3), np.uint8)
+    assert letterbox_size(100, 300, 96, 96) == (32, 96)
+    out = preprocess(image, 96, 96, letterbox=True)
+    assert (out[:, :, :32] == 0.5).all() and (out[:, :, 32:64] == 0).all() and (out[:, :, 64:] == 0.5).all()
+
+
+def test_preprocess_rejects_arrays_that_are_not_images():
+    with pytest.raises(DarkfoldError, match="uint8"):
+        preprocess(np.zeros((4, 4, 3), np.float32), 8, 8)
+    with pytest.raises(DarkfoldError, match="shape"):
+        preprocess(np.zeros((4, 4, 2), np.uint8), 8, 8)
+
+
+# --------------------------------------------------------------------------------------------
+# reading and inputs
+
+
+def test_read_image_gives_opencvs_bgr_array():
+    image = read_image(str(DATA_DIR / "dog.jpg"))
+    np.testing.assert_array_equal(image, cv2.imread(str(DATA_DIR / "dog.jpg")))
+
+
+def test_a_jpeg_without_its_end_marker_is_corrupt(tmp_path):
+    # Builds whose libjpeg decodes a cut file (painting the rest grey) must still refuse it.
+    data = (DATA_DIR / "eagle.jpg").read_bytes()
+    assert data.endswith(b"\xff\xd9")
+    for cut in (write(tmp_path / "a.jpg", data[:-2]), write(tmp_path / "b.jpg", data[: len(data) // 3])):
+        with pytest.raises(DarkfoldError, match="corrupt JPEG"):
+            read_image(str(cut))
+    with pytest.raises(DarkfoldError, match="empty file"):
+        read_image(str(write(tmp_path / "c.png", b"")))
+
+
+def test_inputs_expand_folders_to_their_images_in_name_order(tmp_path):
+    for name in ("b.png", "a.JPG", "notes.txt", "clip.mp4"):
+        write(tmp_path / name, b"x")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "c.jpg").write_bytes(b"x")
+    assert list_inputs([tmp_path, tmp_path / "clip.mp4", tmp_path / "none.jpg"]) == [
+        Input(str(tmp_path / "a.JPG"), "image"),
+        Input(str(tmp_path / "b.png"), "image"),
+        Input(str(tmp_path / "clip.mp4"), "video"),
+        Input(str(tmp_path / "none.jpg"), "error", f"{tmp_path / 'none.jpg'}: no such file or folder"),
+    ]
+    assert list_inputs([tmp_path / "sub" / "missing"])[0].kind == "error"
+
+
+def test_outputs_keep_the_image_type_and_never_share_a_name(tmp_path):
+    taken = set()
+    assert output_path("x/dog.png", "out", taken) == "out/dog.png"
+    assert output_path("y/dog.png", "out", taken) == "out/dog-2.png"
+    assert output_path("y/dog.pgm", "out", taken) == "out/dog.jpg"  # grey formats become JPEG
+    assert output_path("clip.avi", "out", taken, video=True) == "out/clip.mp4"
+
+
+def test_class_colours_are_darknets():
+    # draw_detections_v3: offset = class * 123457 % classes; get_color interpolates six colours.
+    assert class_color(0, 80) == (255, 0, 255)  # offset 0: colours[0] = (1, 0, 1)
+    assert class_color(16, 80) == (0, 255, 255)  # offset 32, ratio 2.0: colours[2] = (0, 1, 1), yellow
