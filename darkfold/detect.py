@@ -110,6 +110,10 @@ def _logistic(x):
     return np.float32(1) / (np.float32(1) + np.exp(-x))
 
 
+def _identity(x):
+    return x
+
+
 def decode_yolo(x, head, net_w, net_h, thresh):
     """Boxes ``(m, 4)`` (x, y, w, h) and probabilities ``(m, classes)`` of a [yolo] head.
 
@@ -123,27 +127,25 @@ def decode_yolo(x, head, net_w, net_h, thresh):
     boxes_per_cell = len(head.anchors)
     _, grid_h, grid_w = x.shape
     x = x.reshape(boxes_per_cell, 5 + head.classes, grid_h * grid_w).astype(np.float32, copy=False)
-    if not head.new_coords:
-        x = np.concatenate([_logistic(x[:, :2]), x[:, 2:4], _logistic(x[:, 4:])], axis=1)
-    scale = np.float32(head.scale_x_y)
-    xy = x[:, :2] * scale + np.float32(-0.5 * (head.scale_x_y - 1))
-    objectness = x[:, 4]
-    anchor, location = np.nonzero(objectness > thresh)
-    order = np.lexsort((anchor, location))  # location-major, as get_yolo_detections loops
-    anchor, location = anchor[order], location[order]
+    # Logistic first on objectness alone: the other entries only of the boxes kept.
+    activate = _identity if head.new_coords else _logistic
+    objectness = activate(x[:, 4])
+    location, anchor = np.nonzero((objectness > thresh).T)  # location-major, as get_yolo_detections loops
     row, col = np.divmod(location, grid_w)
-    tw, th = x[anchor, 2, location], x[anchor, 3, location]
+    kept = x[anchor, :, location]  # (boxes, 5 + classes)
+    xy = activate(kept[:, :2]) * np.float32(head.scale_x_y) + np.float32(-0.5 * (head.scale_x_y - 1))
+    tw, th = kept[:, 2].astype(np.float64), kept[:, 3].astype(np.float64)
     if head.new_coords:
-        scale_w, scale_h = tw.astype(np.float64) ** 2 * 4, th.astype(np.float64) ** 2 * 4
+        scale_w, scale_h = tw * tw * 4, th * th * 4
     else:
-        scale_w, scale_h = np.exp(tw.astype(np.float64)), np.exp(th.astype(np.float64))
+        scale_w, scale_h = np.exp(tw), np.exp(th)
     boxes = np.stack([
-        (col.astype(np.float32) + xy[anchor, 0, location]) / np.float32(grid_w),
-        (row.astype(np.float32) + xy[anchor, 1, location]) / np.float32(grid_h),
+        (col.astype(np.float32) + xy[:, 0]) / np.float32(grid_w),
+        (row.astype(np.float32) + xy[:, 1]) / np.float32(grid_h),
         (scale_w * head.anchors[anchor, 0] / net_w).astype(np.float32),
         (scale_h * head.anchors[anchor, 1] / net_h).astype(np.float32),
     ], axis=1)
-    probs = objectness[anchor, location][:, None] * x[anchor, 5:, location]
+    probs = objectness[anchor, location][:, None] * activate(kept[:, 5:])
     return boxes, np.where(probs > thresh, probs, np.float32(0))
 
 
@@ -245,10 +247,8 @@ def nms(boxes, probs, thresh=NMS, kind="default", beta=0.6):
     """
     measure = _overlap_measure(kind, beta)
     probs = probs.copy()
-    for k in range(probs.shape[1]):
+    for k in np.flatnonzero((probs > 0).sum(axis=0) > 1):
         candidates = np.flatnonzero(probs[:, k])
-        if len(candidates) < 2:
-            continue
         order = candidates[np.argsort(-probs[candidates, k], kind="stable")]
         for position, i in enumerate(order[:-1]):
             if probs[i, k] == 0:
@@ -262,15 +262,17 @@ def nms(boxes, probs, thresh=NMS, kind="default", beta=0.6):
 # from boxes and probabilities to Detections
 
 
-def to_detections(boxes, probs, image_w, image_h, names, thresh=THRESH):
+def to_detections(boxes, probs, image_w, image_h, names, thresh=THRESH, shown=None):
     """Detections in Darknet's printing order (draw_detections_v3).
 
     Boxes with a class above ``thresh`` (get_actual_detections), sorted by
     their left edge; for each, its most probable class first, then every
     other class above ``thresh`` in class order. Classes named
-    ``dont_show...`` are never reported, as in Darknet.
+    ``dont_show...`` are never reported, as in Darknet (``shown``, if given,
+    is that mask of the classes, computed beforehand).
     """
-    shown = np.array([not name.startswith("dont_show") for name in names])
+    if shown is None:
+        shown = shown_classes(names)
     visible = np.where((probs > thresh) & shown, probs, np.float32(0))
     kept = np.flatnonzero(visible.max(axis=1, initial=0) > 0)
     relative = boxes[kept]
@@ -286,6 +288,11 @@ def to_detections(boxes, probs, image_w, image_h, names, thresh=THRESH):
         for class_id in [best] + [int(k) for k in np.flatnonzero(row) if k != best]:
             detections.append(Detection(class_id, names[class_id], float(row[class_id]), box))
     return detections
+
+
+def shown_classes(names):
+    """Which classes are reported: all but those named ``dont_show...`` (get_actual_detections)."""
+    return np.array([not name.startswith("dont_show") for name in names])
 
 
 def load_names(path, classes):
@@ -334,6 +341,7 @@ class Detector:
         elif len(names) < self.classes:
             raise DarkfoldError(f"{len(names)} class names given, but the model has classes={self.classes}")
         self.names = list(names)
+        self._shown = shown_classes(self.names)
         self.thresh = thresh
         self.nms = nms
         self.letterbox = bool(model.net.letter_box) if letterbox is None else bool(letterbox)
@@ -370,7 +378,7 @@ class Detector:
         if self.nms:
             last = self.heads[-1]  # test_detector uses the last head's nms_kind
             probs = nms(boxes, probs, self.nms, last.nms_kind, last.beta_nms)
-        return to_detections(boxes, probs, image_w, image_h, self.names, self.thresh)
+        return to_detections(boxes, probs, image_w, image_h, self.names, self.thresh, self._shown)
 
 
 def detect(model, image, thresh=THRESH, nms=NMS, *, names=None, letterbox=None):

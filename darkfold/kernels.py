@@ -470,21 +470,29 @@ def resize_bgr_to_rgb(image, out, left, top, width, height):
     """
     in_h, in_w = image.shape[0], image.shape[1]
     one = np.float32(1)
-    inv = np.float32(255)
-    part = np.empty((in_h, width, 3), np.float32)
+    level = np.empty(256, np.float32)  # byte / 255. in float, without a division per pixel
+    for v in range(256):
+        level[v] = np.float32(v / 255.0)
+    # Columns: source index and weight of each output column (the last one copies the last column).
+    ix = np.empty(width, np.int64)
+    dx = np.empty(width, np.float32)
     w_scale = np.float32(in_w - 1) / np.float32(width - 1) if width > 1 else np.float32(0)
+    for c in range(width):
+        if c == width - 1 or in_w == 1:
+            ix[c], dx[c] = in_w - 1, np.float32(0)
+        else:
+            sx = np.float32(c) * w_scale
+            ix[c] = int(sx)
+            dx[c] = sx - np.float32(ix[c])
+    part = np.empty((3, in_h, width), np.float32)
     for r in range(in_h):
         for c in range(width):
+            i, d = ix[c], dx[c]
             for k in range(3):
-                if c == width - 1 or in_w == 1:
-                    part[r, c, k] = np.float32(image[r, in_w - 1, 2 - k]) / inv
+                if d == 0:  # exact: (1 - 0) * a + 0 * b == a
+                    part[k, r, c] = level[image[r, i, 2 - k]]
                 else:
-                    sx = np.float32(c) * w_scale
-                    ix = int(sx)
-                    dx = sx - np.float32(ix)
-                    left_value = np.float32(image[r, ix, 2 - k]) / inv
-                    right_value = np.float32(image[r, ix + 1, 2 - k]) / inv
-                    part[r, c, k] = (one - dx) * left_value + dx * right_value
+                    part[k, r, c] = (one - d) * level[image[r, i, 2 - k]] + d * level[image[r, i + 1, 2 - k]]
     h_scale = np.float32(in_h - 1) / np.float32(height - 1) if height > 1 else np.float32(0)
     for r in range(height):
         sy = np.float32(r) * h_scale
@@ -492,8 +500,9 @@ def resize_bgr_to_rgb(image, out, left, top, width, height):
         dy = sy - np.float32(iy)
         last = r == height - 1 or in_h == 1
         for k in range(3):
-            for c in range(width):
-                value = (one - dy) * part[iy, c, k]
-                if not last:
-                    value = value + dy * part[iy + 1, c, k]
-                out[k, top + r, left + c] = value
+            if last:
+                for c in range(width):
+                    out[k, top + r, left + c] = (one - dy) * part[k, iy, c]
+            else:
+                for c in range(width):
+                    out[k, top + r, left + c] = (one - dy) * part[k, iy, c] + dy * part[k, iy + 1, c]

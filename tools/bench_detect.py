@@ -1,0 +1,181 @@
+"""Benchmark: `darkfold detect` over a folder of images vs OpenCV 4.14 running the same pipeline.
+
+    python tools/bench_detect.py [FOLDER] [--cfg CFG --weights WEIGHTS] [--repeat N] [--json]
+
+Without FOLDER it uses the repository's data/ (the sample images); without --cfg, the bundled
+YOLOv3-tiny. Both pipelines take every image of FOLDER, in the same process, interleaved round
+by round after warm-up rounds (see tools/_bench.py); one round runs a pipeline once over the
+whole folder, the images already in the page cache:
+
+  darkfold   darkfold.images.read_image, then Detector.detect: Darknet's resize (or letterbox),
+             Model.forward, decoding of every head, per-class NMS, Detection objects.
+  opencv     the peer, the pipeline OpenCV's samples run: cv2.imread, cv2.dnn.blobFromImage
+             (1/255, network size, swapRB), Net.forward of the [yolo]/[region] outputs of
+             readNetFromDarknet (default CPU backend and settings), then for every class the
+             rows above the threshold and cv2.dnn.NMSBoxes.
+
+How to read it: "images/s" is images over the median round time; the ratio is darkfold's
+images/s over OpenCV's (above 1 = darkfold is faster; goal >= 1.0), with the min-max of the
+per-round ratios in brackets. A second part times the pre- and post-processing alone (everything
+but the forward pass), on network outputs computed beforehand, to show what detection adds
+around the engine. Without darkfold's engine (Model.forward), only that second part runs.
+The report says how much CPU other processes used meanwhile; above 10% it is marked DISTURBED.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _bench  # noqa: E402
+
+_bench.use_repo_darkfold()
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+import darkfold  # noqa: E402
+from darkfold import images  # noqa: E402
+from darkfold.detect import Detector  # noqa: E402
+from darkfold.model import Model  # noqa: E402
+
+THRESH, NMS = 0.25, 0.45
+
+
+class OpenCVPipeline:
+    """OpenCV's YOLO detection: blobFromImage, Net.forward, threshold and NMSBoxes per class."""
+
+    def __init__(self, cfg, weights, net_w, net_h):
+        self.net = cv2.dnn.readNetFromDarknet(cfg, weights)
+        self.net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+        self.net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
+        self.outputs = self.net.getUnconnectedOutLayersNames()
+        self.size = (net_w, net_h)
+
+    def forward(self, image):
+        self.net.setInput(cv2.dnn.blobFromImage(image, 1 / 255, self.size, swapRB=True, crop=False))
+        return self.net.forward(self.outputs)
+
+    @staticmethod
+    def postprocess(outputs, width, height):
+        rows = np.concatenate(outputs)
+        boxes = np.stack([(rows[:, 0] - rows[:, 2] / 2) * width, (rows[:, 1] - rows[:, 3] / 2) * height,
+                          rows[:, 2] * width, rows[:, 3] * height], axis=1)
+        found = []
+        for class_id in np.flatnonzero((rows[:, 5:] > THRESH).any(axis=0)):
+            scores = rows[:, 5 + class_id]
+            for i in cv2.dnn.NMSBoxes(boxes.tolist(), scores.tolist(), THRESH, NMS):
+                found.append((int(class_id), float(scores[i]), boxes[i]))
+        return found
+
+    def detect(self, image):
+        return self.postprocess(self.forward(image), image.shape[1], image.shape[0])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder", nargs="?", metavar="FOLDER", default=os.path.join(_bench.REPO, "data"),
+                        help="folder of images (default: the repository's data/)")
+    parser.add_argument("--cfg", metavar="CFG", help="Darknet .cfg (default: the bundled YOLOv3-tiny)")
+    parser.add_argument("--weights", metavar="WEIGHTS", help="Darknet .weights matching CFG")
+    parser.add_argument("--repeat", type=int, default=0, metavar="N",
+                        help="timed rounds (default: as many as fit in ~30 s, 5 to 50)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a report")
+    args = parser.parse_args(argv)
+    if (args.cfg is None) != (args.weights is None):
+        parser.error("give both --cfg and --weights, or neither")
+    cfg = args.cfg or darkfold.DEFAULT_CFG
+    weights = args.weights or darkfold.DEFAULT_WEIGHTS
+    paths = [item.path for item in images.list_inputs([args.folder]) if item.kind == "image"]
+    if not paths:
+        parser.error(f"{args.folder}: no images")
+
+    model = darkfold.load(cfg, weights)
+    detector = Detector(model, thresh=THRESH, nms=NMS)
+    opencv = OpenCVPipeline(cfg, weights, model.net.width, model.net.height)
+    engine = hasattr(Model, "forward")
+    results = {"cfg": cfg, "weights": weights, "folder": args.folder, "images": len(paths),
+               "opencv_version": cv2.__version__, "engine": engine}
+
+    if engine:
+        cases = {"darkfold": lambda: [detector.detect(images.read_image(p)) for p in paths],
+                 "opencv": lambda: [opencv.detect(cv2.imread(p)) for p in paths]}
+        results["pipeline"] = _measure(cases, args.repeat, len(paths))
+
+    # Pre- and post-processing alone: the network outputs are computed once, beforehand.
+    loaded = [images.read_image(p) for p in paths]
+    opencv_outputs = [opencv.forward(image) for image in loaded]
+    head_inputs = [_head_inputs(opencv, detector, image) for image in loaded]
+
+    def darkfold_around():
+        return [(detector.preprocess(image), detector.decode(outputs, image.shape[1], image.shape[0]))
+                for image, outputs in zip(loaded, head_inputs)]
+
+    def opencv_around():
+        return [(cv2.dnn.blobFromImage(image, 1 / 255, opencv.size, swapRB=True, crop=False),
+                 opencv.postprocess(outputs, image.shape[1], image.shape[0]))
+                for image, outputs in zip(loaded, opencv_outputs)]
+
+    results["around_forward"] = _measure({"darkfold": darkfold_around, "opencv": opencv_around},
+                                         args.repeat, len(paths))
+    if args.json:
+        print(json.dumps(results, indent=1))
+        return 0
+    _report(results)
+    return 0
+
+
+def _head_inputs(opencv, detector, image):
+    """The head inputs Detector.decode takes: from Model.forward, or else from OpenCV's network."""
+    x = detector.preprocess(image)
+    if hasattr(Model, "forward"):
+        return detector.model.forward(x)
+    indices = [head.index - 1 for head in detector.heads]
+    opencv.net.setInput(x)
+    outputs = opencv.net.forward([_opencv_name(detector.model.layers[i]) for i in indices])
+    return dict(zip(indices, outputs))
+
+
+def _opencv_name(layer):
+    # readNetFromDarknet names a conv's layers conv_i, bn_i and <activation>_{i+1}.
+    if layer.type != "convolutional":
+        raise SystemExit(f"layer {layer.index} [{layer.type}] feeds a head: this benchmark needs the engine")
+    if layer.activation != "linear":
+        return f"{layer.activation}_{layer.index + 1}"
+    return f"bn_{layer.index}" if layer.batch_normalize else f"conv_{layer.index}"
+
+
+def _measure(cases, repeat, count):
+    if repeat <= 0:
+        probe = _bench.rounds(cases, repeat=1, warmup=1)
+        repeat = max(5, min(50, int(30 / sum(t[0] for t in probe.values()))))
+    with _bench.OtherLoad() as load:
+        times = _bench.rounds(cases, repeat=repeat, warmup=2)
+    return {"rounds": repeat, "other_load": load.share, "load": load.describe(),
+            "seconds": {name: _bench.stats(values) for name, values in times.items()}, "times": times,
+            "images_per_s": {name: count / _bench.stats(values)["median"] for name, values in times.items()},
+            # darkfold images/s over OpenCV's = OpenCV time over darkfold time
+            "ratio": _bench.ratio(times["opencv"], times["darkfold"])}
+
+
+def _report(results):
+    print(f"darkfold detect vs OpenCV {results['opencv_version']}: {results['images']} images of "
+          f"{results['folder']}")
+    print(f"model: {results['cfg']}")
+    parts = [("pipeline", "whole pipeline: read, preprocess, forward, decode, NMS"),
+             ("around_forward", "pre- and post-processing alone (forward computed beforehand)")]
+    if not results["engine"]:
+        print("\n(no Model.forward in this darkfold yet: the whole-pipeline ratio needs the engine)")
+    for key, title in parts:
+        if key not in results:
+            continue
+        part = results[key]
+        print(f"\n{title}: {part['rounds']} interleaved rounds; {part['load']}")
+        for name in ("darkfold", "opencv"):
+            print(f"  {name:9s} {part['images_per_s'][name]:8.1f} images/s   round {_bench.fmt_ms(part['times'][name])}")
+        print(f"  darkfold/OpenCV images/s = {_bench.fmt_ratio(part['ratio'])}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
