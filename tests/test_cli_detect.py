@@ -7,7 +7,6 @@ import cv2
 import numpy as np
 import pytest
 from conftest import CFG_DIR, DATA_DIR, write
-from standin import use_engine
 
 import darkfold
 from darkfold.cli import main
@@ -22,11 +21,6 @@ DOG_LINES = [
     "truck: 62%  (left_x: 530  top_y: 95  width: 100  height: 67)",
     "car: 40%  (left_x: 530  top_y: 95  width: 100  height: 67)",
 ]
-
-
-@pytest.fixture(autouse=True)
-def bundled_engine(monkeypatch, tiny_cfg, tiny_weights):
-    use_engine(monkeypatch, tiny_cfg, tiny_weights)
 
 
 def run(capsys, *argv):

@@ -1,9 +1,10 @@
-"""Detection: Darknet's preprocessing, yolo/region decoding, NMS, and the whole pipeline.
+"""Detection: yolo/region decoding, NMS, reporting, and the whole pipeline.
 
-Unit tests check each step against Darknet's formulas worked out by hand; oracle tests
-compare against OpenCV 4.14's Darknet importer (its [yolo] and [region] layers, and the
-usual OpenCV post-processing: per-class score threshold and cv2.dnn.NMSBoxes), fed the
-very same network input, and against Darknet's own output on data/dog.jpg (DESIGN.md).
+Unit tests check each step against Darknet's formulas worked out by hand. Oracle tests run
+darkfold's whole pipeline (its engine included) and compare with OpenCV 4.14's Darknet
+importer (its [yolo] and [region] layers, and the usual OpenCV post-processing: per-class
+score threshold and cv2.dnn.NMSBoxes) fed the very same network input, and with Darknet's
+own output on data/dog.jpg (DESIGN.md).
 """
 
 import cv2
@@ -11,7 +12,6 @@ import numpy as np
 import oracle
 import pytest
 from conftest import CFG_DIR, DATA_DIR
-from standin import use_engine
 
 import darkfold
 from darkfold import DarkfoldError
@@ -219,8 +219,7 @@ DARKNET_DOG = [("dog", 0.81, (124, 220, 258, 298)), ("bicycle", 0.38, (229, 196,
 
 
 @oracle.needs_opencv_darknet
-def test_yolov3_tiny_on_dog_gives_darknets_boxes(monkeypatch, tiny_model, tiny_cfg, tiny_weights):
-    use_engine(monkeypatch, tiny_cfg, tiny_weights)
+def test_yolov3_tiny_on_dog_gives_darknets_boxes(tiny_model, tiny_cfg, tiny_weights):
     found = tiny_model.detect(str(DATA_DIR / "dog.jpg"))
     assert len(found) == len(DARKNET_DOG)  # in Darknet's printing order: by left edge, best class first
     for (name, confidence, box), detection in zip(DARKNET_DOG, found):
@@ -263,9 +262,8 @@ def assert_same_detections(found, expected, thresh, tolerance):
 
 @oracle.needs_opencv_darknet
 @pytest.mark.parametrize("image_path", SAMPLE_IMAGES, ids=lambda p: p.name)
-def test_detections_match_opencvs_pipeline_on_every_sample_image(monkeypatch, tiny_model, tiny_cfg, tiny_weights,
+def test_detections_match_opencvs_pipeline_on_every_sample_image(tiny_model, tiny_cfg, tiny_weights,
                                                                  image_path):
-    use_engine(monkeypatch, tiny_cfg, tiny_weights)
     image = cv2.imread(str(image_path))
     height, width = image.shape[:2]
     blob = preprocess(image, 416, 416)[None]
@@ -279,8 +277,7 @@ def test_detections_match_opencvs_pipeline_on_every_sample_image(monkeypatch, ti
 
 
 @oracle.needs_opencv_darknet
-def test_letterboxed_detections_map_back_to_the_image_as_opencvs_do(monkeypatch, tiny_model, tiny_cfg, tiny_weights):
-    use_engine(monkeypatch, tiny_cfg, tiny_weights)
+def test_letterboxed_detections_map_back_to_the_image_as_opencvs_do(tiny_model, tiny_cfg, tiny_weights):
     image = cv2.imread(str(DATA_DIR / "dog.jpg"))  # 768 x 576: 416 x 312 in the letterbox, 52 rows of grey above
     blob = preprocess(image, 416, 416, letterbox=True)[None]
     scale = 768 / 416
@@ -313,9 +310,8 @@ def small_yolov2(tmp_path_factory):
 
 @oracle.needs_opencv_darknet
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_region_decoding_matches_opencvs_region_layer_on_yolov2(monkeypatch, small_yolov2, seed):
+def test_region_decoding_matches_opencvs_region_layer_on_yolov2(small_yolov2, seed):
     cfg, weights, opencv_weights = small_yolov2
-    use_engine(monkeypatch, cfg, opencv_weights)
     image = np.random.default_rng(seed).integers(0, 256, (160, 160, 3), dtype=np.uint8)
     net = oracle.opencv_net(cfg, opencv_weights)
     net.setInput(preprocess(image, 160, 160)[None])

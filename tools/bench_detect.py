@@ -8,7 +8,8 @@ by round after warm-up rounds (see tools/_bench.py); one round runs a pipeline o
 whole folder, the images already in the page cache:
 
   darkfold   darkfold.images.read_image, then Detector.detect: Darknet's resize (or letterbox),
-             Model.forward, decoding of every head, per-class NMS, Detection objects.
+             Model.forward (darkfold's engine, default threads), decoding of every head,
+             per-class NMS, Detection objects.
   opencv     the peer, the pipeline OpenCV's samples run: cv2.imread, cv2.dnn.blobFromImage
              (1/255, network size, swapRB), Net.forward of the [yolo]/[region] outputs of
              readNetFromDarknet (default CPU backend and settings), then for every class the
@@ -18,7 +19,7 @@ How to read it: "images/s" is images over the median round time; the ratio is da
 images/s over OpenCV's (above 1 = darkfold is faster; goal >= 1.0), with the min-max of the
 per-round ratios in brackets. A second part times the pre- and post-processing alone (everything
 but the forward pass), on network outputs computed beforehand, to show what detection adds
-around the engine. Without darkfold's engine (Model.forward), only that second part runs.
+around the engine.
 The report says how much CPU other processes used meanwhile; above 10% it is marked DISTURBED.
 """
 
@@ -38,7 +39,6 @@ import numpy as np  # noqa: E402
 import darkfold  # noqa: E402
 from darkfold import images  # noqa: E402
 from darkfold.detect import Detector  # noqa: E402
-from darkfold.model import Model  # noqa: E402
 
 THRESH, NMS = 0.25, 0.45
 
@@ -94,19 +94,16 @@ def main(argv=None):
     model = darkfold.load(cfg, weights)
     detector = Detector(model, thresh=THRESH, nms=NMS)
     opencv = OpenCVPipeline(cfg, weights, model.net.width, model.net.height)
-    engine = hasattr(Model, "forward")
     results = {"cfg": cfg, "weights": weights, "folder": args.folder, "images": len(paths),
-               "opencv_version": cv2.__version__, "engine": engine}
-
-    if engine:
-        cases = {"darkfold": lambda: [detector.detect(images.read_image(p)) for p in paths],
-                 "opencv": lambda: [opencv.detect(cv2.imread(p)) for p in paths]}
-        results["pipeline"] = _measure(cases, args.repeat, len(paths))
+               "opencv_version": cv2.__version__}
+    cases = {"darkfold": lambda: [detector.detect(images.read_image(p)) for p in paths],
+             "opencv": lambda: [opencv.detect(cv2.imread(p)) for p in paths]}
+    results["pipeline"] = _measure(cases, args.repeat, len(paths))
 
     # Pre- and post-processing alone: the network outputs are computed once, beforehand.
     loaded = [images.read_image(p) for p in paths]
     opencv_outputs = [opencv.forward(image) for image in loaded]
-    head_inputs = [_head_inputs(opencv, detector, image) for image in loaded]
+    head_inputs = [_head_inputs(detector, image) for image in loaded]
 
     def darkfold_around():
         return [(detector.preprocess(image), detector.decode(outputs, image.shape[1], image.shape[0]))
@@ -126,24 +123,9 @@ def main(argv=None):
     return 0
 
 
-def _head_inputs(opencv, detector, image):
-    """The head inputs Detector.decode takes: from Model.forward, or else from OpenCV's network."""
-    x = detector.preprocess(image)
-    if hasattr(Model, "forward"):
-        return detector.model.forward(x)
-    indices = [head.index - 1 for head in detector.heads]
-    opencv.net.setInput(x)
-    outputs = opencv.net.forward([_opencv_name(detector.model.layers[i]) for i in indices])
-    return dict(zip(indices, outputs))
-
-
-def _opencv_name(layer):
-    # readNetFromDarknet names a conv's layers conv_i, bn_i and <activation>_{i+1}.
-    if layer.type != "convolutional":
-        raise SystemExit(f"layer {layer.index} [{layer.type}] feeds a head: this benchmark needs the engine")
-    if layer.activation != "linear":
-        return f"{layer.activation}_{layer.index + 1}"
-    return f"bn_{layer.index}" if layer.batch_normalize else f"conv_{layer.index}"
+def _head_inputs(detector, image):
+    """What Detector.decode takes: the forward pass's outputs for the image."""
+    return detector.model.forward(detector.preprocess(image))
 
 
 def _measure(cases, repeat, count):
@@ -165,11 +147,7 @@ def _report(results):
     print(f"model: {results['cfg']}")
     parts = [("pipeline", "whole pipeline: read, preprocess, forward, decode, NMS"),
              ("around_forward", "pre- and post-processing alone (forward computed beforehand)")]
-    if not results["engine"]:
-        print("\n(no Model.forward in this darkfold yet: the whole-pipeline ratio needs the engine)")
     for key, title in parts:
-        if key not in results:
-            continue
         part = results[key]
         print(f"\n{title}: {part['rounds']} interleaved rounds; {part['load']}")
         for name in ("darkfold", "opencv"):
