@@ -1,5 +1,6 @@
 """`darkfold detect`: Darknet-style lines, JSON, annotated outputs, and one message per bad input."""
 
+import io
 import json
 import shutil
 
@@ -172,3 +173,21 @@ def test_help_names_the_default_output_folder(capsys):
         main(["detect", "--help"])
     out = capsys.readouterr().out
     assert "./predictions" in out and "darkfold detect photos/ clip.mp4 -o out/" in out
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_folders_and_videos_show_progress_on_a_terminal_only(capsys, monkeypatch, tmp_path):
+    video = make_video(tmp_path / "clip.avi", frames=2)
+    code, _, err = run(capsys, DATA_DIR / "dog.jpg", DATA_DIR / "eagle.jpg", video, "-o", tmp_path / "out")
+    assert code == 0 and err == ""
+    terminal = Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    assert main(["detect", str(DATA_DIR / "dog.jpg"), str(DATA_DIR / "eagle.jpg"), str(video),
+                 "-o", str(tmp_path / "out")]) == 0
+    shown = terminal.getvalue()
+    assert "] 2/2 images" in shown and "] 2/2 frames of clip.avi" in shown
+    assert shown.endswith("\r\033[K")  # the bar is gone when the command ends
