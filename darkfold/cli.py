@@ -173,6 +173,7 @@ def _parser():
                         help="folder for the annotated images and videos (default: ./predictions; created if missing)")
     detect.add_argument("--json", action="store_true",
                         help="print JSON: one array of images, one line per video frame")
+    _add_threads(detect)
     detect.set_defaults(run=run_detect)
     return parser
 
@@ -364,8 +365,9 @@ def run_detect(args):
         raise DarkfoldError("detect needs both --cfg and --weights, or neither (the bundled model)")
     model = load(args.cfg, args.weights)
     _print_warnings(model)
-    detector = Detector(model, names=args.names, thresh=args.thresh, letterbox=args.letterbox or None)
-    model.engine()  # built once, before the first image's time is taken
+    detector = Detector(model, names=args.names, thresh=args.thresh, letterbox=args.letterbox or None,
+                        threads=args.threads)
+    model.engine(threads=args.threads)  # built once, before the first image's time is taken
     inputs = images.list_inputs(args.inputs or [SAMPLE_IMAGE])
     run = _DetectRun(detector, args, inputs)
     for item in inputs:

@@ -322,10 +322,10 @@ class Detector:
 
     ``names`` is a list or a .names file (default: COCO for the bundled
     model, the class ids otherwise); ``letterbox`` None follows the cfg's
-    ``[net] letter_box``.
+    ``[net] letter_box``; ``threads`` goes to ``Model.forward``.
     """
 
-    def __init__(self, model, *, names=None, thresh=THRESH, nms=NMS, letterbox=None):
+    def __init__(self, model, *, names=None, thresh=THRESH, nms=NMS, letterbox=None, threads=None):
         if not model.has_weights:
             raise DarkfoldError(f"{model.cfg.path}: detection needs the model's weights; load it with a .weights file")
         if model.net.channels != 3:
@@ -345,6 +345,7 @@ class Detector:
         self.thresh = thresh
         self.nms = nms
         self.letterbox = bool(model.net.letter_box) if letterbox is None else bool(letterbox)
+        self.threads = threads
 
     def preprocess(self, image):
         """The (1, 3, H, W) network input for one BGR image."""
@@ -358,7 +359,7 @@ class Detector:
         from .images import as_bgr
 
         image = as_bgr(image)
-        outputs = self.model.forward(self.preprocess(image))
+        outputs = self.model.forward(self.preprocess(image), threads=self.threads)
         return self.decode(outputs, image.shape[1], image.shape[0])
 
     def decode(self, outputs, image_w, image_h):
@@ -381,11 +382,11 @@ class Detector:
         return to_detections(boxes, probs, image_w, image_h, self.names, self.thresh, self._shown)
 
 
-def detect(model, image, thresh=THRESH, nms=NMS, *, names=None, letterbox=None):
+def detect(model, image, thresh=THRESH, nms=NMS, *, names=None, letterbox=None, threads=None):
     """``Model.detect``: detections on a path or BGR array, or a list of lists for a list of them."""
     from .images import read_image
 
-    detector = Detector(model, names=names, thresh=thresh, nms=nms, letterbox=letterbox)
+    detector = Detector(model, names=names, thresh=thresh, nms=nms, letterbox=letterbox, threads=threads)
 
     def one(item):
         return detector.detect(read_image(os.fspath(item)) if isinstance(item, (str, os.PathLike)) else item)

@@ -132,7 +132,7 @@ class Model:
             self._engines[key] = Engine(self, fold=fold, threads=threads)
         return self._engines[key]
 
-    def detect(self, image, thresh=0.25, nms=0.45, *, names=None, letterbox=None):
+    def detect(self, image, thresh=0.25, nms=0.45, *, names=None, letterbox=None, threads=None):
         """Detect objects as Darknet's ``detector test`` does; see ``darkfold.detect``.
 
         ``image`` is a path or a BGR uint8 array as ``cv2.imread`` returns it;
@@ -140,11 +140,12 @@ class Model:
         ``confidence``, ``box`` = left, top, width, height in pixels), or a
         list of such lists for a list of images. ``names``: a list or a
         .names file (default: COCO for the bundled model, else class ids);
-        ``letterbox``: None follows the cfg's ``letter_box``.
+        ``letterbox``: None follows the cfg's ``letter_box``; ``threads``: as
+        for ``forward``.
         """
         from .detect import detect
 
-        return detect(self, image, thresh, nms, names=names, letterbox=letterbox)
+        return detect(self, image, thresh, nms, names=names, letterbox=letterbox, threads=threads)
 
     def _check_input(self, x):
         expected = (self.net.channels, self.net.height, self.net.width)

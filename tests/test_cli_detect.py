@@ -191,3 +191,8 @@ def test_folders_and_videos_show_progress_on_a_terminal_only(capsys, monkeypatch
     shown = terminal.getvalue()
     assert "] 2/2 images" in shown and "] 2/2 frames of clip.avi" in shown
     assert shown.endswith("\r\033[K")  # the bar is gone when the command ends
+
+
+def test_threads_option_runs_the_engine_on_that_many_workers(capsys, tmp_path):
+    code, out, _ = run(capsys, DATA_DIR / "dog.jpg", "--threads", "1", "--json", "-o", tmp_path)
+    assert code == 0 and len(json.loads(out)[0]["detections"]) == 6
