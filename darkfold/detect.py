@@ -24,7 +24,6 @@ from .files import read_bytes
 
 THRESH = 0.25  # detector.c: -thresh default .25
 NMS = 0.45  # test_detector: nms = .45
-HEAD_TYPES = ("yolo", "region")
 
 
 @dataclass(frozen=True)

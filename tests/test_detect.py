@@ -292,16 +292,15 @@ def test_letterboxed_detections_map_back_to_the_image_as_opencvs_do(tiny_model, 
 
 @pytest.fixture(scope="module")
 def small_yolov2(tmp_path_factory):
-    """YOLOv2 at 160 x 160 with 3 classes (so softmax scores clear the threshold) and random weights.
+    """YOLOv2 (80 classes) at 160 x 160 with random weights.
 
-    OpenCV's importer reads the [region] thresh= (Darknet's is training-only): set to .25.
-    Returns (cfg, weights, OpenCV's copy of the weights with BatchNorm variances bumped).
+    OpenCV's importer takes its region layer's threshold from the [region] thresh= (a
+    training key in Darknet), set here to .02: softmax over 80 random scores seldom gives a
+    class more. Returns (cfg, weights, OpenCV's copy of the weights with BatchNorm variances
+    bumped).
     """
     folder = tmp_path_factory.mktemp("yolov2")
-    text = (CFG_DIR / "yolov2.cfg").read_text()
-    text = text.replace("classes=80", "classes=3").replace("filters=425", "filters=40").replace("thresh = .6",
-                                                                                                "thresh = .25")
-    (folder / "full.cfg").write_text(text)
+    (folder / "full.cfg").write_text((CFG_DIR / "yolov2.cfg").read_text().replace("thresh = .6", "thresh = .02"))
     cfg = oracle.resized_cfg(folder / "full.cfg", folder / "yolov2-small.cfg", 160, 160)
     layers, _ = oracle.write_random_weights(cfg, folder / "random.weights", seed=5)
     bumped = oracle.write_bumped_copy(folder / "random.weights", folder / "opencv.weights", layers)
@@ -309,7 +308,7 @@ def small_yolov2(tmp_path_factory):
 
 
 @oracle.needs_opencv_darknet
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", [0, 1])
 def test_region_decoding_matches_opencvs_region_layer_on_yolov2(small_yolov2, seed):
     cfg, weights, opencv_weights = small_yolov2
     image = np.random.default_rng(seed).integers(0, 256, (160, 160, 3), dtype=np.uint8)
@@ -320,9 +319,9 @@ def test_region_decoding_matches_opencvs_region_layer_on_yolov2(small_yolov2, se
                                                   float(rows[i, 1] - rows[i, 3] / 2) * 160,
                                                   float(rows[i, 2]) * 160, float(rows[i, 3]) * 160))
                 for i, k in zip(*np.nonzero(rows[:, 5:]))]
-    found = darkfold.load(cfg, weights).detect(image, thresh=0.25, nms=0.4, names=["a", "b", "c"])
-    assert len(found) == len(expected) > 5
-    assert_same_detections(found, expected, 0.25, 1e-3)
+    found = darkfold.load(cfg, weights).detect(image, thresh=0.02, nms=0.4)
+    assert len(found) == len(expected) > 100
+    assert_same_detections(found, expected, 0.02, 1e-4)
 
 
 @oracle.needs_opencv_darknet
