@@ -202,6 +202,13 @@ def test_yolo9000s_tree_softmax_is_refused():
         Detector(model)
 
 
+def test_letterbox_follows_the_cfg_unless_asked_for():
+    model = darkfold.load(CFG_DIR / "yolov4-csp.cfg")  # [net] letter_box=1
+    model.header = (0, 2, 0, 0)
+    assert Detector(model).letterbox and Detector(model, letterbox=False).letterbox is False
+    assert Detector(model).heads[-1].nms_kind == "diounms"
+
+
 def test_nms_kind_comes_from_the_last_yolo_layer():
     model = darkfold.load(CFG_DIR / "yolov4.cfg")
     model.header = (0, 2, 0, 0)
