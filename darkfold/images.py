@@ -16,10 +16,10 @@ from .errors import DarkfoldError
 from .files import atomic_outputs, check_readable, read_bytes
 from .kernels import resize_bgr_to_rgb
 
-# What cv2.imread decodes; a folder's other files are skipped.
+# What cv2.imread decodes (OpenEXR is off in OpenCV's wheels); a folder's other files are skipped.
 IMAGE_EXTENSIONS = frozenset({".bmp", ".dib", ".jpeg", ".jpg", ".jpe", ".jp2", ".png", ".webp", ".avif", ".pbm",
-                              ".pgm", ".ppm", ".pxm", ".pnm", ".pfm", ".sr", ".ras", ".tiff", ".tif", ".exr",
-                              ".hdr", ".pic"})
+                              ".pgm", ".ppm", ".pxm", ".pnm", ".pfm", ".sr", ".ras", ".tiff", ".tif", ".hdr",
+                              ".pic"})
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv",
                               ".3gp", ".ts", ".mjpeg"})
 LETTERBOX_GREY = 0.5  # letterbox_image fills with .5
@@ -73,16 +73,14 @@ def letterbox_size(image_w, image_h, net_w, net_h):
     return max(1, image_w * net_h // image_h), net_h
 
 
-def preprocess(image, net_w, net_h, letterbox=False, out=None):
+def preprocess(image, net_w, net_h, letterbox=False):
     """The network input for a BGR uint8 image: a (3, net_h, net_w) float32 RGB array in [0, 1].
 
     Stretched with Darknet's ``resize_image``, or with ``letterbox``, scaled to
     fit with the aspect ratio kept and centred on 0.5 grey (``letterbox_image``).
-    ``out``, if given, is filled and returned.
     """
     image = np.ascontiguousarray(as_bgr(image))
-    if out is None:
-        out = np.empty((3, net_h, net_w), np.float32)
+    out = np.empty((3, net_h, net_w), np.float32)
     height, width = image.shape[:2]
     if not letterbox:
         resize_bgr_to_rgb(image, out, 0, 0, net_w, net_h)
