@@ -1,6 +1,6 @@
 """Benchmark: `darkfold detect` over a folder of images vs OpenCV 4.14 running the same pipeline.
 
-    python tools/bench_detect.py [FOLDER] [--cfg CFG --weights WEIGHTS] [--repeat N] [--json]
+    python tools/bench_detect.py [FOLDER] [--cfg CFG --weights WEIGHTS] [--threads N] [--repeat N] [--json]
 
 Without FOLDER it uses the repository's data/ (the sample images); without --cfg, the bundled
 YOLOv3-tiny. Both pipelines take every image of FOLDER, in the same process, interleaved round
@@ -15,11 +15,14 @@ whole folder, the images already in the page cache:
              readNetFromDarknet (default CPU backend and settings), then for every class the
              rows above the threshold and cv2.dnn.NMSBoxes.
 
+--threads N gives both the same number of threads (Model.forward's threads=, cv2.setNumThreads);
+by default each uses every CPU.
+
 How to read it: "images/s" is images over the median round time; the ratio is darkfold's
 images/s over OpenCV's (above 1 = darkfold is faster; goal >= 1.0), with the min-max of the
 per-round ratios in brackets. A second part times the pre- and post-processing alone (everything
 but the forward pass), on network outputs computed beforehand, to show what detection adds
-around the engine.
+around the engine; a third the forward pass alone.
 The report says how much CPU other processes used meanwhile; above 10% it is marked DISTURBED.
 """
 
@@ -79,6 +82,7 @@ def main(argv=None):
                         help="folder of images (default: the repository's data/)")
     parser.add_argument("--cfg", metavar="CFG", help="Darknet .cfg (default: the bundled YOLOv3-tiny)")
     parser.add_argument("--weights", metavar="WEIGHTS", help="Darknet .weights matching CFG")
+    parser.add_argument("--threads", type=int, metavar="N", help="threads for both (default: each its own default)")
     parser.add_argument("--repeat", type=int, default=0, metavar="N",
                         help="timed rounds (default: as many as fit in ~30 s, 5 to 50)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a report")
@@ -92,10 +96,12 @@ def main(argv=None):
         parser.error(f"{args.folder}: no images")
 
     model = darkfold.load(cfg, weights)
-    detector = Detector(model, thresh=THRESH, nms=NMS)
+    detector = Detector(model, thresh=THRESH, nms=NMS, threads=args.threads)
+    if args.threads:
+        cv2.setNumThreads(args.threads)
     opencv = OpenCVPipeline(cfg, weights, model.net.width, model.net.height)
     results = {"cfg": cfg, "weights": weights, "folder": args.folder, "images": len(paths),
-               "opencv_version": cv2.__version__}
+               "opencv_version": cv2.__version__, "threads": args.threads}
     cases = {"darkfold": lambda: [detector.detect(images.read_image(p)) for p in paths],
              "opencv": lambda: [opencv.detect(cv2.imread(p)) for p in paths]}
     results["pipeline"] = _measure(cases, args.repeat, len(paths))
@@ -116,6 +122,20 @@ def main(argv=None):
 
     results["around_forward"] = _measure({"darkfold": darkfold_around, "opencv": opencv_around},
                                          args.repeat, len(paths))
+
+    # The forward pass alone, on the inputs computed beforehand (each its own preprocessing).
+    inputs = [detector.preprocess(image) for image in loaded]
+    blobs = [cv2.dnn.blobFromImage(image, 1 / 255, opencv.size, swapRB=True, crop=False) for image in loaded]
+
+    def opencv_forward():
+        outputs = []
+        for blob in blobs:
+            opencv.net.setInput(blob)
+            outputs.append(opencv.net.forward(opencv.outputs))
+        return outputs
+
+    results["forward"] = _measure({"darkfold": lambda: [model.forward(x, threads=args.threads) for x in inputs],
+                                   "opencv": opencv_forward}, args.repeat, len(paths))
     if args.json:
         print(json.dumps(results, indent=1))
         return 0
@@ -125,7 +145,7 @@ def main(argv=None):
 
 def _head_inputs(detector, image):
     """What Detector.decode takes: the forward pass's outputs for the image."""
-    return detector.model.forward(detector.preprocess(image))
+    return detector.model.forward(detector.preprocess(image), threads=detector.threads)
 
 
 def _measure(cases, repeat, count):
@@ -144,9 +164,10 @@ def _measure(cases, repeat, count):
 def _report(results):
     print(f"darkfold detect vs OpenCV {results['opencv_version']}: {results['images']} images of "
           f"{results['folder']}")
-    print(f"model: {results['cfg']}")
+    print(f"model: {results['cfg']}; threads: {results['threads'] or 'each its default'}")
     parts = [("pipeline", "whole pipeline: read, preprocess, forward, decode, NMS"),
-             ("around_forward", "pre- and post-processing alone (forward computed beforehand)")]
+             ("around_forward", "pre- and post-processing alone (forward computed beforehand)"),
+             ("forward", "the forward pass alone (Model.forward vs Net.forward)")]
     for key, title in parts:
         part = results[key]
         print(f"\n{title}: {part['rounds']} interleaved rounds; {part['load']}")
