@@ -445,7 +445,7 @@ class _DetectRun:
                 writer.write(self.images.draw_detections(frame, found, self.detector.classes))
                 self._print_frame(path, number, found)
                 progress.advance()
-            progress.done()
+            _Progress.clear()
             writer.close()
             if not self.args.json:
                 print(f"{path}: {number + 1} frames -> {output}")
@@ -476,13 +476,10 @@ class _Progress:
     def advance(self):
         self.count += 1
         if self.shown:
-            filled = 30 * self.count // self.total if self.total else 0
+            filled = 30 * min(self.count, self.total) // self.total if self.total else 0  # counts can lie
             total = self.total or "?"
             sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {self.count}/{total} {self.what}")
             sys.stderr.flush()
-
-    def done(self):
-        self.clear()
 
     @staticmethod
     def clear():
