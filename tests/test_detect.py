@@ -225,8 +225,7 @@ DARKNET_DOG = [("dog", 0.81, (124, 220, 258, 298)), ("bicycle", 0.38, (229, 196,
                ("truck", 0.62, (530, 95, 100, 67)), ("car", 0.40, (530, 95, 100, 67))]
 
 
-@oracle.needs_opencv_darknet
-def test_yolov3_tiny_on_dog_gives_darknets_boxes(tiny_model, tiny_cfg, tiny_weights):
+def test_yolov3_tiny_on_dog_gives_darknets_boxes(tiny_model):
     found = tiny_model.detect(str(DATA_DIR / "dog.jpg"))
     assert len(found) == len(DARKNET_DOG)  # in Darknet's printing order: by left edge, best class first
     for (name, confidence, box), detection in zip(DARKNET_DOG, found):
