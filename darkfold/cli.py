@@ -11,7 +11,7 @@ import unicodedata
 
 from . import __version__, convert, load
 from .bundled import DEFAULT_CFG, DEFAULT_WEIGHTS
-from .errors import DarkfoldError, ModelError, OutputError
+from .errors import DarkfoldError, ImageError, ModelError, OutputError
 from .summary import layer_table, model_summary
 from .verify import TOLERANCE, verify
 
@@ -154,7 +154,7 @@ def _parser():
                     "detections Darknet-style and write annotated copies to OUT_DIR. An INPUT is an\n"
                     "image, a folder (every image in it) or a video. Without INPUT, a sample image;\n"
                     "without --cfg, the bundled YOLOv3-tiny (COCO). A bad input is reported and\n"
-                    "skipped; the exit status is 1 if any input failed.",
+                    "skipped; the exit status is 2 if any input failed.",
         epilog="examples:\n  darkfold detect\n  darkfold detect photos/ clip.mp4 -o out/\n"
                "  darkfold detect street.jpg --cfg yolov4.cfg --weights yolov4.weights --names coco.names\n"
                "  darkfold detect street.jpg --json --thresh 0.5",
@@ -362,7 +362,8 @@ def run_detect(args):
     from .detect import Detector
 
     if (args.cfg is None) != (args.weights is None):
-        raise DarkfoldError("detect needs both --cfg and --weights, or neither (the bundled model)")
+        raise DarkfoldError("detect needs both --cfg and --weights, or neither (the bundled model)",
+                            expected="--cfg and --weights", found="one of them")
     model = load(args.cfg, args.weights)
     _print_warnings(model)
     detector = Detector(model, names=args.names, thresh=args.thresh, letterbox=args.letterbox or None,
@@ -375,7 +376,7 @@ def run_detect(args):
     _Progress.clear()
     if args.json and run.results:
         print(json.dumps(run.results))
-    return 1 if run.failed else 0
+    return EXIT_BAD_INPUT if run.failed else EXIT_OK
 
 
 class _DetectRun:
@@ -397,7 +398,7 @@ class _DetectRun:
     def detect(self, item):
         try:
             if item.kind == "error":
-                raise DarkfoldError(item.error)
+                raise ImageError(item.error, path=item.path)
             if item.kind == "video":
                 self._video(item.path)
             else:
@@ -405,7 +406,7 @@ class _DetectRun:
         except DarkfoldError as error:
             self.failed += 1
             _Progress.clear()
-            print(f"darkfold: error: {error}", file=sys.stderr)
+            print(f"darkfold: error: {_printable(error)}", file=sys.stderr)
         finally:
             if self.progress is not None and item.kind == "image":
                 self.progress.advance()
@@ -414,7 +415,8 @@ class _DetectRun:
         _make_folder(self.args.output)
         output = self.images.output_path(path, self.args.output, self.taken, video=video)
         if os.path.realpath(output) in self.sources:
-            raise DarkfoldError(f"{path}: its annotated copy {output} would overwrite an input; choose another -o")
+            raise OutputError(f"{path}: its annotated copy {output} would overwrite an input; choose another -o",
+                              path=output, expected="a new file", found="an input")
         return output
 
     def _image(self, path):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .bundled import COCO_NAMES, DEFAULT_CFG
-from .errors import DarkfoldError
+from .errors import DarkfoldError, ModelError
 from .files import read_bytes
 
 THRESH = 0.25  # detector.c: -thresh default .25
@@ -72,12 +72,12 @@ class Head:
 
 
 def model_heads(model):
-    """The model's detection heads, in layer order; DarkfoldError if it has none it can decode."""
+    """The model's detection heads, in layer order; ModelError if it has none it can decode."""
     heads = []
     for layer in model.layers:
         if layer.type in ("Gaussian_yolo", "detection"):
-            raise DarkfoldError(f"{layer.where}: layer {layer.index} [{layer.type}]: darkfold detect decodes "
-                                "[yolo] and [region] heads only")
+            raise ModelError.at_layer(layer, ": darkfold detect decodes [yolo] and [region] heads only",
+                                      expected="[yolo] or [region]", found=f"[{layer.type}]")
         if layer.type == "yolo":
             anchors = np.array([layer.anchors[m] for m in layer.mask], np.float32)
             # parse_yolo (parser.c) knows greedynms and diounms; any other name is the default.
@@ -86,18 +86,20 @@ def model_heads(model):
                               nms_kind=kind, beta_nms=layer.beta_nms))
         elif layer.type == "region":
             if layer.tree:
-                raise DarkfoldError(f"{layer.where}: layer {layer.index} [region] tree={layer.tree}: "
-                                    "hierarchical softmax (YOLO9000) is not supported")
+                raise ModelError.at_layer(layer, f" tree={layer.tree}: hierarchical softmax (YOLO9000) is not "
+                                          "supported", expected="no tree=", found=f"tree={layer.tree}")
             if layer.coords != 4:
-                raise DarkfoldError(f"{layer.where}: layer {layer.index} [region] coords={layer.coords}: "
-                                    "Darknet decodes region boxes with coords=4 only")
+                raise ModelError.at_layer(layer, f" coords={layer.coords}: Darknet decodes region boxes with "
+                                          "coords=4 only", expected="coords=4", found=f"coords={layer.coords}")
             heads.append(Head(layer.index, "region", layer.classes, np.array(layer.anchors, np.float32),
                               softmax=layer.softmax, classfix=layer.classfix))
     if not heads:
-        raise DarkfoldError(f"{model.cfg.path}: no [yolo] or [region] layer: not a detection model")
+        raise ModelError(f"{model.cfg.path}: no [yolo] or [region] layer: not a detection model",
+                         path=model.cfg.path, expected="a [yolo] or [region] layer", found="none")
     if len({head.classes for head in heads}) > 1:
-        raise DarkfoldError(f"{model.cfg.path}: the detection heads disagree on classes= "
-                            f"({', '.join(str(h.classes) for h in heads)})")
+        found = ", ".join(str(h.classes) for h in heads)
+        raise ModelError(f"{model.cfg.path}: the detection heads disagree on classes= ({found})",
+                         path=model.cfg.path, expected="one classes= for every head", found=found)
     return heads
 
 
@@ -301,7 +303,8 @@ def load_names(path, classes):
     while names and not names[-1].strip():
         names.pop()
     if len(names) < classes:
-        raise DarkfoldError(f"{path}: {len(names)} class names, but the model has classes={classes}")
+        raise DarkfoldError(f"{path}: {len(names)} class names, but the model has classes={classes}", path=path,
+                            expected=f"{classes} names", found=f"{len(names)} names")
     return names
 
 
@@ -326,10 +329,12 @@ class Detector:
 
     def __init__(self, model, *, names=None, thresh=THRESH, nms=NMS, letterbox=None, threads=None):
         if not model.has_weights:
-            raise DarkfoldError(f"{model.cfg.path}: detection needs the model's weights; load it with a .weights file")
+            raise ModelError(f"{model.cfg.path}: detection needs the model's weights; load it with a .weights file",
+                             path=model.cfg.path, expected="weights", found="a cfg alone")
         if model.net.channels != 3:
-            raise DarkfoldError(f"{model.cfg.path}: [net] channels={model.net.channels}: detection reads "
-                                "colour images, which needs channels=3")
+            raise ModelError(f"{model.cfg.path}: [net] channels={model.net.channels}: detection reads colour "
+                             "images, which needs channels=3", path=model.cfg.path, expected="channels=3",
+                             found=f"channels={model.net.channels}")
         self.model = model
         self.heads = model_heads(model)
         self.classes = self.heads[0].classes
@@ -338,7 +343,8 @@ class Detector:
         elif isinstance(names, (str, os.PathLike)):
             names = load_names(os.fspath(names), self.classes)
         elif len(names) < self.classes:
-            raise DarkfoldError(f"{len(names)} class names given, but the model has classes={self.classes}")
+            raise DarkfoldError(f"{len(names)} class names given, but the model has classes={self.classes}",
+                                expected=f"{self.classes} names", found=f"{len(names)} names")
         self.names = list(names)
         self._shown = shown_classes(self.names)
         self.thresh = thresh

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .errors import DarkfoldError
+from .errors import ImageError, OutputError
 from .files import atomic_outputs, check_readable, read_bytes
 from .kernels import resize_bgr_to_rgb
 
@@ -30,16 +30,18 @@ LETTERBOX_GREY = 0.5  # letterbox_image fills with .5
 
 
 def read_image(path):
-    """The image at ``path`` as a BGR uint8 array, as ``cv2.imread`` gives it; DarkfoldError if unreadable."""
+    """The image at ``path`` as a BGR uint8 array, as ``cv2.imread`` gives it; ImageError if unreadable."""
     data = read_bytes(path, "image")
     if not data:
-        raise DarkfoldError(f"{path}: empty file, not an image")
+        raise ImageError(f"{path}: empty file, not an image", path=path, expected="an image", found="0 bytes")
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     # Some OpenCV builds decode a cut JPEG without error and paint the missing part grey.
     if data[:2] == b"\xff\xd8" and (image is None or not _jpeg_complete(data)):
-        raise DarkfoldError(f"{path}: corrupt JPEG: OpenCV cannot decode it (truncated or damaged file)")
+        raise ImageError(f"{path}: corrupt JPEG: OpenCV cannot decode it (truncated or damaged file)", path=path,
+                         expected="a complete JPEG", found="a JPEG OpenCV cannot decode")
     if image is None:
-        raise DarkfoldError(f"{path}: not an image OpenCV can read (unknown format or corrupt file)")
+        raise ImageError(f"{path}: not an image OpenCV can read (unknown format or corrupt file)", path=path,
+                         expected="an image OpenCV reads", found="undecodable bytes")
     return image
 
 
@@ -52,13 +54,16 @@ def _jpeg_complete(data):
 def as_bgr(image):
     """Check an array given as an image: HxWx3 (BGR) or HxW (grey) uint8."""
     if not isinstance(image, np.ndarray):
-        raise DarkfoldError(f"expected an image path or a numpy array, got {type(image).__name__}")
+        raise ImageError(f"expected an image path or a numpy array, got {type(image).__name__}",
+                         expected="a path or a numpy array", found=type(image).__name__)
     if image.dtype != np.uint8:
-        raise DarkfoldError(f"expected a uint8 image array as cv2.imread returns, got dtype {image.dtype}")
+        raise ImageError(f"expected a uint8 image array as cv2.imread returns, got dtype {image.dtype}",
+                         expected="uint8", found=str(image.dtype))
     if image.ndim == 2:
         return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     if image.ndim != 3 or image.shape[2] not in (3, 4) or min(image.shape[:2]) < 1:
-        raise DarkfoldError(f"expected an image array of shape (height, width, 3), got {image.shape}")
+        raise ImageError(f"expected an image array of shape (height, width, 3), got {image.shape}",
+                         expected="(height, width, 3)", found=str(image.shape))
     return image[:, :, :3]
 
 
@@ -149,7 +154,8 @@ class Video:
         self.path = path
         self._capture = cv2.VideoCapture(path)
         if not self._capture.isOpened():
-            raise DarkfoldError(f"{path}: cannot open as a video (unknown format or corrupt file)")
+            raise ImageError(f"{path}: cannot open as a video (unknown format or corrupt file)", path=path,
+                             expected="a video OpenCV reads", found="a file it cannot open")
         self.fps = self._capture.get(cv2.CAP_PROP_FPS) or 25.0
         self.frame_count = max(0, int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT)))
 
@@ -165,7 +171,8 @@ class Video:
             read += 1
             yield frame
         if read == 0:
-            raise DarkfoldError(f"{self.path}: no frame could be decoded (corrupt or unsupported video)")
+            raise ImageError(f"{self.path}: no frame could be decoded (corrupt or unsupported video)",
+                             path=self.path, expected="video frames", found="none decodable")
 
     def close(self):
         self._capture.release()
@@ -196,7 +203,7 @@ def write_image(path, image):
     """Encode ``image`` by the extension of ``path`` and write it atomically."""
     ok, encoded = cv2.imencode(os.path.splitext(path)[1], image)
     if not ok:
-        raise DarkfoldError(f"{path}: OpenCV cannot encode an image of this type")
+        raise OutputError(f"{path}: OpenCV cannot encode an image of this type", path=path)
     with atomic_outputs(path) as (temporary,):
         encoded.tofile(temporary)
 
@@ -213,7 +220,7 @@ class VideoOutput:
         self._writer = cv2.VideoWriter(self._temporary, cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
         if not self._writer.isOpened():
             self._discard()
-            raise DarkfoldError(f"{path}: OpenCV cannot write an mp4 video here")
+            raise OutputError(f"{path}: OpenCV cannot write an mp4 video here", path=path)
 
     def write(self, frame):
         self._writer.write(frame)

@@ -112,7 +112,7 @@ def test_each_bad_input_gets_one_message_and_the_others_are_still_processed(caps
     ]
     (tmp_path / "empty").mkdir()
     code, out, err = run(capsys, *inputs, "-o", tmp_path / "out")
-    assert code == 1
+    assert code == 2
     assert out.splitlines()[0].startswith(f"{DATA_DIR / 'eagle.jpg'}: 1 detected in ")
     errors = [line for line in err.splitlines() if line.startswith("darkfold: error: ")]
     assert errors == [
@@ -129,7 +129,7 @@ def test_an_annotated_copy_never_replaces_an_input(capsys, tmp_path):
     image = tmp_path / "dog.jpg"
     shutil.copy(DATA_DIR / "dog.jpg", image)
     code, _, err = run(capsys, image, "-o", tmp_path)
-    assert code == 1
+    assert code == 2
     assert err == (f"darkfold: error: {image}: its annotated copy {image} would overwrite an input; "
                    "choose another -o\n")
     assert image.read_bytes() == (DATA_DIR / "dog.jpg").read_bytes()
@@ -164,7 +164,7 @@ def test_model_problems_are_one_error_before_any_input(capsys, tmp_cwd, argv, me
     write(tmp_cwd / "plain.cfg", NO_HEAD_CFG)
     write(tmp_cwd / "plain.weights", np.zeros(4 + 4 + 4 * 27, "<i4").tobytes())  # version 0.0 header, 112 floats
     code, out, err = run(capsys, DATA_DIR / "dog.jpg", *argv)
-    assert code == 1 and out == "" and message in err and len(err.splitlines()) == 1
+    assert code == 2 and out == "" and message in err and len(err.splitlines()) == 1
     assert not (tmp_cwd / "predictions").exists()
 
 

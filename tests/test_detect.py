@@ -14,7 +14,7 @@ import pytest
 from conftest import CFG_DIR, DATA_DIR
 
 import darkfold
-from darkfold import DarkfoldError
+from darkfold import DarkfoldError, ModelError
 from darkfold.detect import (
     Detection,
     Detector,
@@ -187,19 +187,21 @@ def test_other_models_name_classes_by_number_or_by_a_names_file(tmp_path, tiny_c
 
 
 def test_detection_needs_weights_and_a_detection_head(tiny_cfg):
-    with pytest.raises(DarkfoldError, match="needs the model's weights"):
+    with pytest.raises(ModelError, match="needs the model's weights"):
         Detector(darkfold.load(tiny_cfg))
     model = darkfold.load(CFG_DIR / "darknet19.cfg")
     model.header = (0, 2, 0, 0)
-    with pytest.raises(DarkfoldError, match="no \\[yolo\\] or \\[region\\] layer"):
+    with pytest.raises(ModelError, match="no \\[yolo\\] or \\[region\\] layer"):
         Detector(model)
 
 
 def test_yolo9000s_tree_softmax_is_refused():
     model = darkfold.load(CFG_DIR / "yolo9000.cfg")
     model.header = (0, 2, 0, 0)
-    with pytest.raises(DarkfoldError, match="tree=.*not supported"):
+    with pytest.raises(ModelError, match="tree=.*not supported") as error:
         Detector(model)
+    last = model.layers[-1]
+    assert (error.value.path, error.value.line, error.value.layer) == (last.section.path, last.section.line, last.index)
 
 
 def test_letterbox_follows_the_cfg_unless_asked_for():

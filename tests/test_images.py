@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from conftest import DATA_DIR, write
 
-from darkfold import DarkfoldError
+from darkfold import ImageError
 from darkfold.images import (
     Input,
     class_color,
@@ -73,9 +73,9 @@ def test_letterbox_of_a_tall_image_pads_left_and_right():
 
 
 def test_preprocess_rejects_arrays_that_are_not_images():
-    with pytest.raises(DarkfoldError, match="uint8"):
+    with pytest.raises(ImageError, match="uint8"):
         preprocess(np.zeros((4, 4, 3), np.float32), 8, 8)
-    with pytest.raises(DarkfoldError, match="shape"):
+    with pytest.raises(ImageError, match="shape"):
         preprocess(np.zeros((4, 4, 2), np.uint8), 8, 8)
 
 
@@ -93,9 +93,9 @@ def test_a_jpeg_without_its_end_marker_is_corrupt(tmp_path):
     data = (DATA_DIR / "eagle.jpg").read_bytes()
     assert data.endswith(b"\xff\xd9")
     for cut in (write(tmp_path / "a.jpg", data[:-2]), write(tmp_path / "b.jpg", data[: len(data) // 3])):
-        with pytest.raises(DarkfoldError, match="corrupt JPEG"):
+        with pytest.raises(ImageError, match="corrupt JPEG"):
             read_image(str(cut))
-    with pytest.raises(DarkfoldError, match="empty file"):
+    with pytest.raises(ImageError, match="empty file"):
         read_image(str(write(tmp_path / "c.png", b"")))
 
 
