@@ -165,7 +165,7 @@ def _parser():
     detect.add_argument("--weights", metavar="WEIGHTS", help="Darknet .weights file for CFG")
     detect.add_argument("--names", metavar="NAMES",
                         help="class names, one a line (default: COCO's for the bundled model, else numbers)")
-    detect.add_argument("--thresh", type=float, default=0.25, metavar="T",
+    detect.add_argument("--thresh", type=_probability, default=0.25, metavar="T",
                         help="report classes whose probability exceeds T (default: 0.25)")
     detect.add_argument("--letterbox", action="store_true",
                         help="keep the aspect ratio, padding with grey (default: as the cfg's letter_box=)")
@@ -181,6 +181,16 @@ def _parser():
 def _add_threads(parser):
     parser.add_argument("--threads", type=_positive_int, metavar="N",
                         help="worker threads for running the model (default: every CPU)")
+
+
+def _probability(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a probability from 0 to 1, got {text!r}")
+    return value
 
 
 def _positive_int(text):
@@ -362,8 +372,9 @@ def run_detect(args):
     from .detect import Detector
 
     if (args.cfg is None) != (args.weights is None):
-        raise DarkfoldError("detect needs both --cfg and --weights, or neither (the bundled model)",
-                            expected="--cfg and --weights", found="one of them")
+        given = args.cfg if args.cfg is not None else args.weights
+        raise DarkfoldError(f"{given}: detect needs both --cfg and --weights, or neither (the bundled model)",
+                            path=given, expected="--cfg and --weights", found="one of them")
     model = load(args.cfg, args.weights)
     _print_warnings(model)
     detector = Detector(model, names=args.names, thresh=args.thresh, letterbox=args.letterbox or None,

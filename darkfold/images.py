@@ -9,8 +9,13 @@ and centred on 0.5 grey. The network input is NCHW float32.
 import os
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
+
+# FFmpeg would print its own complaint about an unreadable video ("moov atom not found")
+# next to darkfold's one-line error; OpenCV reads this when it loads FFmpeg. A user's own
+# setting wins.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+import cv2
 
 from .errors import ImageError, OutputError
 from .files import atomic_outputs, check_readable, read_bytes

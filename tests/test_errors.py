@@ -174,6 +174,7 @@ def case(name, files, argv, file, message, code=2):
 
 
 M = {"m.cfg": YOLO, "m.weights": lambda: weights_for(YOLO)}  # a good pair, to break one file of
+DOG = lambda: (Path(__file__).parent.parent / "data" / "dog.jpg").read_bytes()
 CUT = lambda data, end: lambda: data()[:end]  # one-line table helpers
 CFG = lambda text: {"bad.cfg": text}
 INFO = "info bad.cfg"
@@ -320,6 +321,21 @@ CASES = [
          "its weights hold NaN or inf (a damaged file?)"),
     case("verify a layer the engine cannot run", {"l.cfg": LOCAL, "l.weights": lambda: weights_for(LOCAL)},
          "verify l.cfg l.weights", "l.cfg:5", "layer 0 [local] is not supported by darkfold's engine"),
+    # ---- detect (the bundled model; nothing may appear in ./predictions)
+    case("detect a missing image", {}, "detect nope.jpg", "nope.jpg", "no such file or folder"),
+    case("detect text named .jpg", {"t.jpg": "hello"}, "detect t.jpg", "t.jpg", "not an image OpenCV can read"),
+    case("detect a truncated JPEG", {"cut.jpg": lambda: DOG()[:2000]}, "detect cut.jpg", "cut.jpg", "corrupt JPEG"),
+    case("detect an empty file", {"e.jpg": b""}, "detect e.jpg", "e.jpg", "empty file, not an image"),
+    case("detect an empty folder", {"d/notes.txt": "no images"}, "detect d", "d", "folder holds no images"),
+    case("detect an unreadable video", {"v.mp4": "not a video"}, "detect v.mp4", "v.mp4", "cannot open as a video"),
+    case("detect random bytes as an image", {"r.png": bytes(range(256)) * 8}, "detect r.png", "r.png",
+         "not an image OpenCV can read"),
+    case("detect --cfg without --weights", M, "detect --cfg m.cfg", "m.cfg", "needs both --cfg and --weights"),
+    case("detect a missing names file", {}, "detect --names nope.names", "nope.names", "names file not found"),
+    case("detect names that do not fit", {"two.names": "a\nb\n"}, "detect --names two.names", "two.names",
+         "2 class names, but the model has classes=80"),
+    case("detect a cfg without a head", {"h.cfg": NET + "[maxpool]\n", "h.weights": lambda: weights_for(NET + "[maxpool]\n")},
+         "detect --cfg h.cfg --weights h.weights", "h.cfg", "no [yolo] or [region]"),
 ]
 
 

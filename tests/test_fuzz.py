@@ -3,7 +3,7 @@ commands end in a DarkfoldError (exit 2) or succeed.
 
 Never a bare IndexError, ValueError, MemoryError or crash: anything that is
 not a DarkfoldError fails the test, and hypothesis shrinks it to the smallest
-input that shows it. Each of the seven targets runs 1000 examples,
+input that shows it. Each of the eight targets runs 1000 examples,
 derandomized (the same examples on every run, so CI is reproducible) and
 without deadline (a shared CI machine stalls now and then); about 30 s in all
 on the project's 2-vCPU machine. To hunt further, raise max_examples and drop
@@ -503,4 +503,44 @@ def test_fuzzed_convert_command_exits_0_with_outputs_or_2_without(scratch, capsy
             for name in os.listdir(out):
                 os.unlink(out / name)
             out.rmdir()
+        scratch.clear()
+
+
+# --------------------------------------------------------------------------------------------
+# target 8: any bytes as an image: read_image and Darknet's preprocessing give an image or an
+# ImageError naming the file
+
+_DOG = (Path(__file__).resolve().parent.parent / "data" / "dog.jpg").read_bytes()
+_SIGNATURES = [b"\xff\xd8\xff\xe0", b"\x89PNG\r\n\x1a\n", b"BM", b"RIFF\x00\x00\x00\x00WEBP", b""]
+
+
+def _mutated_dog(cut, flips):
+    data = bytearray(_DOG[:cut])
+    for position, value in flips:
+        if data:
+            data[position % len(data)] = value
+    return bytes(data)
+
+
+IMAGE_BYTES = st.one_of(
+    st.builds(lambda head, body: head + body, st.sampled_from(_SIGNATURES), st.binary(max_size=400)),
+    st.builds(_mutated_dog, st.integers(0, len(_DOG)),
+              st.lists(st.tuples(st.integers(0, len(_DOG)), st.integers(0, 255)), max_size=8)),
+)
+
+
+@FUZZ
+@given(data=IMAGE_BYTES, suffix=st.sampled_from([".jpg", ".png", ".bmp", ".webp"]), letterbox=st.booleans())
+def test_random_bytes_as_an_image_read_or_raise_an_image_error(scratch, data, suffix, letterbox):
+    from darkfold import images
+
+    path = scratch.write(suffix, data)
+    try:
+        image = images.read_image(path)
+        assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+        x = images.preprocess(image, 32, 24, letterbox=letterbox)
+        assert x.shape == (3, 24, 32) and x.dtype == np.float32 and np.isfinite(x).all()
+    except darkfold.ImageError as error:
+        assert str(error).startswith(str(path))
+    finally:
         scratch.clear()
