@@ -379,6 +379,7 @@ def run_detect(args):
     _print_warnings(model)
     detector = Detector(model, names=args.names, thresh=args.thresh, letterbox=args.letterbox or None,
                         threads=args.threads)
+    _notice_first_compile()
     model.engine(threads=args.threads)  # built once, before the first image's time is taken
     inputs = images.list_inputs(args.inputs or [SAMPLE_IMAGE])
     run = _DetectRun(detector, args, inputs)
