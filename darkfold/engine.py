@@ -295,18 +295,19 @@ class Engine:
         outputs = [None] * len(self.layers)
         first = self.steps[0]
         previous = x if getattr(first, "reads_planes", False) else np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-        for i, step in enumerate(self.steps):
-            if getattr(step, "alias", False):
-                out = previous
-            else:
-                out = plan.output(i)
-                step(previous, outputs, out, self.workers)
-            outputs[i] = out
-            if i in wanted:  # a copy: the buffer is reused by later layers and calls
-                results[i] = out.transpose(0, 3, 1, 2).copy()
-            for done in plan.freed_after[i]:
-                outputs[done] = None
-            previous = out
+        with self.workers.single_threaded_blas():
+            for i, step in enumerate(self.steps):
+                if getattr(step, "alias", False):
+                    out = previous
+                else:
+                    out = plan.output(i)
+                    step(previous, outputs, out, self.workers)
+                outputs[i] = out
+                if i in wanted:  # a copy: the buffer is reused by later layers and calls
+                    results[i] = out.transpose(0, 3, 1, 2).copy()
+                for done in plan.freed_after[i]:
+                    outputs[done] = None
+                previous = out
         return {i: results[i] for i in sorted(results)}
 
     def _plan(self, batch):
