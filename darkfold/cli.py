@@ -84,7 +84,7 @@ _DEBUG_HELP = "print the Python traceback of an error"
 def _parser():
     parser = argparse.ArgumentParser(
         prog="darkfold",
-        description="Read Darknet YOLO models, fold their BatchNorm, and write them back in Darknet format.",
+        description="Run Darknet YOLO models on a CPU, fold their BatchNorm, and write them back in Darknet format.",
         epilog=_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

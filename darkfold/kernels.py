@@ -445,8 +445,8 @@ def add_rows(out, source, row0, row1):
 
 
 def cache_is_cold():
-    """True before the first run: the kernels every convolution uses are not in numba's cache."""
-    for kernel in (im2col_nhwc, bias_activate):
+    """True before the first run: kernels every YOLO model runs are not in numba's cache yet."""
+    for kernel in (im2col_nchw, im2col_nhwc, bias_activate, winograd_input, winograd_output):
         # numba's on-disk index of compiled copies; private, so look for it carefully
         index = getattr(getattr(getattr(kernel, "_cache", None), "_cache_file", None), "_index_path", None)
         if index is not None and not os.path.exists(index):
