@@ -350,3 +350,20 @@ def test_yolo_decoding_matches_opencvs_yolo_layer(tmp_path, name):
         shown = rows[:, 5:] > 0  # OpenCV zeroes class probabilities up to 0.2
         np.testing.assert_allclose(probs[shown], rows[:, 5:][shown], atol=1e-6)
         assert probs[~shown].max() <= 0.2 and shown.sum() > 100
+
+
+def test_a_list_is_detected_in_batches_with_the_same_results_as_one_by_one(tiny_model):
+    from darkfold.detect import Detector
+
+    assert len(SAMPLE_IMAGES) >= 5
+    paths = [str(p) for p in SAMPLE_IMAGES[:5]]  # a full batch and a partial one
+    detector = Detector(tiny_model)
+    together = detector.detect_many(paths, batch=4)
+    assert len(together) == len(paths)
+    for path, found in zip(paths, together):
+        alone = detector.detect(cv2.imread(path))
+        assert [d.class_id for d in found] == [a.class_id for a in alone]
+        np.testing.assert_allclose([d.box for d in found], [a.box for a in alone], atol=1e-3)
+        np.testing.assert_allclose([d.confidence for d in found], [a.confidence for a in alone], atol=1e-5)
+    via_model = tiny_model.detect(paths)  # Model.detect of a list batches the same way
+    assert [[d.class_id for d in found] for found in via_model] == [[d.class_id for d in found] for found in together]

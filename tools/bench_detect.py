@@ -15,6 +15,9 @@ whole folder, the images already in the page cache:
              readNetFromDarknet (default CPU backend and settings), then for every class the
              rows above the threshold and cv2.dnn.NMSBoxes.
 
+A second part runs both with 4 images to a forward pass (Detector.detect_many, which
+Model.detect of a list uses; blobFromImages for OpenCV): the throughput for a folder.
+
 --threads N gives both the same number of threads (Model.forward's threads=, cv2.setNumThreads);
 by default each uses every CPU.
 
@@ -32,16 +35,16 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _bench  # noqa: E402
+import _bench
 
 _bench.use_repo_darkfold()
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+import cv2
+import numpy as np
 
-import darkfold  # noqa: E402
-from darkfold import images  # noqa: E402
-from darkfold.detect import Detector  # noqa: E402
+import darkfold
+from darkfold import images
+from darkfold.detect import BATCH, Detector
 
 THRESH, NMS = 0.25, 0.45
 
@@ -75,6 +78,13 @@ class OpenCVPipeline:
     def detect(self, image):
         return self.postprocess(self.forward(image), image.shape[1], image.shape[0])
 
+    def detect_many(self, images):
+        """One forward pass for the batch: blobFromImages; each output is (batch, rows, 85)."""
+        self.net.setInput(cv2.dnn.blobFromImages(images, 1 / 255, self.size, swapRB=True, crop=False))
+        outputs = self.net.forward(self.outputs)
+        return [self.postprocess([output[k] for output in outputs], image.shape[1], image.shape[0])
+                for k, image in enumerate(images)]
+
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -105,6 +115,12 @@ def main(argv=None):
     cases = {"darkfold": lambda: [detector.detect(images.read_image(p)) for p in paths],
              "opencv": lambda: [opencv.detect(cv2.imread(p)) for p in paths]}
     results["pipeline"] = _measure(cases, args.repeat, len(paths))
+
+    # The same, BATCH images to a forward pass on both sides (Model.detect of a list does this).
+    chunks = [paths[i:i + BATCH] for i in range(0, len(paths), BATCH)]
+    batched = {"darkfold": lambda: [detector.detect_many(chunk, batch=BATCH) for chunk in chunks],
+               "opencv": lambda: [opencv.detect_many([cv2.imread(p) for p in chunk]) for chunk in chunks]}
+    results["pipeline_batched"] = _measure(batched, args.repeat, len(paths))
 
     # Pre- and post-processing alone: the network outputs are computed once, beforehand.
     loaded = [images.read_image(p) for p in paths]
@@ -166,6 +182,7 @@ def _report(results):
           f"{results['folder']}")
     print(f"model: {results['cfg']}; threads: {results['threads'] or 'each its default'}")
     parts = [("pipeline", "whole pipeline: read, preprocess, forward, decode, NMS"),
+             ("pipeline_batched", f"the same, {BATCH} images to a forward pass on both sides (blobFromImages)"),
              ("around_forward", "pre- and post-processing alone (forward computed beforehand)"),
              ("forward", "the forward pass alone (Model.forward vs Net.forward)")]
     for key, title in parts:
