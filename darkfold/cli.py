@@ -369,7 +369,7 @@ def _stem(path):
 def run_detect(args):
     from . import images
     from .bundled import SAMPLE_IMAGE
-    from .detect import Detector
+    from .detect import BATCH, Detector
 
     if (args.cfg is None) != (args.weights is None):
         given = args.cfg if args.cfg is not None else args.weights
@@ -383,12 +383,34 @@ def run_detect(args):
     model.engine(threads=args.threads)  # built once, before the first image's time is taken
     inputs = images.list_inputs(args.inputs or [SAMPLE_IMAGE])
     run = _DetectRun(detector, args, inputs)
-    for item in inputs:
-        run.detect(item)
+    for group in _image_batches(inputs, BATCH):
+        if group[0].kind == "image":
+            run.detect_images(group)
+        else:
+            run.detect(group[0])
     _Progress.clear()
     if args.json and run.results:
         print(json.dumps(run.results))
     return EXIT_BAD_INPUT if run.failed else EXIT_OK
+
+
+def _image_batches(inputs, size):
+    """Consecutive image inputs in groups of up to ``size`` (one forward pass each); the
+    other inputs (videos, errors) alone."""
+    group = []
+    for item in inputs:
+        if item.kind == "image":
+            group.append(item)
+            if len(group) == size:
+                yield group
+                group = []
+            continue
+        if group:
+            yield group
+            group = []
+        yield [item]
+    if group:
+        yield group
 
 
 class _DetectRun:
@@ -407,21 +429,45 @@ class _DetectRun:
         image_count = sum(item.kind == "image" for item in inputs)
         self.progress = _Progress(image_count, "images") if image_count > 1 else None
 
+    def detect_images(self, items):
+        """Images in one forward pass: each read (or failed) alone, detected together."""
+        loaded = []
+        for item in items:
+            try:
+                loaded.append((item.path, self.images.read_image(item.path), self._output(item.path)))
+            except DarkfoldError as error:
+                self._fail(error)
+                self._advance()
+        if not loaded:
+            return
+        started = time.perf_counter()
+        results = self.detector.detect_many([image for _, image, _ in loaded], batch=len(loaded))
+        elapsed = (time.perf_counter() - started) / len(loaded)
+        for (path, image, output), found in zip(loaded, results):
+            try:
+                self._write_image(path, image, output, found, elapsed)
+            except DarkfoldError as error:
+                self._fail(error)
+            finally:
+                self._advance()
+
+    def _fail(self, error):
+        self.failed += 1
+        _Progress.clear()
+        print(f"darkfold: error: {_printable(error)}", file=sys.stderr)
+
+    def _advance(self):
+        if self.progress is not None:
+            self.progress.advance()
+
     def detect(self, item):
+        """A video, or an input that could not be listed."""
         try:
             if item.kind == "error":
                 raise ImageError(item.error, path=item.path)
-            if item.kind == "video":
-                self._video(item.path)
-            else:
-                self._image(item.path)
+            self._video(item.path)
         except DarkfoldError as error:
-            self.failed += 1
-            _Progress.clear()
-            print(f"darkfold: error: {_printable(error)}", file=sys.stderr)
-        finally:
-            if self.progress is not None and item.kind == "image":
-                self.progress.advance()
+            self._fail(error)
 
     def _output(self, path, video=False):
         _make_folder(self.args.output)
@@ -431,12 +477,7 @@ class _DetectRun:
                               path=output, expected="a new file", found="an input")
         return output
 
-    def _image(self, path):
-        image = self.images.read_image(path)
-        output = self._output(path)
-        started = time.perf_counter()
-        found = self.detector.detect(image)
-        elapsed = time.perf_counter() - started
+    def _write_image(self, path, image, output, found, elapsed):
         self.images.write_image(output, self.images.draw_detections(image, found, self.detector.classes))
         if self.args.json:
             self.results.append({"image": path, "detections": [d.as_dict() for d in found]})
