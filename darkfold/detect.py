@@ -207,56 +207,25 @@ def correct_boxes(boxes, image_w, image_h, net_w, net_h, letterbox):
 # NMS (box.c)
 
 
-def box_iou(a, b):
-    """IoU of box ``a`` (x, y, w, h) with each row of ``b``: box_iou, 0 for no overlap."""
-    inter_w = np.minimum(a[0] + a[2] / 2, b[:, 0] + b[:, 2] / 2) - np.maximum(a[0] - a[2] / 2, b[:, 0] - b[:, 2] / 2)
-    inter_h = np.minimum(a[1] + a[3] / 2, b[:, 1] + b[:, 3] / 2) - np.maximum(a[1] - a[3] / 2, b[:, 1] - b[:, 3] / 2)
-    inter = np.where((inter_w < 0) | (inter_h < 0), np.float32(0), inter_w * inter_h)
-    union = a[2] * a[3] + b[:, 2] * b[:, 3] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where((inter == 0) | (union == 0), np.float32(0), inter / union)
-
-
-def box_diou(a, b, beta):
-    """IoU minus (centre distance² / enclosing diagonal²) ** beta: box_diou (beta 0.6), box_diounms."""
-    iou = box_iou(a, b)
-    enclosing_w = np.maximum(a[0] + a[2] / 2, b[:, 0] + b[:, 2] / 2) - np.minimum(a[0] - a[2] / 2, b[:, 0] - b[:, 2] / 2)
-    enclosing_h = np.maximum(a[1] + a[3] / 2, b[:, 1] + b[:, 3] / 2) - np.minimum(a[1] - a[3] / 2, b[:, 1] - b[:, 3] / 2)
-    diagonal = enclosing_w * enclosing_w + enclosing_h * enclosing_h
-    distance = (a[0] - b[:, 0]) ** 2 + (a[1] - b[:, 1]) ** 2
-    with np.errstate(divide="ignore", invalid="ignore"):
-        penalty = np.power(distance / diagonal, np.float32(beta))
-    return np.where(diagonal == 0, iou, iou - penalty)
-
-
-def _overlap_measure(kind, beta):
-    # diounms_sort: "greedynms" compares box_diou, whose exponent is fixed at
-    # 0.6; only "diounms" uses beta_nms. Darknet's default is do_nms_sort (IoU).
-    if kind == "greedynms":
-        return lambda a, b: box_diou(a, b, 0.6)
-    if kind == "diounms":
-        return lambda a, b: box_diou(a, b, beta)
-    return box_iou
-
-
 def nms(boxes, probs, thresh=NMS, kind="default", beta=0.6):
     """Per-class greedy NMS (do_nms_sort, diounms_sort): a copy of ``probs`` with suppressed entries zeroed.
 
     For each class, boxes are taken in order of falling probability; each
     one still standing zeroes that class in every later box that overlaps it
-    by more than ``thresh`` (by IoU, or a DIoU measure for ``kind``
-    "greedynms" or "diounms").
+    by more than ``thresh``: by IoU, or for ``kind`` "diounms" by DIoU with
+    ``beta``. "greedynms" compares box_diou, whose exponent is fixed at 0.6
+    (diounms_sort); Darknet's default is do_nms_sort (IoU).
     """
-    measure = _overlap_measure(kind, beta)
-    probs = probs.copy()
+    from .kernels import nms_class
+
+    diou = kind in ("greedynms", "diounms")
+    beta = 0.6 if kind == "greedynms" else beta
+    boxes = np.ascontiguousarray(boxes, np.float32)
+    probs = np.array(probs, np.float32)
     for k in np.flatnonzero((probs > 0).sum(axis=0) > 1):
         candidates = np.flatnonzero(probs[:, k])
         order = candidates[np.argsort(-probs[candidates, k], kind="stable")]
-        for position, i in enumerate(order[:-1]):
-            if probs[i, k] == 0:
-                continue
-            later = order[position + 1:]
-            probs[later[measure(boxes[i], boxes[later]) > thresh], k] = 0
+        nms_class(boxes, order, probs, k, np.float32(thresh), diou, np.float32(beta))
     return probs
 
 
