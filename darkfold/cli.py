@@ -170,7 +170,8 @@ def _parser():
     detect.add_argument("--letterbox", action="store_true",
                         help="keep the aspect ratio, padding with grey (default: as the cfg's letter_box=)")
     detect.add_argument("-o", "--output", metavar="OUT_DIR", default="predictions",
-                        help="folder for the annotated images and videos (default: ./predictions; created if missing)")
+                        help="folder for the annotated images and videos (default: ./predictions; created if missing; "
+                             "an earlier copy of the same name is replaced, as Darknet replaces predictions.jpg)")
     detect.add_argument("--json", action="store_true",
                         help="print JSON: one array of images, one line per video frame")
     _add_threads(detect)
