@@ -13,7 +13,7 @@ import numpy as np
 
 from . import kernels
 from .activations import activation_code
-from .fold import EPS, fold_arrays
+from .fold import fold_own_batchnorm, runtime_batchnorm
 
 # Tiles of fewer GEMM rows make BLAS repack the weights too often (PERF-NOTES.md); layers
 # with fewer rows than this per thread split by output channels instead.
@@ -28,7 +28,8 @@ TILE_VALUES = 1 << 17
 MIN_WINOGRAD_TILES = 64
 
 
-def _f32(array):
+def float32_array(array):
+    """``array`` as C-contiguous float32: the one array type the kernels are compiled for."""
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
@@ -38,27 +39,22 @@ class Convolution:
     def __init__(self, layer, arrays, fold):
         self.layer = layer
         self.code = activation_code(layer)
-        weights, biases = arrays["weights"], arrays["biases"]
-        self.explicit_batchnorm = layer.batch_normalize and not fold
+        self.batchnorm = None  # (rolling_mean, deviation, scales) when applied at run time
         if layer.batch_normalize and fold:
-            weights, biases = fold_arrays(weights, biases, arrays["scales"], arrays["rolling_mean"],
-                                          arrays["rolling_variance"])
-        self.biases = _f32(biases)
-        if self.explicit_batchnorm:
-            self.rolling_mean = _f32(arrays["rolling_mean"])
-            self.scales = _f32(arrays["scales"])
-            # convolutional_layer.c: sqrt(rolling_variance + .00001f), in float.
-            self.deviation = np.sqrt(_f32(arrays["rolling_variance"]) + np.float32(EPS))
+            arrays = fold_own_batchnorm(arrays)
+        elif layer.batch_normalize:
+            self.batchnorm = runtime_batchnorm(arrays)
+        weights, self.biases = arrays["weights"], float32_array(arrays["biases"])
         filters, _, size, _ = weights.shape
         groups = layer.groups
         self.reads_planes = layer.index == 0 and groups == 1 and layer.input.c <= 4
         if self.reads_planes:
             # Rows of the GEMM's right side in (c, ky, kx) order: Darknet's own weight order.
-            self.matrices = [_f32(weights.reshape(filters, -1).T)]
+            self.matrices = [float32_array(weights.reshape(filters, -1).T)]
         else:
             # (ky, kx, c) order, as im2col_nhwc lays out a window.
             step = filters // groups
-            self.matrices = [_f32(weights[g * step:(g + 1) * step].transpose(2, 3, 1, 0).reshape(-1, step))
+            self.matrices = [float32_array(weights[g * step:(g + 1) * step].transpose(2, 3, 1, 0).reshape(-1, step))
                              for g in range(groups)]
         # A 1x1 convolution reads its input as it is, a (pixels, channels) matrix: NHWC only.
         self.pointwise = (not self.reads_planes and size == 1 and layer.stride_x == layer.stride_y == 1
@@ -70,9 +66,10 @@ class Convolution:
     def _finish(self, gemm, out, col0, f0, f1):
         """Bias (or BatchNorm) and activation of GEMM columns f0:f1, then into out[:, col0:];
         ``out=None`` when the product was written to the output already."""
-        if self.explicit_batchnorm:
-            kernels.batchnorm_activate(gemm, self.rolling_mean[f0:f1], self.deviation[f0:f1],
-                                       self.scales[f0:f1], self.biases[f0:f1], self.code)
+        if self.batchnorm is not None:
+            mean, deviation, scales = self.batchnorm
+            kernels.batchnorm_activate(gemm, mean[f0:f1], deviation[f0:f1], scales[f0:f1], self.biases[f0:f1],
+                                       self.code)
         else:
             kernels.bias_activate(gemm, self.biases[f0:f1], self.code)
         if out is not None:
@@ -184,15 +181,13 @@ class WinogradConvolution:
 
     def __init__(self, layer, arrays, fold):
         self.code = activation_code(layer)
-        weights, biases = arrays["weights"], arrays["biases"]
         if layer.batch_normalize:
-            weights, biases = fold_arrays(weights, biases, arrays["scales"], arrays["rolling_mean"],
-                                          arrays["rolling_variance"])
-        self.biases = _f32(biases)
+            arrays = fold_own_batchnorm(arrays)
+        weights, self.biases = arrays["weights"], float32_array(arrays["biases"])
         # U = G g G^T for every (filter, channel) at once: U[a, b] = sum g[i, j] G[a, i] G[b, j],
         # one product with kron(G, G). G holds 1, 1/2 and 0, so only the sums round.
         filters, channels = weights.shape[:2]
-        taps = _f32(np.asarray(weights).transpose(2, 3, 1, 0)).reshape(9, channels * filters)  # (i, j), c, f
+        taps = float32_array(np.asarray(weights).transpose(2, 3, 1, 0)).reshape(9, channels * filters)  # (i, j), c, f
         transformed = np.kron(self.G, self.G).astype(np.float32) @ taps
         self.weights = transformed.reshape(16, channels, filters)
         self._blocks = {}

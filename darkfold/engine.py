@@ -14,14 +14,10 @@ import numpy as np
 
 from . import kernels
 from .activations import activation_code
-from .convolution import make_convolution
+from .convolution import float32_array, make_convolution
 from .errors import ModelError
-from .fold import EPS
+from .fold import runtime_batchnorm
 from .threads import Workers, default_threads
-
-
-def _f32(array):
-    return np.ascontiguousarray(array, dtype=np.float32)
 
 
 class Connected:
@@ -29,13 +25,10 @@ class Connected:
 
     def __init__(self, layer, arrays, fold):
         self.code = activation_code(layer)
-        self.weights = _f32(np.asarray(arrays["weights"]).T)
-        self.biases = _f32(arrays["biases"])
-        self.batchnorm = None
-        if layer.batch_normalize:
-            # connected_layer.c normalizes with sqrt(rolling_variance + .00001f) at run time.
-            self.batchnorm = (_f32(arrays["rolling_mean"]), np.sqrt(_f32(arrays["rolling_variance"]) + np.float32(EPS)),
-                              _f32(arrays["scales"]))
+        self.weights = float32_array(np.asarray(arrays["weights"]).T)
+        self.biases = float32_array(arrays["biases"])
+        # connected_layer.c applies its BatchNorm at run time; Darknet never folds it.
+        self.batchnorm = runtime_batchnorm(arrays) if layer.batch_normalize else None
 
     def __call__(self, x, outputs, out, workers):
         flat = np.ascontiguousarray(x.transpose(0, 3, 1, 2)).reshape(x.shape[0], -1)
@@ -52,14 +45,12 @@ class BatchNorm:
     """[batchnorm]: Darknet's inference normalisation, per channel."""
 
     def __init__(self, layer, arrays, fold):
-        self.mean = _f32(arrays["rolling_mean"])
-        self.deviation = np.sqrt(_f32(arrays["rolling_variance"]) + np.float32(EPS))
-        self.scales, self.biases = _f32(arrays["scales"]), _f32(arrays["biases"])
+        self.batchnorm = runtime_batchnorm(arrays)
+        self.biases = float32_array(arrays["biases"])
 
     def __call__(self, x, outputs, out, workers):
         out[...] = x
-        kernels.batchnorm_activate(out.reshape(-1, out.shape[-1]), self.mean, self.deviation, self.scales,
-                                   self.biases, kernels.LINEAR)
+        kernels.batchnorm_activate(out.reshape(-1, out.shape[-1]), *self.batchnorm, self.biases, kernels.LINEAR)
 
 
 class Pool:

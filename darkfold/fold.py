@@ -91,7 +91,7 @@ def folded_params(model, plan):
             continue
         arrays = model.params[layer.index]
         if _has_own_batchnorm(model, layer):
-            arrays = _fold_own_batchnorm(arrays)
+            arrays = fold_own_batchnorm(arrays)
         if layer.index + 1 in plan.merged:
             arrays = _merge_batchnorm(arrays, model.params[layer.index + 1])
         yield arrays
@@ -117,9 +117,19 @@ def _has_own_batchnorm(model, layer):
             and model.params[layer.index] is not None)
 
 
-def _fold_own_batchnorm(arrays):
+def fold_own_batchnorm(arrays):
+    """A layer's ``biases`` and ``weights`` with its own BatchNorm arrays folded in."""
     weights, biases = fold_arrays(arrays["weights"], arrays["biases"], *(arrays[n] for n in BATCHNORM_ARRAYS))
     return {"biases": biases, "weights": weights}
+
+
+def runtime_batchnorm(arrays):
+    """``(rolling_mean, deviation, scales)`` float32 for BatchNorm applied as Darknet's forward
+    pass applies it, ``(x - rolling_mean) / deviation * scales + biases`` with
+    ``deviation = sqrt(rolling_variance + .00001f)`` in float (batchnorm_layer.c)."""
+    rolling_mean, rolling_variance, scales = (np.ascontiguousarray(arrays[name], dtype=np.float32)
+                                              for name in ("rolling_mean", "rolling_variance", "scales"))
+    return rolling_mean, np.sqrt(rolling_variance + np.float32(EPS)), scales
 
 
 def _is_mergeable_batchnorm(model, layer):
