@@ -286,78 +286,128 @@ def activate_inplace(values, code):
                 values[r, j] = activate(values[r, j], code)
 
 
-@numba.njit(cache=True, nogil=True)
-def winograd_input(x, tile0, tile1, tiles_h, tiles_w, v):
-    """Winograd F(2x2, 3x3) input transform, B^T d B, of tiles ``tile0:tile1`` into ``v``.
+@_math
+def _combine(dest, source, offsets, coefs, count):
+    """dest[q] = sum over j of coefs[j] * source[offsets[j] + q] for q < count, 4 or 6 terms.
 
-    Tile t = (n, ty, tx) in raster order covers output pixels (2ty.., 2tx..) and reads the
-    4x4 input patch from (2ty - 1, 2tx - 1) (padding 1, zeros outside). ``v`` is
-    (16, tile1 - tile0, c): one GEMM operand per transformed position.
+    Each Winograd transform step is one of these over a long run of values. One store
+    stream per loop: with several, LLVM's aliasing checks give up and the loop stays
+    scalar. Sliced views, because an index like ``offsets[j] + q`` may be negative to
+    numba, and its wraparound test stops vectorisation too."""
+    if offsets.size == 4:
+        s0, s1 = source[offsets[0]:offsets[0] + count], source[offsets[1]:offsets[1] + count]
+        s2, s3 = source[offsets[2]:offsets[2] + count], source[offsets[3]:offsets[3] + count]
+        c0, c1, c2, c3 = coefs[0], coefs[1], coefs[2], coefs[3]
+        for q in range(count):
+            dest[q] = c0 * s0[q] + c1 * s1[q] + c2 * s2[q] + c3 * s3[q]
+    else:
+        s0, s1 = source[offsets[0]:offsets[0] + count], source[offsets[1]:offsets[1] + count]
+        s2, s3 = source[offsets[2]:offsets[2] + count], source[offsets[3]:offsets[3] + count]
+        s4, s5 = source[offsets[4]:offsets[4] + count], source[offsets[5]:offsets[5] + count]
+        c0, c1, c2, c3, c4, c5 = coefs[0], coefs[1], coefs[2], coefs[3], coefs[4], coefs[5]
+        for q in range(count):
+            dest[q] = c0 * s0[q] + c1 * s1[q] + c2 * s2[q] + c3 * s3[q] + c4 * s4[q] + c5 * s5[q]
+
+
+@_math
+def winograd_input(x, tile0, tile1, tiles_h, tiles_w, bt, v, row0):
+    """Winograd F(m x m, 3x3) input transform, B^T d B, of tiles ``tile0:tile1`` into ``v``.
+
+    ``bt`` is B^T, n x n with n = m + 2 (4 or 6). Tile t = (image, ty, tx) in raster order
+    covers output pixels (m ty.., m tx..) and reads the n x n input patch from
+    (m ty - 1, m tx - 1), zeros outside (padding 1). ``v`` is (n * n, tiles, c), one GEMM
+    operand per transformed position; tile ``tile0`` goes to its row ``row0``. The tiles of one tile row are transformed
+    together: the row's n input lines are copied with pixel p at phase p % m, index p // m,
+    so that every step below is one long vectorised loop.
     """
     _, h, w, c = x.shape
-    patch = np.empty((4, 4, c), np.float32)  # border tiles, zero padded
-    columns = np.empty((4, 4, c), np.float32)  # B^T d
-    for t in range(tile0, tile1):
-        n = t // (tiles_h * tiles_w)
-        y0 = 2 * ((t // tiles_w) % tiles_h) - 1
-        x0 = 2 * (t % tiles_w) - 1
-        if y0 >= 0 and x0 >= 0 and y0 + 4 <= h and x0 + 4 <= w:
-            d = x[n, y0:y0 + 4, x0:x0 + 4]
-        else:
-            for i in range(4):
-                for j in range(4):
-                    if 0 <= y0 + i < h and 0 <= x0 + j < w:
-                        patch[i, j] = x[n, y0 + i, x0 + j]
-                    else:
-                        patch[i, j] = 0
-            d = patch
-        # k innermost in every loop, so each one vectorises over the channels
-        for j in range(4):
-            for k in range(c):
-                columns[0, j, k] = d[0, j, k] - d[2, j, k]
-                columns[1, j, k] = d[1, j, k] + d[2, j, k]
-                columns[2, j, k] = d[2, j, k] - d[1, j, k]
-                columns[3, j, k] = d[1, j, k] - d[3, j, k]
-        row = t - tile0
-        for i in range(4):
-            for k in range(c):
-                v[4 * i, row, k] = columns[i, 0, k] - columns[i, 2, k]
-                v[4 * i + 1, row, k] = columns[i, 1, k] + columns[i, 2, k]
-                v[4 * i + 2, row, k] = columns[i, 2, k] - columns[i, 1, k]
-                v[4 * i + 3, row, k] = columns[i, 1, k] - columns[i, 3, k]
+    n = bt.shape[0]
+    m = n - 2
+    width = tiles_w + 1  # pixels per phase: the last tile reads two past its m
+    lines = np.empty((n, m * width * c), np.float32)
+    columns = np.empty((n, m * width * c), np.float32)  # B^T d, down the columns
+    offsets = np.empty(n, np.int64)
+    coefs = np.empty(n, np.float32)
+    t = tile0
+    while t < tile1:
+        image, tile = divmod(t, tiles_h * tiles_w)
+        ty, tx0 = divmod(tile, tiles_w)
+        count = min(tiles_w - tx0, tile1 - t)
+        for i in range(n):
+            y = m * ty - 1 + i
+            for p in range(m * tx0, m * (tx0 + count) + 2):
+                target = lines[i, ((p % m) * width + p // m) * c:]
+                if 0 <= y < h and 1 <= p <= w:
+                    source = x[image, y, p - 1]
+                    for k in range(c):
+                        target[k] = source[k]
+                else:
+                    for k in range(c):
+                        target[k] = 0
+        for i in range(n):
+            offsets[i] = i * lines.shape[1]
+        for a in range(n):
+            coefs[:] = bt[a]
+            _combine(columns[a], lines.reshape(-1), offsets, coefs, lines.shape[1])
+        for j in range(n):  # tile tx reads pixels m tx + j: phase j % m, index tx + j // m
+            offsets[j] = ((j % m) * width + tx0 + j // m) * c
+        for a in range(n):
+            for e in range(n):
+                coefs[:] = bt[e]
+                _combine(v[a * n + e].reshape(-1)[(row0 + t - tile0) * c:], columns[a], offsets, coefs, count * c)
+        t += count
 
 
-@numba.njit(cache=True, nogil=True)
-def winograd_output(m, tile0, tiles_h, tiles_w, biases, code, out, col0):
-    """Winograd F(2x2, 3x3) output transform, A^T m A, plus bias and activation.
+@_math
+def winograd_output(m, tile0, tiles_h, tiles_w, at, biases, code, out, col0):
+    """Winograd F(m x m, 3x3) output transform, A^T M A, plus bias and activation.
 
-    ``m`` is (16, tiles, f): the GEMM results of tiles ``tile0:``; each tile's 2x2 outputs go
-    to ``out`` (NHWC) channels ``col0:col0+f``, those inside the image only.
+    ``at`` is A^T, m x n. ``m`` is (n * n, tiles, f): the GEMM results of tiles ``tile0:``;
+    each tile's m x m outputs go to ``out`` (NHWC) channels ``col0:col0+f``, those inside
+    the image only. Like the input transform, one tile row at a time.
     """
     _, h, w, _ = out.shape
-    _, count, f = m.shape
-    s = np.empty((2, 4, f), np.float32)
-    y = np.empty((4, f), np.float32)
-    for row in range(count):
-        t = tile0 + row
-        n = t // (tiles_h * tiles_w)
-        y0 = 2 * ((t // tiles_w) % tiles_h)
-        x0 = 2 * (t % tiles_w)
-        for j in range(4):  # A^T m, column by column
-            for k in range(f):
-                s[0, j, k] = m[j, row, k] + m[4 + j, row, k] + m[8 + j, row, k]
-                s[1, j, k] = m[4 + j, row, k] - m[8 + j, row, k] - m[12 + j, row, k]
-        for i in range(2):  # then times A: the tile's (i, 0) and (i, 1) outputs
-            for k in range(f):
-                y[2 * i, k] = s[i, 0, k] + s[i, 1, k] + s[i, 2, k] + biases[k]
-                y[2 * i + 1, k] = s[i, 1, k] - s[i, 2, k] - s[i, 3, k] + biases[k]
-        activate_inplace(y, code)
-        for i in range(2):
-            for dx in range(2):
-                if y0 + i < h and x0 + dx < w:
-                    target = out[n, y0 + i, x0 + dx]
-                    for k in range(f):  # a loop, not a slice assignment: 2x faster in numba
-                        target[col0 + k] = y[2 * i + dx, k]
+    _, rows, f = m.shape
+    size, n = at.shape
+    s = np.empty((n, size, tiles_w * f), np.float32)  # M A: s[a, e] holds (tile, channel)
+    y = np.empty((size, size, tiles_w, f), np.float32)
+    offsets = np.empty(n, np.int64)
+    coefs = np.empty(n, np.float32)
+    t = tile0
+    while t < tile0 + rows:
+        image, tile = divmod(t, tiles_h * tiles_w)
+        ty, tx0 = divmod(tile, tiles_w)
+        count = min(tiles_w - tx0, tile0 + rows - t)
+        for a in range(n):
+            for j in range(n):
+                offsets[j] = ((a * n + j) * rows + t - tile0) * f
+            for e in range(size):
+                coefs[:] = at[e]
+                _combine(s[a, e], m.reshape(-1), offsets, coefs, count * f)
+        for i in range(size):
+            coefs[:] = at[i]
+            for e in range(size):
+                for a in range(n):
+                    offsets[a] = (a * size + e) * s.shape[2]
+                _combine(y[i, e].reshape(-1), s.reshape(-1), offsets, coefs, count * f)
+        for i in range(size):
+            for e in range(size):
+                values = y[i, e, :count]
+                for r in range(count):
+                    for k in range(f):
+                        values[r, k] += biases[k]
+                activate_inplace(values, code)
+        for i in range(size):
+            line = size * ty + i
+            for tx in range(count):
+                for e in range(size):
+                    px = size * (tx0 + tx) + e
+                    if line < h and px < w:
+                        target = out[image, line, px, col0:]
+                        source = y[i, e, tx]
+                        for k in range(f):
+                            target[k] = source[k]
+        t += count
 
 
 @_math

@@ -59,22 +59,28 @@ def test_both_im2col_layouts_match_a_reference_on_any_row_range(n, c, h, w, size
         np.testing.assert_array_equal(windows, reordered)
 
 
-@pytest.mark.parametrize("n, h, w, c, f", [(1, 13, 13, 16, 32), (2, 7, 10, 17, 5), (1, 1, 1, 16, 3)])
-def test_winograd_matches_a_direct_convolution(n, h, w, c, f):
+@pytest.mark.parametrize("tile", [2, 4])
+@pytest.mark.parametrize("n, h, w, c, f", [(1, 13, 13, 16, 32), (2, 7, 10, 17, 5), (1, 1, 1, 16, 3), (1, 9, 22, 8, 16)])
+def test_winograd_matches_a_direct_convolution(tile, n, h, w, c, f):
     from darkfold.convolution import WinogradConvolution
 
     rng = np.random.default_rng(1)
     x = rng.standard_normal((n, h, w, c), dtype=np.float32)
     weights = rng.standard_normal((f, c, 3, 3), dtype=np.float32)
     biases = rng.standard_normal(f, dtype=np.float32)
-    grid = ((h + 1) // 2, (w + 1) // 2)
+    at, g, bt = WinogradConvolution.MATRICES[tile]
+    positions = len(bt) ** 2
+    grid = (-(-h // tile), -(-w // tile))
     tiles = n * grid[0] * grid[1]
-    transformed = np.einsum("ai,fcij,bj->abcf", WinogradConvolution.G, weights.astype(np.float64),
-                            WinogradConvolution.G).reshape(16, c, f).astype(np.float32)
-    v = np.empty((16, tiles, c), np.float32)
-    kernels.winograd_input(x, 0, tiles, *grid, v)
+    transformed = np.einsum("ai,fcij,bj->abcf", g, weights.astype(np.float64), g).reshape(positions, c, f)
+    v = np.full((positions, tiles + 3, c), np.nan, np.float32)  # 3 spare rows: row0 is honoured
+    for start in range(0, tiles, 7):  # runs of tiles that start and stop mid tile row
+        kernels.winograd_input(x, start, min(start + 7, tiles), *grid, bt.astype(np.float32), v, 3 + start)
+    products = np.matmul(v[:, 3:], transformed.astype(np.float32))
     out = np.full((n, h, w, f), np.nan, np.float32)
-    kernels.winograd_output(np.matmul(v, transformed), 0, *grid, biases, kernels.LEAKY, out, 0)
+    for start in range(0, tiles, 5):
+        kernels.winograd_output(np.ascontiguousarray(products[:, start:start + 5]), start, *grid,
+                                at.astype(np.float32), biases, kernels.LEAKY, out, 0)
     for image in range(n):
         direct = oracle.conv2d(x[image].transpose(2, 0, 1).astype(np.float64), weights, 1, 1, 1)
         expected = oracle.activate(direct + biases[:, None, None], "leaky").transpose(1, 2, 0)
