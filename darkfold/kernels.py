@@ -335,15 +335,17 @@ def winograd_input(x, tile0, tile1, tiles_h, tiles_w, bt, v, row0):
         count = min(tiles_w - tx0, tile1 - t)
         for i in range(n):
             y = m * ty - 1 + i
-            for p in range(m * tx0, m * (tx0 + count) + 2):
-                target = lines[i, ((p % m) * width + p // m) * c:]
-                if 0 <= y < h and 1 <= p <= w:
-                    source = x[image, y, p - 1]
-                    for k in range(c):
-                        target[k] = source[k]
-                else:
-                    for k in range(c):
-                        target[k] = 0
+            for phase in range(m):
+                target = lines[i].reshape(m, width, c)[phase]
+                # pixels p = m index + phase (input column p - 1) this tile row reads
+                for index in range(tx0, tx0 + count + (2 > phase)):
+                    p = m * index + phase
+                    if 0 <= y < h and 1 <= p <= w:
+                        for k in range(c):
+                            target[index, k] = x[image, y, p - 1, k]
+                    else:
+                        for k in range(c):
+                            target[index, k] = 0
         for i in range(n):
             offsets[i] = i * lines.shape[1]
         for a in range(n):
@@ -397,16 +399,14 @@ def winograd_output(m, tile0, tiles_h, tiles_w, at, biases, code, out, col0):
                     for k in range(f):
                         values[r, k] += biases[k]
                 activate_inplace(values, code)
-        for i in range(size):
-            line = size * ty + i
-            for tx in range(count):
-                for e in range(size):
+        for i in range(min(size, h - size * ty)):
+            target = out[image, size * ty + i]
+            for e in range(size):
+                for tx in range(count):
                     px = size * (tx0 + tx) + e
-                    if line < h and px < w:
-                        target = out[image, line, px, col0:]
-                        source = y[i, e, tx]
-                        for k in range(f):
-                            target[k] = source[k]
+                    if px < w:
+                        for k in range(f):  # unsigned: numba's negative-index test would stop vectorisation
+                            target[px, numba.uint64(col0 + k)] = y[i, e, tx, k]
         t += count
 
 
