@@ -63,6 +63,18 @@ class Convolution:
         self.pointwise = (not self.reads_planes and size == 1 and layer.stride_x == layer.stride_y == 1
                           and layer.padding == 0)
         self._blocks = {}
+        self.pool = False  # True: the [maxpool] after this layer is applied as the output is written
+
+    def pool_2x2(self, pool, threads):
+        """Apply ``pool``, the 2x2 stride-2 [maxpool] after this layer, to each tile of GEMM rows
+        (whole pairs of lines) as it is finished. Only large maps run by tiles of rows."""
+        if len(self.matrices) > 1 or self._rows(1) < threads * ROWS_PER_THREAD_FOR_TILES:
+            return False
+        self.pool, self.writes = True, pool.output
+        return True
+
+    def _rows(self, batch):
+        return batch * self.layer.output.h * self.layer.output.w
 
     # -- the parts -------------------------------------------------------------------------
 
@@ -99,26 +111,34 @@ class Convolution:
         return cols
 
     def _by_rows(self, x, flat, out, workers, matrix, col0, f0):
-        """Each thread takes every T-th tile of rows: im2col, product, finish."""
-        rows, (k, f) = out.shape[0], matrix.shape
+        """Each thread takes every T-th tile of rows: im2col, product, finish (and pool)."""
+        rows, (k, f) = self._rows(x.shape[0]), matrix.shape
         threads = workers.threads
+        band = 2 * self.layer.output.w if self.pool else 1  # pooled tiles: whole pairs of lines
         tile = max(MIN_TILE_ROWS, min(MAX_TILE_ROWS, TILE_VALUES // k))
         tiles = threads * math.ceil(rows / (threads * tile))
-        tile = math.ceil(rows / tiles)
+        tile = band * math.ceil(rows / (tiles * band))
 
         def task(part):
             for start in range(part * tile, rows, threads * tile):
                 stop = min(start + tile, rows)
                 left = self._left(x, flat, start, stop, workers)
-                if f == out.shape[1]:  # the product goes straight to the output rows
+                if f == out.shape[1] and not self.pool:  # the product goes straight to the output rows
                     gemm, target = out[start:stop], None
                 else:
                     gemm = workers.buffer("gemm", (stop - start) * f).reshape(stop - start, f)
-                    target = out[start:stop]
+                    target = None if self.pool else out[start:stop]
                 np.matmul(left, matrix, out=gemm)
                 self._finish(gemm, target, col0, f0, f0 + f)
+                if self.pool:
+                    self._pool(gemm, out[start // 4:stop // 4])
 
         workers.run(task, threads)
+
+    def _pool(self, gemm, out):
+        """The 2x2 stride-2 max of finished tile rows ``gemm`` (pairs of lines) into ``out``."""
+        w = self.layer.output.w
+        kernels.max_pool_2x2(gemm.reshape(-1, w, gemm.shape[1]), out.reshape(-1, w // 2, out.shape[1]))
 
     def _by_channels(self, x, flat, out, workers, matrix, col0, f0):
         """Few rows: im2col once (split by rows), then each thread one block of output channels."""
@@ -152,10 +172,10 @@ class Convolution:
     # -- the call ----------------------------------------------------------------------------
 
     def __call__(self, x, outputs, out, workers):
-        rows = out.shape[0] * out.shape[1] * out.shape[2]
-        out = out.reshape(rows, -1)
+        rows = self._rows(x.shape[0])
+        out = out.reshape(-1, out.shape[-1])
         groups = len(self.matrices)
-        run = self._by_rows if rows >= workers.threads * ROWS_PER_THREAD_FOR_TILES else self._by_channels
+        run = self._by_rows if self.pool or rows >= workers.threads * ROWS_PER_THREAD_FOR_TILES else self._by_channels
         if groups == 1:
             flat = x.reshape(-1, x.shape[-1]) if self.pointwise else None
             run(x, flat, out, workers, self.matrices[0], 0, 0)
@@ -237,6 +257,13 @@ class WinogradConvolution:
         positions = len(bt) ** 2
         self.weights = float32_array(np.kron(g, g) @ taps).reshape(positions, channels, filters)
         self._blocks = {}
+        self.pool = False
+
+    def pool_2x2(self, pool, threads):
+        """Apply ``pool``, the 2x2 stride-2 [maxpool] after this layer, as the output transform
+        writes: every tile is whole pairs of lines and columns. Returns True: it always can."""
+        self.pool, self.writes = True, pool.output
+        return True
 
     def __call__(self, x, outputs, out, workers):
         n, h, w, _ = x.shape
@@ -260,7 +287,7 @@ class WinogradConvolution:
                 kernels.winograd_input(x, start, stop, *grid, self.bt, v, 0)
                 m = workers.buffer("gemm", positions * (stop - start) * f).reshape(positions, stop - start, f)
                 np.matmul(v, self.weights, out=m)
-                kernels.winograd_output(m, start, *grid, self.at, self.biases, self.code, out, 0)
+                kernels.winograd_output(m, start, *grid, self.at, self.biases, self.code, out, 0, self.pool)
 
         workers.run(task, threads)
 
@@ -274,7 +301,7 @@ class WinogradConvolution:
             f0, f1, weights = block
             m = workers.buffer("gemm", positions * tiles * (f1 - f0)).reshape(positions, tiles, f1 - f0)
             np.matmul(v, weights, out=m)
-            kernels.winograd_output(m, 0, *grid, self.at, self.biases[f0:f1], self.code, out, f0)
+            kernels.winograd_output(m, 0, *grid, self.at, self.biases[f0:f1], self.code, out, f0, self.pool)
 
         blocks = self._column_blocks(workers.threads)
         workers.run(lambda part: task(blocks[part]), len(blocks))

@@ -53,15 +53,27 @@ class BatchNorm:
         kernels.batchnorm_activate(out.reshape(-1, out.shape[-1]), *self.batchnorm, self.biases, kernels.LINEAR)
 
 
+def is_aligned_2x2(pool):
+    """A [maxpool] size=2 stride=2 whose windows are exactly the aligned 2x2 blocks: those of
+    maxpool_layer.c start at -padding/2, so padding < 2, and the sizes are even."""
+    return (pool.type == "maxpool" and pool.size == 2 and pool.stride_x == pool.stride_y == 2 and pool.padding < 2
+            and pool.input.h % 2 == 0 and pool.input.w % 2 == 0)
+
+
 class Pool:
     """[maxpool] and [local_avgpool]."""
 
     def __init__(self, layer, arrays, fold):
         self.layer = layer
         self.average = layer.type == "local_avgpool"
+        self.aligned_2x2 = not self.average and is_aligned_2x2(layer)
 
     def __call__(self, x, outputs, out, workers):
         layer = self.layer
+        if self.aligned_2x2:
+            lines, pooled = x.reshape(-1, *x.shape[2:]), out.reshape(-1, *out.shape[2:])
+            workers.split(lambda a, b: kernels.max_pool_2x2(lines[2 * a:2 * b], pooled[a:b]), pooled.shape[0])
+            return
         workers.split(lambda a, b: kernels.pool_nhwc(x, layer.size, layer.stride_x, layer.stride_y, layer.padding,
                                                      self.average, a, b, out), out.shape[0] * out.shape[1])
 
@@ -232,6 +244,12 @@ class PassThrough:
         pass
 
 
+class PooledAway:
+    """A [maxpool] its convolution applied already, as it wrote its output (Engine._fuse_pools)."""
+
+    alias = True
+
+
 STEPS = {
     "convolutional": make_convolution,
     "connected": Connected,
@@ -258,7 +276,7 @@ STEPS = {
 class Engine:
     """A model made ready to run: one step per layer, buffers planned per batch size."""
 
-    def __init__(self, model, *, fold=True, threads=None):
+    def __init__(self, model, *, fold=True, threads=None, fuse=True):
         self.layers = model.layers
         self.net = model.net
         self.workers = Workers(threads or default_threads())
@@ -273,7 +291,21 @@ class Engine:
                 raise ModelError.at_layer(layer, " has no weights; load the model with a complete .weights "
                                                  "file to run it", expected="its weights", found="none")
             self.steps.append(step(layer, arrays, fold))
+        self.fused = self._fuse_pools() if fuse else set()
         self._plans = {}
+
+    def _fuse_pools(self):
+        """Let each convolution that only a 2x2 stride-2 [maxpool] reads apply that pool as it
+        writes, so its full-size output (a tiny YOLO's largest tensors) is never stored.
+        Returns the indices of those convolutions: their own outputs are then not available."""
+        read = {source for layer in self.layers for source in layer.sources}
+        fused = set()
+        for i, pool in enumerate(self.layers[1:]):
+            if (hasattr(self.steps[i], "pool_2x2") and i not in read and is_aligned_2x2(pool)
+                    and self.steps[i].pool_2x2(pool, self.workers.threads)):
+                self.steps[i + 1] = PooledAway()
+                fused.add(i)
+        return fused
 
     def close(self):
         self.workers.close()
@@ -332,7 +364,8 @@ class _BufferPlan:
         released = {}
         for i, layer in enumerate(layers):
             if owner[i] == i and not getattr(steps[i], "alias", False):
-                shape = (batch, layer.output.h, layer.output.w, layer.output.c)
+                output = getattr(steps[i], "writes", layer.output)  # a fused pool's, smaller
+                shape = (batch, output.h, output.w, output.c)
                 size = math.prod(shape)
                 fits = [a for a in free if a.size >= size]
                 array = min(fits, key=lambda a: a.size) if fits else np.empty(size, np.float32)

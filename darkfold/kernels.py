@@ -361,12 +361,14 @@ def winograd_input(x, tile0, tile1, tiles_h, tiles_w, bt, v, row0):
 
 
 @_math
-def winograd_output(m, tile0, tiles_h, tiles_w, at, biases, code, out, col0):
+def winograd_output(m, tile0, tiles_h, tiles_w, at, biases, code, out, col0, pool):
     """Winograd F(m x m, 3x3) output transform, A^T M A, plus bias and activation.
 
     ``at`` is A^T, m x n. ``m`` is (n * n, tiles, f): the GEMM results of tiles ``tile0:``;
     each tile's m x m outputs go to ``out`` (NHWC) channels ``col0:col0+f``, those inside
-    the image only. Like the input transform, one tile row at a time.
+    the image only. With ``pool``, the 2x2 stride-2 max of them does, and ``out`` is the
+    pooled map (the [maxpool] after the layer; engine.Engine fuses it). Like the input
+    transform, one tile row at a time.
     """
     _, h, w, _ = out.shape
     _, rows, f = m.shape
@@ -399,14 +401,28 @@ def winograd_output(m, tile0, tiles_h, tiles_w, at, biases, code, out, col0):
                     for k in range(f):
                         values[r, k] += biases[k]
                 activate_inplace(values, code)
-        for i in range(min(size, h - size * ty)):
-            target = out[image, size * ty + i]
-            for e in range(size):
-                for tx in range(count):
-                    px = size * (tx0 + tx) + e
-                    if px < w:
-                        for k in range(f):  # unsigned: numba's negative-index test would stop vectorisation
-                            target[px, numba.uint64(col0 + k)] = y[i, e, tx, k]
+        # unsigned channel indexes: numba's negative-index test would stop vectorisation
+        if pool:
+            half = size // 2
+            for i in range(min(half, h - half * ty)):
+                target = out[image, half * ty + i]
+                for e in range(half):
+                    for tx in range(count):
+                        px = half * (tx0 + tx) + e
+                        if px < w:
+                            for k in range(f):
+                                target[px, numba.uint64(col0 + k)] = max(
+                                    max(y[2 * i, 2 * e, tx, k], y[2 * i, 2 * e + 1, tx, k]),
+                                    max(y[2 * i + 1, 2 * e, tx, k], y[2 * i + 1, 2 * e + 1, tx, k]))
+        else:
+            for i in range(min(size, h - size * ty)):
+                target = out[image, size * ty + i]
+                for e in range(size):
+                    for tx in range(count):
+                        px = size * (tx0 + tx) + e
+                        if px < w:
+                            for k in range(f):
+                                target[px, numba.uint64(col0 + k)] = y[i, e, tx, k]
         t += count
 
 
@@ -449,6 +465,18 @@ def pool_nhwc(x, size, stride_x, stride_y, padding, average, line0, line1, out):
                 count = _F((y1 - y0) * (x1 - x0))
                 for k in range(c):
                     cell[k] /= count
+
+
+@_math
+def max_pool_2x2(x, out):
+    """The 2x2 stride-2 max of lines ``x`` (lines, w, c) into ``out`` (lines / 2, w / 2, c):
+    Darknet's [maxpool] size=2 stride=2 on even sizes, where every window is inside. A
+    kernel of its own: pool_nhwc's general windows cost 3x more on the largest tensors."""
+    for line in range(out.shape[0]):
+        for px in range(out.shape[1]):
+            for k in range(out.shape[2]):
+                out[line, px, k] = max(max(x[2 * line, 2 * px, k], x[2 * line, 2 * px + 1, k]),
+                                       max(x[2 * line + 1, 2 * px, k], x[2 * line + 1, 2 * px + 1, k]))
 
 
 @numba.njit(cache=True, nogil=True)

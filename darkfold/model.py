@@ -117,19 +117,23 @@ class Model:
         """
         wanted = self.head_inputs if layers is None else self._check_indices(layers)
         x = self._check_input(x)
-        return self.engine(fold=fold, threads=threads).forward(x, wanted)
+        engine = self.engine(fold=fold, threads=threads)
+        if engine.fused.intersection(wanted):  # an output that a fused [maxpool] never stores
+            engine = self.engine(fold=fold, threads=threads, fuse=False)
+        return engine.forward(x, wanted)
 
-    def engine(self, *, fold=True, threads=None):
-        """The engine that runs this model (built on first use, then reused)."""
+    def engine(self, *, fold=True, threads=None, fuse=True):
+        """The engine that runs this model (built on first use, then reused). With ``fuse``,
+        convolutions apply the 2x2 [maxpool] after them and do not keep their own output."""
         from .engine import Engine  # imports numba: only when a model runs
 
-        key = (fold, threads)
+        key = (fold, threads, fuse)
         if key not in self._engines:
             if not self.has_weights:
                 raise ModelError(f"{self.cfg.path}: running the model needs its .weights file",
                                  path=self.cfg.path, expected="a model loaded with weights", found="no weights")
             self.check_params()  # the kernels trust these shapes
-            self._engines[key] = Engine(self, fold=fold, threads=threads)
+            self._engines[key] = Engine(self, fold=fold, threads=threads, fuse=fuse)
         return self._engines[key]
 
     def detect(self, image, thresh=0.25, nms=0.45, *, names=None, letterbox=None, threads=None):

@@ -226,6 +226,21 @@ def test_thread_count_does_not_change_the_result(tiny_model):
         assert difference <= limit
 
 
+def test_convolutions_that_apply_the_next_maxpool_agree_with_running_both(tiny_model):
+    """yolov3-tiny's convolutions 0, 2, 4 and 6 apply the 2x2 stride-2 [maxpool] after them and
+    never store their own outputs (8 does not: a [route] reads it). Asking for one of those
+    outputs runs the layers one by one instead."""
+    assert tiny_model.engine().fused == {0, 2, 4, 6}
+    x = np.random.default_rng(8).random((2, 3, 416, 416), dtype=np.float32)
+    fused = tiny_model.forward(x, layers=[1, 3, 5, 7, 15, 22])
+    separate = tiny_model.forward(x, layers=[0, 1, 2, 3, 4, 5, 6, 7, 15, 22])
+    for index in fused:
+        difference, limit = within(fused[index], separate[index], 1e-6)
+        assert difference <= limit, index
+    assert separate[0].shape == (2, 16, 416, 416)
+    np.testing.assert_array_equal(separate[0].reshape(2, 16, 208, 2, 208, 2).max(axis=(3, 5)), separate[1])
+
+
 def test_results_are_not_overwritten_by_the_next_call(tiny_model):
     rng = np.random.default_rng(7)
     first_input = rng.random((1, 3, 416, 416), dtype=np.float32)

@@ -60,8 +60,11 @@ def test_both_im2col_layouts_match_a_reference_on_any_row_range(n, c, h, w, size
 
 
 @pytest.mark.parametrize("tile", [2, 4])
-@pytest.mark.parametrize("n, h, w, c, f", [(1, 13, 13, 16, 32), (2, 7, 10, 17, 5), (1, 1, 1, 16, 3), (1, 9, 22, 8, 16)])
-def test_winograd_matches_a_direct_convolution(tile, n, h, w, c, f):
+@pytest.mark.parametrize("n, h, w, c, f, pool", [
+    (1, 13, 13, 16, 32, False), (2, 7, 10, 17, 5, False), (1, 1, 1, 16, 3, False), (1, 9, 22, 8, 16, False),
+    (2, 10, 6, 16, 8, True), (1, 26, 12, 8, 16, True),  # pool: the 2x2 stride-2 max of the output
+])
+def test_winograd_matches_a_direct_convolution(tile, n, h, w, c, f, pool):
     from darkfold.convolution import WinogradConvolution
 
     rng = np.random.default_rng(1)
@@ -77,11 +80,13 @@ def test_winograd_matches_a_direct_convolution(tile, n, h, w, c, f):
     for start in range(0, tiles, 7):  # runs of tiles that start and stop mid tile row
         kernels.winograd_input(x, start, min(start + 7, tiles), *grid, bt.astype(np.float32), v, 3 + start)
     products = np.matmul(v[:, 3:], transformed.astype(np.float32))
-    out = np.full((n, h, w, f), np.nan, np.float32)
+    out = np.full((n, h // 2, w // 2, f) if pool else (n, h, w, f), np.nan, np.float32)
     for start in range(0, tiles, 5):
         kernels.winograd_output(np.ascontiguousarray(products[:, start:start + 5]), start, *grid,
-                                at.astype(np.float32), biases, kernels.LEAKY, out, 0)
+                                at.astype(np.float32), biases, kernels.LEAKY, out, 0, pool)
     for image in range(n):
         direct = oracle.conv2d(x[image].transpose(2, 0, 1).astype(np.float64), weights, 1, 1, 1)
         expected = oracle.activate(direct + biases[:, None, None], "leaky").transpose(1, 2, 0)
+        if pool:
+            expected = expected.reshape(h // 2, 2, w // 2, 2, f).max(axis=(1, 3))
         np.testing.assert_allclose(out[image], expected, rtol=1e-5, atol=1e-4)
