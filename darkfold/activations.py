@@ -17,6 +17,11 @@ ACTIVATIONS = {
     "plse": kernels.PLSE, "hardtan": kernels.HARDTAN, "lhtan": kernels.LHTAN, "stair": kernels.STAIR,
 }
 
+# Activations that never decrease: a max of them is them of the max, so a max pool may run
+# first, on a quarter of the values (convolution.Convolution).
+NONDECREASING = frozenset({kernels.LINEAR, kernels.LEAKY, kernels.RELU, kernels.RELU6, kernels.LOGISTIC,
+                           kernels.TANH})
+
 
 def activation_code(layer):
     name = layer.activation

@@ -13,7 +13,7 @@ from fractions import Fraction
 import numpy as np
 
 from . import kernels
-from .activations import activation_code
+from .activations import NONDECREASING, activation_code
 from .fold import fold_own_batchnorm, runtime_batchnorm
 
 # Tiles of fewer GEMM rows make BLAS repack the weights too often (PERF-NOTES.md); layers
@@ -64,6 +64,7 @@ class Convolution:
                           and layer.padding == 0)
         self._blocks = {}
         self.pool = False  # True: the [maxpool] after this layer is applied as the output is written
+        self.pool_first = False
 
     def pool_2x2(self, pool, threads):
         """Apply ``pool``, the 2x2 stride-2 [maxpool] after this layer, to each tile of GEMM rows
@@ -71,6 +72,9 @@ class Convolution:
         if len(self.matrices) > 1 or self._rows(1) < threads * ROWS_PER_THREAD_FOR_TILES:
             return False
         self.pool, self.writes = True, pool.output
+        # max(a + b, c + b) = max(a, c) + b, and likewise for a nondecreasing activation; a run-time
+        # BatchNorm's scale may be negative.
+        self.pool_first = self.batchnorm is None and self.code in NONDECREASING
         return True
 
     def _rows(self, batch):
@@ -129,6 +133,11 @@ class Convolution:
                     gemm = workers.buffer("gemm", (stop - start) * f).reshape(stop - start, f)
                     target = None if self.pool else out[start:stop]
                 np.matmul(left, matrix, out=gemm)
+                if self.pool and self.pool_first:  # bias and activation on the pooled quarter
+                    pooled = out[start // 4:stop // 4]
+                    self._pool(gemm, pooled)
+                    self._finish(pooled, None, col0, f0, f0 + f)
+                    continue
                 self._finish(gemm, target, col0, f0, f0 + f)
                 if self.pool:
                     self._pool(gemm, out[start // 4:stop // 4])
