@@ -157,10 +157,10 @@ class Convolution:
         else:
             left = workers.shared(rows * k).reshape((k, rows) if self.reads_planes else (rows, k))
             if self.reads_planes:
-                workers.split(lambda a, b: self._im2col(x, a, b, left[:, a:b]), rows)
+                workers.split(lambda a, b: self._im2col(x, a, b, left[:, a:b]), rows, left.size)
                 left = left.T
             else:
-                workers.split(lambda a, b: self._im2col(x, a, b, left[a:b]), rows)
+                workers.split(lambda a, b: self._im2col(x, a, b, left[a:b]), rows, left.size)
         blocks = self._column_blocks(matrix, workers.threads)
 
         def task(part):
@@ -304,7 +304,7 @@ class WinogradConvolution:
         """Few tiles: transform the input once, then each thread one block of output channels."""
         positions, c = self.weights.shape[:2]
         v = workers.shared(positions * tiles * c).reshape(positions, tiles, c)
-        workers.split(lambda a, b: kernels.winograd_input(x, a, b, *grid, self.bt, v, a), tiles)
+        workers.split(lambda a, b: kernels.winograd_input(x, a, b, *grid, self.bt, v, a), tiles, v.size)
 
         def task(block):
             f0, f1, weights = block

@@ -72,10 +72,12 @@ class Pool:
         layer = self.layer
         if self.aligned_2x2:
             lines, pooled = x.reshape(-1, *x.shape[2:]), out.reshape(-1, *out.shape[2:])
-            workers.split(lambda a, b: kernels.max_pool_2x2(lines[2 * a:2 * b], pooled[a:b]), pooled.shape[0])
+            workers.split(lambda a, b: kernels.max_pool_2x2(lines[2 * a:2 * b], pooled[a:b]), pooled.shape[0],
+                          out.size)
             return
         workers.split(lambda a, b: kernels.pool_nhwc(x, layer.size, layer.stride_x, layer.stride_y, layer.padding,
-                                                     self.average, a, b, out), out.shape[0] * out.shape[1])
+                                                     self.average, a, b, out), out.shape[0] * out.shape[1],
+                      out.size * layer.size**2)
 
 
 class GlobalAvgPool:
@@ -118,7 +120,7 @@ class Shortcut:
         if self.weights is not None:
             _weighted_sum(x, sources, self.weights, out)
             flat = out.reshape(-1, out.shape[-1])
-            workers.split(lambda a, b: kernels.activate_inplace(flat[a:b], self.code), flat.shape[0])
+            workers.split(lambda a, b: kernels.activate_inplace(flat[a:b], self.code), flat.shape[0], flat.size)
             return
         flat = out.reshape(-1, out.shape[-1])
         source_rows = [s.reshape(flat.shape[0], -1) for s in sources]
@@ -130,7 +132,7 @@ class Shortcut:
             if self.code != kernels.LINEAR:
                 kernels.activate_inplace(flat[a:b], self.code)
 
-        workers.split(band, flat.shape[0])
+        workers.split(band, flat.shape[0], flat.size)
 
 
 def _shortcut_weights(weights, layer):
@@ -167,7 +169,7 @@ class Upsample:
     def __call__(self, x, outputs, out, workers):
         kernel = kernels.upsample_nhwc if self.stride > 0 else kernels.downsample_nhwc
         stride = abs(self.stride)
-        workers.split(lambda a, b: kernel(x, stride, self.scale, a, b, out), out.shape[0] * out.shape[1])
+        workers.split(lambda a, b: kernel(x, stride, self.scale, a, b, out), out.shape[0] * out.shape[1], out.size)
 
 
 class Reorg:
@@ -216,7 +218,7 @@ class Multiply:
         np.multiply(outputs[self.layer.sources[0]], x, out=out)
         if self.code != kernels.LINEAR:
             flat = out.reshape(-1, out.shape[-1])
-            workers.split(lambda a, b: kernels.activate_inplace(flat[a:b], self.code), flat.shape[0])
+            workers.split(lambda a, b: kernels.activate_inplace(flat[a:b], self.code), flat.shape[0], flat.size)
 
 
 class Softmax:

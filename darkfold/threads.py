@@ -18,6 +18,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 
+# Waking a worker and waiting for it costs 30-60 us on this project's VMs: more than pooling,
+# upsampling or adding 100K values takes (measured: 13x13x512 maxpool 0.06 ms alone, 0.10 split).
+MIN_SPLIT_VALUES = 1 << 17
+
+
 def default_threads():
     """The CPUs this process may run on."""
     try:
@@ -88,9 +93,10 @@ class Workers:
         for other in others:
             other.result()
 
-    def split(self, task, count):
-        """Call ``task(start, stop)`` over ``range(count)`` cut into one band per thread."""
-        parts = min(self.threads, count)
+    def split(self, task, count, values):
+        """Call ``task(start, stop)`` over ``range(count)`` cut into one band per thread; for a
+        task that touches fewer than MIN_SPLIT_VALUES ``values`` in all, one band in this thread."""
+        parts = min(self.threads, count) if values >= MIN_SPLIT_VALUES else min(1, count)
         bounds = [count * i // parts for i in range(parts + 1)]
         self.run(lambda part: task(bounds[part], bounds[part + 1]), parts)
 
