@@ -9,6 +9,8 @@ folded) and then called with the tensors of each forward pass.
 """
 
 import math
+import threading
+import weakref
 
 import numpy as np
 
@@ -281,7 +283,6 @@ class Engine:
     def __init__(self, model, *, fold=True, threads=None, fuse=True):
         self.layers = model.layers
         self.net = model.net
-        self.workers = Workers(threads or default_threads())
         self.steps = []
         for layer, arrays in zip(model.layers, model.params):
             step = STEPS.get(layer.type)
@@ -293,8 +294,11 @@ class Engine:
                 raise ModelError.at_layer(layer, " has no weights; load the model with a complete .weights "
                                                  "file to run it", expected="its weights", found="none")
             self.steps.append(step(layer, arrays, fold))
+        self.workers = Workers(threads or default_threads())
+        self.close = weakref.finalize(self, self.workers.close)  # threads would otherwise outlive the model
         self.fused = self._fuse_pools() if fuse else set()
         self._plans = {}
+        self._lock = threading.Lock()  # one forward pass at a time: they share buffers and workers
 
     def _fuse_pools(self):
         """Let each convolution that only a 2x2 stride-2 [maxpool] reads apply that pool as it
@@ -309,18 +313,19 @@ class Engine:
                 fused.add(i)
         return fused
 
-    def close(self):
-        self.workers.close()
-
     def forward(self, x, wanted):
         """Run NCHW float32 ``x`` (checked by the caller); return {index: NCHW output} for ``wanted``."""
+        with self._lock:
+            return self._forward(x, wanted)
+
+    def _forward(self, x, wanted):
         plan = self._plan(x.shape[0])
         wanted = set(wanted)
         results = {}
         outputs = [None] * len(self.layers)
         first = self.steps[0]
         previous = x if getattr(first, "reads_planes", False) else np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-        with self.workers.single_threaded_blas():
+        with self.workers.single_threaded_blas(), self.workers.spinning():
             for i, step in enumerate(self.steps):
                 if getattr(step, "alias", False):
                     out = previous

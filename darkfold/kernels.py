@@ -8,6 +8,8 @@ import os
 
 import numba
 import numpy as np
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 
 # Serial on purpose: the fold is bound by memory bandwidth, a second thread
@@ -638,3 +640,26 @@ def nms_class(boxes, order, probs, column, thresh, diou, beta):
             overlap = _box_diou(boxes, i, j, beta) if diou else _box_iou(boxes, i, j)
             if overlap > thresh:
                 probs[j, column] = 0
+
+
+@intrinsic
+def _load_acquire(typingctx, array, index):
+    """``array[index]`` as an atomic load with acquire order: a plain load in a loop may be
+    read once and hoisted out of it, and would never see another thread's store."""
+    def codegen(context, builder, signature, args):
+        array_type = signature.args[0]
+        handle = context.make_array(array_type)(context, builder, args[0])
+        pointer = cgutils.get_item_pointer(context, builder, array_type, handle, [args[1]])
+        return builder.load_atomic(pointer, ordering="acquire", align=array_type.dtype.bitwidth // 8)
+
+    return array.dtype(array, index), codegen
+
+
+@numba.njit(cache=True, nogil=True)
+def spin_while(flags, index, value, spins):
+    """Read ``flags[index]`` up to ``spins`` times (~0.5 ns each), without the GIL, while it
+    is ``value`` and ``flags[0]`` (spinning allowed) is 1. True if either changed."""
+    for _ in range(spins):
+        if _load_acquire(flags, index) != value or _load_acquire(flags, 0) == 0:
+            return True
+    return False

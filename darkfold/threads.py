@@ -12,10 +12,10 @@ import ctypes
 import glob
 import os
 import threading
-from concurrent import futures
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+
+from . import kernels
 
 
 # Waking a worker and waiting for it costs 30-60 us on this project's VMs: more than pooling,
@@ -59,18 +59,86 @@ def _single_threaded_blas():
 
 
 class Workers:
-    """The calling thread and ``threads - 1`` pool threads, which run the parts of one layer
-    and wait for all of them. The caller takes part 0 itself: waking one thread fewer per
-    layer saves ~35 us, a few percent of a small model's forward pass."""
+    """The calling thread and ``threads - 1`` worker threads, which run the parts of one layer
+    and wait for all of them. The caller takes part 0 itself.
+
+    Inside ``spinning()`` (a forward pass) a thread that waits, for the next layer or for the
+    others to finish, first spins on a flag without the GIL (kernels.spin_while): waking a
+    sleeping thread costs 30-60 us on this project's VMs, and a forward pass waits ~25 times.
+    Outside it, and after ~1 ms without work, they sleep on a condition.
+    """
+
+    SPINS = 2_000_000  # ~1 ms
 
     def __init__(self, threads):
         self.threads = threads
         self.scratch = threading.local()  # per-thread reusable buffers
         self._shared = np.empty(0, np.float32)
-        self._pool = None
-        if threads > 1:
-            self._pool = ThreadPoolExecutor(threads - 1, thread_name_prefix="darkfold",
-                                            initializer=_single_threaded_blas)
+        # [spinning allowed, job number, job number each worker finished last...]
+        self._flags = np.zeros(2 + threads, np.int64)
+        self._wake = threading.Condition()
+        self._job = None  # (task, parts)
+        self._errors = [None] * threads
+        self._closed = False
+        for worker in range(1, threads):
+            threading.Thread(target=self._serve, args=(worker,), name=f"darkfold-{worker}", daemon=True).start()
+
+    def _serve(self, worker):
+        _single_threaded_blas()
+        flags, done = self._flags, 0
+        while True:
+            if not kernels.spin_while(flags, 1, done, self.SPINS) or flags[1] == done:
+                with self._wake:
+                    while flags[1] == done and not self._closed:
+                        self._wake.wait()
+            if self._closed:
+                return
+            done = int(flags[1])
+            task, parts = self._job
+            try:
+                if worker < parts:
+                    task(worker)
+            except BaseException as error:  # re-raised by run() in the calling thread
+                self._errors[worker] = error
+            finally:
+                with self._wake:
+                    flags[2 + worker] = done
+                    self._wake.notify_all()
+
+    @contextlib.contextmanager
+    def spinning(self):
+        """Waiting threads spin instead of sleeping while the block runs."""
+        self._flags[0] = 1
+        try:
+            yield
+        finally:
+            self._flags[0] = 0
+
+    def run(self, task, parts):
+        """Call ``task(part)`` for ``part`` in ``range(parts)`` across the threads; re-raise errors."""
+        if parts <= 1:
+            if parts == 1:
+                task(0)
+            return
+        flags = self._flags
+        with self._wake:
+            self._job = (task, parts)
+            flags[1] += 1
+            job = int(flags[1])
+            self._wake.notify_all()
+        try:
+            task(0)
+        finally:  # the next layer must not start while a part of this one runs
+            for worker in range(1, parts):
+                while flags[2 + worker] != job:
+                    if not (flags[0] and kernels.spin_while(flags, 2 + worker, flags[2 + worker], self.SPINS)):
+                        with self._wake:
+                            while flags[2 + worker] != job:
+                                self._wake.wait()
+        for worker in range(1, parts):
+            error, self._errors[worker] = self._errors[worker], None
+            if error is not None:
+                raise error
 
     @contextlib.contextmanager
     def single_threaded_blas(self):
@@ -81,17 +149,6 @@ class Workers:
         finally:
             if previous is not None:
                 _set_blas_threads(previous)
-
-    def run(self, task, parts):
-        """Call ``task(part)`` for ``part`` in ``range(parts)`` across the threads; re-raise errors."""
-        others = [self._pool.submit(task, part) for part in range(1, parts)] if parts > 1 else []
-        try:
-            if parts > 0:
-                task(0)
-        finally:
-            futures.wait(others)  # the next layer must not start while one of these runs
-        for other in others:
-            other.result()
 
     def split(self, task, count, values):
         """Call ``task(start, stop)`` over ``range(count)`` cut into one band per thread; for a
@@ -115,5 +172,6 @@ class Workers:
         return self._shared[:size]
 
     def close(self):
-        if self._pool is not None:
-            self._pool.shutdown(wait=False)
+        with self._wake:
+            self._closed = True
+            self._wake.notify_all()
