@@ -319,7 +319,8 @@ def profile_layers(row, folder, runs, threads, sgemm):
     peers = Peers(cfg, weights, batch, threads)
     peers.darkfold()  # builds the engine and its buffers
     layers = peers.model.layers
-    steps = peers.model.engine(threads=threads).steps
+    engine = peers.model.engine(threads=threads)
+    steps = engine.steps
     times = [[] for _ in layers]
     steps[:] = [TimedStep(step, t) for step, t in zip(steps, times)]
     opencv_times = []
@@ -331,9 +332,14 @@ def profile_layers(row, folder, runs, threads, sgemm):
     totals = _bench.rounds({"darkfold": peers.darkfold, "opencv": opencv, "sgemm": sgemm}, repeat=runs, warmup=WARMUP)
     if not any(times):
         raise SystemExit("darkfold's Engine.forward no longer calls engine.steps: --layers needs updating")
-    rows = [{"index": layer.index, "kind": kind(layer), "what": describe(layer), "flops": conv_flops(layer, batch),
+    # A convolution that applies the [maxpool] after it (engine.fused) is compared with OpenCV's
+    # conv and maxpool together.
+    pooled = engine.fused
+    rows = [{"index": layer.index, "kind": kind(layer), "flops": conv_flops(layer, batch),
+             "what": describe(layer) + (" + maxpool" if layer.index in pooled else ""),
              "darkfold_s": statistics.median(t[WARMUP:]),
-             "opencv_s": statistics.median(o[layer.index] for o in opencv_times[WARMUP:])}
+             "opencv_s": statistics.median(sum(o[layer.index:layer.index + 1 + (layer.index in pooled)])
+                                           for o in opencv_times[WARMUP:])}
             for layer, t in zip(layers, times) if t]  # pass-through steps never run
     rows.sort(key=lambda r: -r["darkfold_s"])
     # Per forward, paired: a sum of per-layer medians would miss the noise of ~160 layers.
