@@ -241,6 +241,14 @@ def test_convolutions_that_apply_the_next_maxpool_agree_with_running_both(tiny_m
     np.testing.assert_array_equal(separate[0].reshape(2, 16, 208, 2, 208, 2).max(axis=(3, 5)), separate[1])
 
 
+def test_after_a_run_of_the_bundled_model_the_kernel_cache_is_warm(tiny_model):
+    """The CLI's first-run compile notice must not come back on every run."""
+    from darkfold import kernels
+
+    tiny_model.forward(np.zeros((1, 3, 416, 416), np.float32))
+    assert not kernels.cache_is_cold()
+
+
 def test_results_are_not_overwritten_by_the_next_call(tiny_model):
     rng = np.random.default_rng(7)
     first_input = rng.random((1, 3, 416, 416), dtype=np.float32)
