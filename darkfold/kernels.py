@@ -524,11 +524,14 @@ def add_rows(out, source, row0, row1):
             out[r, j] += source[r, j]
 
 
+# Kernels the bundled model runs (tests/test_engine.py checks it): one it never compiled would
+# bring the CLI's first-run notice back on every run, as im2col_nhwc did.
+FIRST_RUN_KERNELS = (im2col_nchw, bias_activate, winograd_input, winograd_output)
+
+
 def cache_is_cold():
     """True before the first run: kernels every YOLO model runs are not in numba's cache yet."""
-    # not im2col_nhwc: yolov3-tiny, the bundled model, never runs it (all its 3x3 layers but the
-    # first are Winograd), so with it the notice came back on every run
-    for kernel in (im2col_nchw, bias_activate, winograd_input, winograd_output):
+    for kernel in FIRST_RUN_KERNELS:
         # numba's on-disk index of compiled copies; private, so look for it carefully
         index = getattr(getattr(getattr(kernel, "_cache", None), "_cache_file", None), "_index_path", None)
         if index is not None and not os.path.exists(index):
