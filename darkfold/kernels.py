@@ -326,7 +326,9 @@ def winograd_input(x, tile0, tile1, tiles_h, tiles_w, bt, v, row0):
     n = bt.shape[0]
     m = n - 2
     width = tiles_w + 1  # pixels per phase: the last tile reads two past its m
-    lines = np.empty((n, m * width * c), np.float32)
+    # zeros: the columns a partial tile row does not fill are transformed too (one long loop)
+    # and must not hold NaN or denormal garbage
+    lines = np.zeros((n, m * width * c), np.float32)
     columns = np.empty((n, m * width * c), np.float32)  # B^T d, down the columns
     offsets = np.empty(n, np.int64)
     coefs = np.empty(n, np.float32)
@@ -363,17 +365,17 @@ def winograd_input(x, tile0, tile1, tiles_h, tiles_w, bt, v, row0):
 
 
 @_math
-def winograd_output(m, tile0, tiles_h, tiles_w, at, biases, code, out, col0, pool):
+def winograd_output(products, tile0, tiles_h, tiles_w, at, biases, code, out, col0, pool):
     """Winograd F(m x m, 3x3) output transform, A^T M A, plus bias and activation.
 
-    ``at`` is A^T, m x n. ``m`` is (n * n, tiles, f): the GEMM results of tiles ``tile0:``;
+    ``at`` is A^T, m x n. ``products`` is (n * n, tiles, f): the GEMM results of tiles ``tile0:``;
     each tile's m x m outputs go to ``out`` (NHWC) channels ``col0:col0+f``, those inside
     the image only. With ``pool``, the 2x2 stride-2 max of them does, and ``out`` is the
     pooled map (the [maxpool] after the layer; engine.Engine fuses it). Like the input
     transform, one tile row at a time.
     """
     _, h, w, _ = out.shape
-    _, rows, f = m.shape
+    _, rows, f = products.shape
     size, n = at.shape
     s = np.empty((n, size, tiles_w * f), np.float32)  # M A: s[a, e] holds (tile, channel)
     y = np.empty((size, size, tiles_w, f), np.float32)
@@ -389,7 +391,7 @@ def winograd_output(m, tile0, tiles_h, tiles_w, at, biases, code, out, col0, poo
                 offsets[j] = ((a * n + j) * rows + t - tile0) * f
             for e in range(size):
                 coefs[:] = at[e]
-                _combine(s[a, e], m.reshape(-1), offsets, coefs, count * f)
+                _combine(s[a, e], products.reshape(-1), offsets, coefs, count * f)
         for i in range(size):
             coefs[:] = at[i]
             for e in range(size):
@@ -667,4 +669,16 @@ def spin_while(flags, index, value, spins):
     for _ in range(spins):
         if _load_acquire(flags, index) != value or _load_acquire(flags, 0) == 0:
             return True
+    return False
+
+
+@numba.njit(cache=True, nogil=True)
+def spin_until(flags, index, value, spins):
+    """Read ``flags[index]`` up to ``spins`` times, without the GIL, until it is ``value``;
+    False if it is not by then, or if ``flags[0]`` (spinning allowed) became 0."""
+    for _ in range(spins):
+        if _load_acquire(flags, index) == value:
+            return True
+        if _load_acquire(flags, 0) == 0:
+            return False
     return False

@@ -77,7 +77,7 @@ class Workers:
         # [spinning allowed, job number, job number each worker finished last...]
         self._flags = np.zeros(2 + threads, np.int64)
         self._wake = threading.Condition()
-        self._job = None  # (task, parts)
+        self._job = (0, None, 0)  # (job number, task, parts): read as one, so never mixed
         self._errors = [None] * threads
         self._closed = False
         for worker in range(1, threads):
@@ -93,8 +93,9 @@ class Workers:
                         self._wake.wait()
             if self._closed:
                 return
-            done = int(flags[1])
-            task, parts = self._job
+            # A worker that the last job did not need may wake late, when a newer job is
+            # posted: it then does that one (taking the number and the task together).
+            done, task, parts = self._job
             try:
                 if worker < parts:
                     task(worker)
@@ -117,30 +118,41 @@ class Workers:
             self._flags[0] = 0
 
     def run(self, task, parts):
-        """Call ``task(part)`` for ``part`` in ``range(parts)`` across the threads; re-raise errors."""
+        """Call ``task(part)`` for ``part`` in ``range(parts)`` (at most ``threads``) across the
+        threads; then raise the first error any part raised."""
         if parts <= 1:
             if parts == 1:
                 task(0)
             return
-        flags = self._flags
+        if self._closed:
+            raise RuntimeError("darkfold: these worker threads were closed")
+        if parts > self.threads:
+            raise ValueError(f"{parts} parts for {self.threads} threads")
         with self._wake:
-            self._job = (task, parts)
-            flags[1] += 1
-            job = int(flags[1])
+            job = self._job[0] + 1
+            self._job = (job, task, parts)
+            self._flags[1] = job
             self._wake.notify_all()
+        errors = []
         try:
             task(0)
-        finally:  # the next layer must not start while a part of this one runs
-            for worker in range(1, parts):
-                while flags[2 + worker] != job:
-                    if not (flags[0] and kernels.spin_while(flags, 2 + worker, flags[2 + worker], self.SPINS)):
-                        with self._wake:
-                            while flags[2 + worker] != job:
-                                self._wake.wait()
-        for worker in range(1, parts):
-            error, self._errors[worker] = self._errors[worker], None
-            if error is not None:
-                raise error
+        except BaseException as error:
+            errors.append(error)
+        for worker in range(1, parts):  # the next layer must not start while a part of this one runs
+            self._wait_for(worker, job)
+            errors.append(self._errors[worker])
+            self._errors[worker] = None
+        error = next((error for error in errors if error is not None), None)
+        if error is not None:
+            raise error
+
+    def _wait_for(self, worker, job):
+        flags = self._flags
+        if flags[0] and kernels.spin_until(flags, 2 + worker, job, self.SPINS):
+            return
+        with self._wake:
+            while flags[2 + worker] != job:
+                self._wake.wait()
 
     @contextlib.contextmanager
     def single_threaded_blas(self):

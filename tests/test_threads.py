@@ -5,12 +5,13 @@ import time
 
 import pytest
 
-from darkfold.threads import MIN_SPLIT_VALUES, Workers
+from darkfold.threads import MIN_SPLIT_VALUES, Workers, default_threads
 
 
 @pytest.fixture(params=[False, True], ids=["sleeping", "spinning"])
 def workers(request):
-    workers = Workers(3)
+    # Workers spin only with no more threads than CPUs: on a 2-CPU machine, 2 threads
+    workers = Workers(min(3, default_threads()) if request.param else 3)
     if request.param:
         with workers.spinning():
             yield workers
@@ -20,16 +21,25 @@ def workers(request):
 
 
 def test_every_part_runs_once_on_its_own_thread_before_run_returns(workers):
+    threads = workers.threads
     for _ in range(200):  # many jobs back to back: none may overlap the next
         ran = []
 
         def task(part):
-            time.sleep(0.001 * (part == 2))  # the last part finishes last
+            time.sleep(0.001 * (part == threads - 1))  # the last part finishes last
             ran.append((part, threading.current_thread().name))
 
-        workers.run(task, 3)
-        assert sorted(part for part, _ in ran) == [0, 1, 2]
-        assert len({name for _, name in ran}) == 3
+        workers.run(task, threads)
+        assert sorted(part for part, _ in ran) == list(range(threads))
+        assert len({name for _, name in ran}) == threads
+
+
+def test_jobs_of_fewer_parts_than_threads_run_each_part_once(workers):
+    ran = []
+    for job in range(300):  # a worker the last job did not need may wake during the next one
+        parts = 2 + job % (workers.threads - 1)
+        workers.run(lambda part, job=job: ran.append((job, part)), parts)
+    assert len(ran) == len(set(ran)) == sum(2 + job % (workers.threads - 1) for job in range(300))
 
 
 def test_an_error_in_a_worker_reaches_the_caller(workers):
@@ -38,8 +48,25 @@ def test_an_error_in_a_worker_reaches_the_caller(workers):
             raise ValueError("part 1 failed")
 
     with pytest.raises(ValueError, match="part 1 failed"):
-        workers.run(task, 3)
-    workers.run(lambda part: None, 3)  # and the workers still serve
+        workers.run(task, workers.threads)
+    workers.run(lambda part: None, workers.threads)  # and the workers still serve
+
+
+def test_when_every_part_fails_the_first_error_is_raised_and_none_is_kept(workers):
+    def task(part):
+        raise ValueError(f"part {part} failed")
+
+    with pytest.raises(ValueError, match="part 0 failed"):
+        workers.run(task, workers.threads)
+    for _ in range(3):  # no earlier error comes back
+        workers.run(lambda part: None, workers.threads)
+
+
+def test_running_on_closed_workers_is_an_error_not_a_hang():
+    workers = Workers(2)
+    workers.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        workers.run(lambda part: None, 2)
 
 
 def test_a_small_split_runs_in_the_calling_thread(workers):
@@ -47,8 +74,9 @@ def test_a_small_split_runs_in_the_calling_thread(workers):
     workers.split(lambda a, b: calls.append((a, b, threading.current_thread())), 10, MIN_SPLIT_VALUES - 1)
     assert calls == [(0, 10, threading.current_thread())]
     calls.clear()
-    workers.split(lambda a, b: calls.append((a, b)), 10, MIN_SPLIT_VALUES)
-    assert sorted(calls) == [(0, 3), (3, 6), (6, 10)]
+    workers.split(lambda a, b: calls.append((a, b)), 12, MIN_SPLIT_VALUES)
+    bounds = [12 * i // workers.threads for i in range(workers.threads + 1)]
+    assert sorted(calls) == list(zip(bounds, bounds[1:]))
 
 
 def test_close_ends_the_worker_threads():
