@@ -9,6 +9,7 @@ product; layers with few pixels split by output channels instead, one block per 
 import itertools
 import math
 from fractions import Fraction
+from types import MappingProxyType
 
 import numpy as np
 
@@ -237,8 +238,8 @@ class WinogradConvolution:
     entries balanced.
     """
 
-    POINTS = {2: (0, 1, -1), 4: (0, 1, -1, Fraction(1, 2), -2)}
-    MATRICES = {tile: winograd_matrices(points) for tile, points in POINTS.items()}
+    POINTS = MappingProxyType({2: (0, 1, -1), 4: (0, 1, -1, Fraction(1, 2), -2)})
+    MATRICES = MappingProxyType({tile: winograd_matrices(points) for tile, points in POINTS.items()})
 
     @staticmethod
     def applies(layer, fold):

@@ -17,7 +17,6 @@ import numpy as np
 
 from . import kernels
 
-
 # Waking a worker and waiting for it costs 30-60 us on this project's VMs: more than pooling,
 # upsampling or adding 100K values takes (measured: 13x13x512 maxpool 0.06 ms alone, 0.10 split).
 MIN_SPLIT_VALUES = 1 << 17
@@ -99,7 +98,7 @@ class Workers:
             try:
                 if worker < parts:
                     task(worker)
-            except BaseException as error:  # re-raised by run() in the calling thread
+            except BaseException as error:  # noqa: BLE001 -- re-raised by run() in the calling thread
                 self._errors[worker] = error
             finally:
                 with self._wake:
@@ -136,7 +135,7 @@ class Workers:
         errors = []
         try:
             task(0)
-        except BaseException as error:
+        except BaseException as error:  # noqa: BLE001 -- raised below, once the others are done
             errors.append(error)
         for worker in range(1, parts):  # the next layer must not start while a part of this one runs
             self._wait_for(worker, job)

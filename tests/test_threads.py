@@ -1,5 +1,6 @@
 """darkfold.threads.Workers: every part runs once, errors reach the caller, threads end."""
 
+import itertools
 import threading
 import time
 
@@ -25,7 +26,7 @@ def test_every_part_runs_once_on_its_own_thread_before_run_returns(workers):
     for _ in range(200):  # many jobs back to back: none may overlap the next
         ran = []
 
-        def task(part):
+        def task(part, ran=ran):
             time.sleep(0.001 * (part == threads - 1))  # the last part finishes last
             ran.append((part, threading.current_thread().name))
 
@@ -76,7 +77,7 @@ def test_a_small_split_runs_in_the_calling_thread(workers):
     calls.clear()
     workers.split(lambda a, b: calls.append((a, b)), 12, MIN_SPLIT_VALUES)
     bounds = [12 * i // workers.threads for i in range(workers.threads + 1)]
-    assert sorted(calls) == list(zip(bounds, bounds[1:]))
+    assert sorted(calls) == list(itertools.pairwise(bounds))
 
 
 def test_close_ends_the_worker_threads():
