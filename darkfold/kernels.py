@@ -289,24 +289,39 @@ def activate_inplace(values, code):
 
 
 @_math
-def _combine(dest, source, offsets, coefs, count):
-    """dest[q] = sum over j of coefs[j] * source[offsets[j] + q] for q < count, 4 or 6 terms.
+def _combine(dest, source, offsets, row, count, terms):
+    """dest[q] = sum over j of row[j] * source[offsets[j] + q] for q < count, over the j where
+    row[j] is not 0: a row of B^T or A^T, whose 4 or 6 entries hold 2 to 5 nonzeros.
 
     Each Winograd transform step is one of these over a long run of values. One store
     stream per loop: with several, LLVM's aliasing checks give up and the loop stays
     scalar. Sliced views, because an index like ``offsets[j] + q`` may be negative to
-    numba, and its wraparound test stops vectorisation too."""
-    if offsets.size == 4:
-        s0, s1 = source[offsets[0]:offsets[0] + count], source[offsets[1]:offsets[1] + count]
-        s2, s3 = source[offsets[2]:offsets[2] + count], source[offsets[3]:offsets[3] + count]
-        c0, c1, c2, c3 = coefs[0], coefs[1], coefs[2], coefs[3]
+    numba, and its wraparound test stops vectorisation too. ``terms`` is scratch for 6 ints.
+    """
+    terms[:] = 0  # the nonzero entries' positions, then unused ones (position 0)
+    used = 0
+    for j in range(row.size):
+        if row[j] != 0:
+            terms[used] = j
+            used += 1
+    s0, s1 = source[offsets[terms[0]]:offsets[terms[0]] + count], source[offsets[terms[1]]:offsets[terms[1]] + count]
+    s2, s3 = source[offsets[terms[2]]:offsets[terms[2]] + count], source[offsets[terms[3]]:offsets[terms[3]] + count]
+    s4 = source[offsets[terms[4]]:offsets[terms[4]] + count]
+    c0, c1, c2, c3, c4 = row[terms[0]], row[terms[1]], row[terms[2]], row[terms[3]], row[terms[4]]
+    if used <= 2:
+        for q in range(count):
+            dest[q] = c0 * s0[q] + c1 * s1[q]
+    elif used == 3:
+        for q in range(count):
+            dest[q] = c0 * s0[q] + c1 * s1[q] + c2 * s2[q]
+    elif used == 4:
         for q in range(count):
             dest[q] = c0 * s0[q] + c1 * s1[q] + c2 * s2[q] + c3 * s3[q]
+    elif used == 5:
+        for q in range(count):
+            dest[q] = c0 * s0[q] + c1 * s1[q] + c2 * s2[q] + c3 * s3[q] + c4 * s4[q]
     else:
-        s0, s1 = source[offsets[0]:offsets[0] + count], source[offsets[1]:offsets[1] + count]
-        s2, s3 = source[offsets[2]:offsets[2] + count], source[offsets[3]:offsets[3] + count]
-        s4, s5 = source[offsets[4]:offsets[4] + count], source[offsets[5]:offsets[5] + count]
-        c0, c1, c2, c3, c4, c5 = coefs[0], coefs[1], coefs[2], coefs[3], coefs[4], coefs[5]
+        s5, c5 = source[offsets[terms[5]]:offsets[terms[5]] + count], row[terms[5]]
         for q in range(count):
             dest[q] = c0 * s0[q] + c1 * s1[q] + c2 * s2[q] + c3 * s3[q] + c4 * s4[q] + c5 * s5[q]
 
@@ -331,7 +346,7 @@ def winograd_input(x, tile0, tile1, tiles_h, tiles_w, bt, v, row0):
     lines = np.zeros((n, m * width * c), np.float32)
     columns = np.empty((n, m * width * c), np.float32)  # B^T d, down the columns
     offsets = np.empty(n, np.int64)
-    coefs = np.empty(n, np.float32)
+    terms = np.empty(6, np.int64)
     t = tile0
     while t < tile1:
         image, tile = divmod(t, tiles_h * tiles_w)
@@ -353,14 +368,13 @@ def winograd_input(x, tile0, tile1, tiles_h, tiles_w, bt, v, row0):
         for i in range(n):
             offsets[i] = i * lines.shape[1]
         for a in range(n):
-            coefs[:] = bt[a]
-            _combine(columns[a], lines.reshape(-1), offsets, coefs, lines.shape[1])
+            _combine(columns[a], lines.reshape(-1), offsets, bt[a], lines.shape[1], terms)
         for j in range(n):  # tile tx reads pixels m tx + j: phase j % m, index tx + j // m
             offsets[j] = ((j % m) * width + tx0 + j // m) * c
         for a in range(n):
             for e in range(n):
-                coefs[:] = bt[e]
-                _combine(v[a * n + e].reshape(-1)[(row0 + t - tile0) * c:], columns[a], offsets, coefs, count * c)
+                _combine(v[a * n + e].reshape(-1)[(row0 + t - tile0) * c:], columns[a], offsets, bt[e], count * c,
+                         terms)
         t += count
 
 
@@ -380,7 +394,7 @@ def winograd_output(products, tile0, tiles_h, tiles_w, at, biases, code, out, co
     s = np.empty((n, size, tiles_w * f), np.float32)  # M A: s[a, e] holds (tile, channel)
     y = np.empty((size, size, tiles_w, f), np.float32)
     offsets = np.empty(n, np.int64)
-    coefs = np.empty(n, np.float32)
+    terms = np.empty(6, np.int64)
     t = tile0
     while t < tile0 + rows:
         image, tile = divmod(t, tiles_h * tiles_w)
@@ -390,14 +404,12 @@ def winograd_output(products, tile0, tiles_h, tiles_w, at, biases, code, out, co
             for j in range(n):
                 offsets[j] = ((a * n + j) * rows + t - tile0) * f
             for e in range(size):
-                coefs[:] = at[e]
-                _combine(s[a, e], products.reshape(-1), offsets, coefs, count * f)
+                _combine(s[a, e], products.reshape(-1), offsets, at[e], count * f, terms)
         for i in range(size):
-            coefs[:] = at[i]
             for e in range(size):
                 for a in range(n):
                     offsets[a] = (a * size + e) * s.shape[2]
-                _combine(y[i, e].reshape(-1), s.reshape(-1), offsets, coefs, count * f)
+                _combine(y[i, e].reshape(-1), s.reshape(-1), offsets, at[i], count * f, terms)
         for i in range(size):
             for e in range(size):
                 values = y[i, e, :count]
