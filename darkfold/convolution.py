@@ -269,6 +269,7 @@ class WinogradConvolution:
         self.weights = (np.kron(g, g).astype(np.float32) @ taps).reshape(positions, channels, filters)
         self._blocks = {}
         self.pool = False
+        self.pool_first = self.code in NONDECREASING  # BatchNorm is always folded here
 
     def pool_2x2(self, pool, threads):
         """Apply ``pool``, the 2x2 stride-2 [maxpool] after this layer, as the output transform
@@ -298,7 +299,8 @@ class WinogradConvolution:
                 kernels.winograd_input(x, start, stop, *grid, self.bt, v, 0)
                 m = workers.buffer("gemm", positions * (stop - start) * f).reshape(positions, stop - start, f)
                 np.matmul(v, self.weights, out=m)
-                kernels.winograd_output(m, start, *grid, self.at, self.biases, self.code, out, 0, self.pool)
+                kernels.winograd_output(m, start, *grid, self.at, self.biases, self.code, out, 0, self.pool,
+                                        self.pool_first)
 
         workers.run(task, threads)
 
@@ -312,7 +314,8 @@ class WinogradConvolution:
             f0, f1, weights = block
             m = workers.buffer("gemm", positions * tiles * (f1 - f0)).reshape(positions, tiles, f1 - f0)
             np.matmul(v, weights, out=m)
-            kernels.winograd_output(m, 0, *grid, self.at, self.biases[f0:f1], self.code, out, f0, self.pool)
+            kernels.winograd_output(m, 0, *grid, self.at, self.biases[f0:f1], self.code, out, f0, self.pool,
+                                    self.pool_first)
 
         blocks = self._column_blocks(workers.threads)
         workers.run(lambda part: task(blocks[part]), len(blocks))

@@ -379,14 +379,33 @@ def winograd_input(x, tile0, tile1, tiles_h, tiles_w, bt, v, row0):
 
 
 @_math
-def winograd_output(products, tile0, tiles_h, tiles_w, at, biases, code, out, col0, pool):
+def _bias_activate_blocks(y, blocks, count, biases, code):
+    """Bias and activation of the first ``count`` tiles of y[i, e] for i, e < ``blocks``."""
+    for i in range(blocks):
+        for e in range(blocks):
+            values = y[i, e, :count]
+            for r in range(count):
+                for k in range(values.shape[1]):
+                    values[r, k] += biases[k]
+            activate_inplace(values, code)
+
+
+@_math
+def _max4(dest, a, b, c, d, count):
+    for q in range(count):
+        dest[q] = max(max(a[q], b[q]), max(c[q], d[q]))
+
+
+@_math
+def winograd_output(products, tile0, tiles_h, tiles_w, at, biases, code, out, col0, pool, pool_first):
     """Winograd F(m x m, 3x3) output transform, A^T M A, plus bias and activation.
 
     ``at`` is A^T, m x n. ``products`` is (n * n, tiles, f): the GEMM results of tiles ``tile0:``;
     each tile's m x m outputs go to ``out`` (NHWC) channels ``col0:col0+f``, those inside
     the image only. With ``pool``, the 2x2 stride-2 max of them does, and ``out`` is the
-    pooled map (the [maxpool] after the layer; engine.Engine fuses it). Like the input
-    transform, one tile row at a time.
+    pooled map (the [maxpool] after the layer; engine.Engine fuses it); with ``pool_first``
+    too, the max is taken before the bias and activation. Like the input transform, one
+    tile row at a time.
     """
     _, h, w, _ = out.shape
     _, rows, f = products.shape
@@ -410,35 +429,27 @@ def winograd_output(products, tile0, tiles_h, tiles_w, at, biases, code, out, co
                 for a in range(n):
                     offsets[a] = (a * size + e) * s.shape[2]
                 _combine(y[i, e].reshape(-1), s.reshape(-1), offsets, at[i], count * f, terms)
-        for i in range(size):
-            for e in range(size):
-                values = y[i, e, :count]
-                for r in range(count):
-                    for k in range(f):
-                        values[r, k] += biases[k]
-                activate_inplace(values, code)
-        # unsigned channel indexes: numba's negative-index test would stop vectorisation
+        # With ``pool``, the max of each 2x2 block of outputs goes to y[:half, :half]; before the
+        # bias and activation, when the activation never decreases (``pool_first``): the same
+        # values, on a quarter of them.
+        half = size // 2 if pool else size
+        if not (pool and pool_first):
+            _bias_activate_blocks(y, size, count, biases, code)
         if pool:
-            half = size // 2
-            for i in range(min(half, h - half * ty)):
-                target = out[image, half * ty + i]
-                for e in range(half):
-                    for tx in range(count):
-                        px = half * (tx0 + tx) + e
-                        if px < w:
-                            for k in range(f):
-                                target[px, numba.uint64(col0 + k)] = max(
-                                    max(y[2 * i, 2 * e, tx, k], y[2 * i, 2 * e + 1, tx, k]),
-                                    max(y[2 * i + 1, 2 * e, tx, k], y[2 * i + 1, 2 * e + 1, tx, k]))
-        else:
-            for i in range(min(size, h - size * ty)):
-                target = out[image, size * ty + i]
-                for e in range(size):
-                    for tx in range(count):
-                        px = size * (tx0 + tx) + e
-                        if px < w:
-                            for k in range(f):
-                                target[px, numba.uint64(col0 + k)] = y[i, e, tx, k]
+            for i in range(half):
+                for e in range(half):  # in order: each block's first output is read before it is written
+                    _max4(y[i, e].reshape(-1), y[2 * i, 2 * e].reshape(-1), y[2 * i, 2 * e + 1].reshape(-1),
+                          y[2 * i + 1, 2 * e].reshape(-1), y[2 * i + 1, 2 * e + 1].reshape(-1), count * f)
+            if pool_first:
+                _bias_activate_blocks(y, half, count, biases, code)
+        for i in range(min(half, h - half * ty)):
+            target = out[image, half * ty + i]
+            for e in range(half):
+                for tx in range(count):
+                    px = half * (tx0 + tx) + e
+                    if px < w:
+                        for k in range(f):  # unsigned: numba's negative-index test would stop vectorisation
+                            target[px, numba.uint64(col0 + k)] = y[i, e, tx, k]
         t += count
 
 

@@ -59,12 +59,13 @@ def test_both_im2col_layouts_match_a_reference_on_any_row_range(n, c, h, w, size
         np.testing.assert_array_equal(windows, reordered)
 
 
+@pytest.mark.parametrize("pool_first", [False, True])
 @pytest.mark.parametrize("tile", [2, 4])
 @pytest.mark.parametrize("n, h, w, c, f, pool", [
     (1, 13, 13, 16, 32, False), (2, 7, 10, 17, 5, False), (1, 1, 1, 16, 3, False), (1, 9, 22, 8, 16, False),
     (2, 10, 6, 16, 8, True), (1, 26, 12, 8, 16, True),  # pool: the 2x2 stride-2 max of the output
 ])
-def test_winograd_matches_a_direct_convolution(tile, n, h, w, c, f, pool):
+def test_winograd_matches_a_direct_convolution(tile, n, h, w, c, f, pool, pool_first):
     from darkfold.convolution import WinogradConvolution
 
     rng = np.random.default_rng(1)
@@ -83,7 +84,7 @@ def test_winograd_matches_a_direct_convolution(tile, n, h, w, c, f, pool):
     out = np.full((n, h // 2, w // 2, f) if pool else (n, h, w, f), np.nan, np.float32)
     for start in range(0, tiles, 5):
         kernels.winograd_output(np.ascontiguousarray(products[:, start:start + 5]), start, *grid,
-                                at.astype(np.float32), biases, kernels.LEAKY, out, 0, pool)
+                                at.astype(np.float32), biases, kernels.LEAKY, out, 0, pool, pool_first)
     for image in range(n):
         direct = oracle.conv2d(x[image].transpose(2, 0, 1).astype(np.float64), weights, 1, 1, 1)
         expected = oracle.activate(direct + biases[:, None, None], "leaky").transpose(1, 2, 0)
