@@ -383,11 +383,7 @@ def _bias_activate_blocks(y, blocks, count, biases, code):
     """Bias and activation of the first ``count`` tiles of y[i, e] for i, e < ``blocks``."""
     for i in range(blocks):
         for e in range(blocks):
-            values = y[i, e, :count]
-            for r in range(count):
-                for k in range(values.shape[1]):
-                    values[r, k] += biases[k]
-            activate_inplace(values, code)
+            bias_activate(y[i, e, :count], biases, code)
 
 
 @_math
