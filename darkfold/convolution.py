@@ -70,7 +70,7 @@ class Convolution:
     def pool_2x2(self, pool, threads):
         """Apply ``pool``, the 2x2 stride-2 [maxpool] after this layer, to each tile of GEMM rows
         (whole pairs of lines) as it is finished. Only large maps run by tiles of rows."""
-        if len(self.matrices) > 1 or self._rows(1) < threads * ROWS_PER_THREAD_FOR_TILES:
+        if len(self.matrices) > 1 or not _runs_by_rows(self._rows(1), threads):
             return False
         self.pool, self.writes = True, pool.output
         # max(a + b, c + b) = max(a, c) + b, and likewise for a nondecreasing activation; a run-time
@@ -134,13 +134,13 @@ class Convolution:
                     gemm = workers.buffer("gemm", (stop - start) * f).reshape(stop - start, f)
                     target = None if self.pool else out[start:stop]
                 np.matmul(left, matrix, out=gemm)
-                if self.pool and self.pool_first:  # bias and activation on the pooled quarter
-                    pooled = out[start // 4:stop // 4]
-                    self._pool(gemm, pooled)
-                    self._finish(pooled, None, col0, f0, f0 + f)
-                    continue
-                self._finish(gemm, target, col0, f0, f0 + f)
-                if self.pool:
+                if not self.pool:
+                    self._finish(gemm, target, col0, f0, f0 + f)
+                elif self.pool_first:  # bias and activation on the pooled quarter
+                    self._pool(gemm, out[start // 4:stop // 4])
+                    self._finish(out[start // 4:stop // 4], None, col0, f0, f0 + f)
+                else:
+                    self._finish(gemm, None, col0, f0, f0 + f)
                     self._pool(gemm, out[start // 4:stop // 4])
 
         workers.run(task, threads)
@@ -185,7 +185,7 @@ class Convolution:
         rows = self._rows(x.shape[0])
         out = out.reshape(-1, out.shape[-1])
         groups = len(self.matrices)
-        run = self._by_rows if self.pool or rows >= workers.threads * ROWS_PER_THREAD_FOR_TILES else self._by_channels
+        run = self._by_rows if self.pool or _runs_by_rows(rows, workers.threads) else self._by_channels
         if groups == 1:
             flat = x.reshape(-1, x.shape[-1]) if self.pointwise else None
             run(x, flat, out, workers, self.matrices[0], 0, 0)
@@ -326,6 +326,11 @@ class WinogradConvolution:
             edges = _block_edges(f, threads)
             self._blocks[threads] = [(a, b, self.weights[:, :, a:b]) for a, b in itertools.pairwise(edges)]
         return self._blocks[threads]
+
+
+def _runs_by_rows(rows, threads):
+    """Whether an im2col convolution with this many output pixels runs by tiles of rows."""
+    return rows >= threads * ROWS_PER_THREAD_FOR_TILES
 
 
 def _block_edges(columns, threads):
