@@ -19,7 +19,7 @@ from .activations import activation_code
 from .convolution import float32_array, make_convolution
 from .errors import ModelError
 from .fold import runtime_batchnorm
-from .threads import Workers, default_threads
+from .threads import Workers, blas_threads, default_threads
 
 
 class Connected:
@@ -325,7 +325,7 @@ class Engine:
         outputs = [None] * len(self.layers)
         first = self.steps[0]
         previous = x if getattr(first, "reads_planes", False) else np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-        with self.workers.single_threaded_blas(), self.workers.spinning():
+        with blas_threads(1), self.workers.spinning():
             for i, step in enumerate(self.steps):
                 if getattr(step, "alias", False):
                     out = previous

@@ -50,6 +50,21 @@ def _openblas_thread_setter():
 
 
 _set_blas_threads = _openblas_thread_setter()
+CAN_SET_BLAS_THREADS = _set_blas_threads is not None
+
+
+@contextlib.contextmanager
+def blas_threads(threads):
+    """numpy's BLAS on ``threads`` threads in the calling thread while the block runs (None,
+    or a BLAS that cannot be told: as it is)."""
+    if threads is None or _set_blas_threads is None:
+        yield
+        return
+    previous = _set_blas_threads(threads)
+    try:
+        yield
+    finally:
+        _set_blas_threads(previous)
 
 
 def _single_threaded_blas():
@@ -152,16 +167,6 @@ class Workers:
         with self._wake:
             while flags[2 + worker] != job:
                 self._wake.wait()
-
-    @contextlib.contextmanager
-    def single_threaded_blas(self):
-        """BLAS single-threaded in the calling thread too, for the length of the block."""
-        previous = _set_blas_threads(1) if _set_blas_threads is not None else None
-        try:
-            yield
-        finally:
-            if previous is not None:
-                _set_blas_threads(previous)
 
     def split(self, task, count, values):
         """Call ``task(start, stop)`` over ``range(count)`` cut into one band per thread; for a

@@ -34,8 +34,6 @@ lists them by darkfold's time, each against that layer's GEMM floor.
 
 import argparse
 import contextlib
-import ctypes
-import glob
 import json
 import math
 import os
@@ -56,6 +54,7 @@ import numba
 import numpy as np
 
 import darkfold
+from darkfold.threads import CAN_SET_BLAS_THREADS, blas_threads
 
 CFGS = {
     "yolov3-tiny": (darkfold.DEFAULT_CFG, darkfold.DEFAULT_WEIGHTS),
@@ -85,32 +84,6 @@ def machine():
     return {"cpu": cpu.group(1) if cpu else platform.processor(), "cpus": os.cpu_count(),
             "avx512f": " avx512f" in cpuinfo, "python": platform.python_version(),
             "numpy": np.__version__, "numba": numba.__version__, "opencv": cv2.__version__}
-
-
-def openblas_thread_setter():
-    """numpy's OpenBLAS call that sets the calling thread's BLAS threads, or None."""
-    folder = os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs")
-    for path in glob.glob(os.path.join(folder, "*openblas*")):
-        library = ctypes.CDLL(path)
-        if hasattr(library, "openblas_set_num_threads_local"):
-            return library.openblas_set_num_threads_local
-    return None
-
-
-SET_BLAS_THREADS = openblas_thread_setter()
-
-
-@contextlib.contextmanager
-def blas_threads(threads):
-    """numpy's BLAS on ``threads`` threads in this thread while the block runs (None: as it is)."""
-    if threads is None or SET_BLAS_THREADS is None:
-        yield
-        return
-    previous = SET_BLAS_THREADS(threads)
-    try:
-        yield
-    finally:
-        SET_BLAS_THREADS(previous)
 
 
 class Sgemm:
@@ -412,7 +385,7 @@ def measure(args, say):
     # In the rounds: one thread's speed times the threads. That is the floor of darkfold's design
     # (one single-threaded BLAS call per worker), and a busy core does not hold it back the way it
     # holds back a product split across all cores; nor does it leave BLAS threads spinning.
-    single = SET_BLAS_THREADS is not None
+    single = CAN_SET_BLAS_THREADS
     sgemm = Sgemm(1 if single else args.threads, 2048)
     say(f"{args.runs} interleaved rounds per row after {WARMUP} warm-up rounds, "
         f"with a {'single-threaded ' if single else ''}2048 sgemm as a third case")
