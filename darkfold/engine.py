@@ -296,6 +296,9 @@ class Engine:
             self.steps.append(step(layer, arrays, fold))
         self.workers = Workers(threads or default_threads())
         self.close = weakref.finalize(self, self.workers.close)  # threads would otherwise outlive the model
+        for step in self.steps:
+            if hasattr(step, "split_columns"):
+                step.split_columns(self.workers.threads)
         self.fused = self._fuse_pools() if fuse else set()
         self._plans = {}
         self._lock = threading.Lock()  # one forward pass at a time: they share buffers and workers

@@ -11,6 +11,8 @@ import numpy as np
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from . import blas
+
 
 # Serial on purpose: the fold is bound by memory bandwidth, a second thread
 # gains little, and a parallel region stalls badly when the CPUs are shared.
@@ -288,6 +290,120 @@ def activate_inplace(values, code):
                 values[r, j] = activate(values[r, j], code)
 
 
+
+# -- products, through BLAS (blas.py) -----------------------------------------------------------
+
+
+@_math
+def _operand(a):
+    """(BLAS transpose flag, leading dimension) of a 2-D float32 operand whose rows, or whose
+    columns, are contiguous."""
+    rows, cols = a.shape
+    if a.strides[1] == 4:
+        return blas.NO_TRANS, max(cols, a.strides[0] // 4)
+    return blas.TRANS, max(rows, a.strides[1] // 4)
+
+
+@_math
+def gemm(a, b, c):
+    """``c = a @ b`` (float32, 2-D) by BLAS's sgemm. The rows of ``c`` are contiguous; those of
+    ``a`` and ``b``, or their columns (a transposed array). Shapes are the caller's to check."""
+    trans_a, lda = _operand(a)
+    trans_b, ldb = _operand(b)
+    blas.sgemm(blas.ROW_MAJOR, trans_a, trans_b, a.shape[0], b.shape[1], a.shape[1], _F(1), a.ctypes.data, lda,
+               b.ctypes.data, ldb, _F(0), c.ctypes.data, max(b.shape[1], c.strides[0] // 4))
+
+
+@_math
+def finish(values, biases, batchnorm, code):
+    """Bias, or the run-time BatchNorm ``batchnorm`` (mean, deviation, scales; empty arrays when
+    it is folded), then the activation, in place."""
+    mean, deviation, scales = batchnorm
+    if mean.size:
+        batchnorm_activate(values, mean, deviation, scales, biases, code)
+    else:
+        bias_activate(values, biases, code)
+
+
+@_math
+def conv_rows(x, kind, geometry, matrix, biases, batchnorm, code, out, col0, pool, pool_first, first, step, tile,
+              cols, product):
+    """One thread's share of an im2col convolution that runs by tiles of output pixels (GEMM
+    rows): the tiles of ``tile`` rows starting at ``first``, ``first + step``, ...
+
+    Per tile: the left operand (``kind`` 0: NHWC ``x`` itself, a 1x1 convolution; 1: im2col of
+    NHWC ``x``; 2: transposed im2col of NCHW ``x``, the network input) in scratch ``cols``, the
+    product with ``matrix`` (in scratch ``product`` unless it can go straight to ``out``), then
+    finish, into ``out`` (pixels, channels) channels ``col0:``. With ``pool``, ``out`` is the
+    pooled map and each tile (whole pairs of lines) is pooled 2x2 as it is finished; with
+    ``pool_first`` too, before the bias and activation. ``geometry`` is (size, stride_x,
+    stride_y, padding, dilation, out_h, out_w).
+    """
+    size, stride_x, stride_y, padding, dilation, out_h, out_w = geometry
+    rows = x.shape[0] * out_h * out_w
+    k, f = matrix.shape
+    flat = x.reshape(-1, x.shape[3])
+    direct = f == out.shape[1] and not pool  # the product is written to out as it is
+    for start in range(first, rows, step):
+        stop = min(start + tile, rows)
+        n = stop - start
+        target = out[start:stop] if direct else product[:n * f].reshape(n, f)
+        if kind == 0:
+            gemm(flat[start:stop], matrix, target)
+        elif kind == 1:
+            left = cols[:n * k].reshape(n, k)
+            im2col_nhwc(x, start, stop, size, stride_x, stride_y, padding, dilation, out_h, out_w, left)
+            gemm(left, matrix, target)
+        else:
+            left = cols[:n * k].reshape(k, n)
+            im2col_nchw(x, start, stop, size, stride_x, stride_y, padding, dilation, out_h, out_w, left)
+            gemm(left.T, matrix, target)
+        if not pool:
+            finish(target, biases, batchnorm, code)
+            if not direct:
+                out[start:stop, col0:col0 + f] = target
+            continue
+        pooled = out[start // 4:stop // 4]
+        if not pool_first:
+            finish(target, biases, batchnorm, code)
+        max_pool_2x2(target.reshape(-1, out_w, f), pooled.reshape(-1, out_w // 2, f))
+        if pool_first:
+            finish(pooled, biases, batchnorm, code)
+
+
+@_math
+def winograd_products(v, weights, m):
+    """``m[p] = v[p] @ weights[p]`` for every transformed position p."""
+    for p in range(v.shape[0]):
+        gemm(v[p], weights[p], m[p])
+
+
+@_math
+def winograd_block(weights, edges, block, positions, channels):
+    """Block ``block`` of Winograd weights stored as blocks of output channels ``edges[b]:edges[b + 1]``,
+    one after another in the flat ``weights``, each (positions, channels, width)."""
+    f0, f1 = edges[block], edges[block + 1]
+    return weights[positions * channels * f0:positions * channels * f1].reshape(positions, channels, f1 - f0)
+
+
+@_math
+def winograd_tiles(x, tiles_h, tiles_w, bt, at, weights, edges, biases, code, out, pool, pool_first, first, step,
+                   chunk, v_buffer, m_buffer):
+    """One thread's share of a Winograd convolution that runs by chunks of tiles: the chunks of
+    ``chunk`` tiles starting at ``first``, ``first + step``, ...: input transform, the products
+    (block of output channels by block), output transform (winograd_input, winograd_output)."""
+    tiles = x.shape[0] * tiles_h * tiles_w
+    positions, c, f = bt.shape[0] ** 2, x.shape[3], edges[-1]
+    for start in range(first, tiles, step):
+        stop = min(start + chunk, tiles)
+        n = stop - start
+        v = v_buffer[:positions * n * c].reshape(positions, n, c)
+        winograd_input(x, start, stop, tiles_h, tiles_w, bt, v, 0)
+        m = m_buffer[:positions * n * f].reshape(positions, n, f)
+        for block in range(edges.size - 1):
+            winograd_products(v, winograd_block(weights, edges, block, positions, c), m[:, :, edges[block]:edges[block + 1]])
+        winograd_output(m, start, tiles_h, tiles_w, at, biases, code, out, 0, pool, pool_first)
+
 @_math
 def _combine(dest, source, offsets, row, count, terms):
     """dest[q] = sum over j of row[j] * source[offsets[j] + q] for q < count, over the j where
@@ -547,7 +663,7 @@ def add_rows(out, source, row0, row1):
 
 # Kernels the bundled model runs (tests/test_engine.py checks it): one it never compiled would
 # bring the CLI's first-run notice back on every run, as im2col_nhwc did.
-FIRST_RUN_KERNELS = (im2col_nchw, bias_activate, winograd_input, winograd_output)
+FIRST_RUN_KERNELS = (conv_rows, winograd_tiles, winograd_input, winograd_output)
 
 
 def cache_is_cold():

@@ -8,14 +8,12 @@ stall the next layer's workers (measured in PERF-NOTES.md: 3x slower).
 """
 
 import contextlib
-import ctypes
-import glob
 import os
 import threading
 
 import numpy as np
 
-from . import kernels
+from . import blas, kernels
 
 # Waking a worker and waiting for it costs 30-60 us on this project's VMs: more than pooling,
 # upsampling or adding 100K values takes (measured: 13x13x512 maxpool 0.06 ms alone, 0.10 split).
@@ -30,26 +28,7 @@ def default_threads():
         return os.cpu_count() or 1
 
 
-def _openblas_thread_setter():
-    """numpy's bundled OpenBLAS call that sets the calling thread's BLAS threads, or None.
-
-    ``openblas_set_num_threads_local`` (OpenBLAS >= 0.3.27) affects only the calling
-    thread, so the user's own numpy calls keep their threads. With another BLAS, or an
-    older OpenBLAS, the engine still works; the workers' products may just contend.
-    """
-    folder = os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs")
-    for path in sorted(glob.glob(os.path.join(folder, "*openblas*"))):
-        try:
-            setter = ctypes.CDLL(path).openblas_set_num_threads_local
-        except (OSError, AttributeError):
-            continue
-        setter.argtypes = [ctypes.c_int]
-        setter.restype = ctypes.c_int  # the thread's previous setting
-        return setter
-    return None
-
-
-_set_blas_threads = _openblas_thread_setter()
+_set_blas_threads = blas.set_threads
 CAN_SET_BLAS_THREADS = _set_blas_threads is not None
 
 

@@ -252,6 +252,24 @@ def test_the_first_run_notice_looks_only_at_kernels_the_bundled_model_runs():
     assert result.stdout.strip() == ""
 
 
+def test_the_engine_runs_on_the_portable_sgemm_where_numpys_openblas_is_not_found(tiny_model, tmp_path):
+    """blas.py gives the kernels a plain numba GEMM when numpy has no bundled OpenBLAS. A new
+    process registers it in OpenBLAS's place before any kernel loads, and runs the bundled model."""
+    x = np.random.default_rng(8).random((1, 3, 416, 416), dtype=np.float32)
+    expected = tiny_model.forward(x)
+    np.save(tmp_path / "x.npy", x)
+    script = ("import sys, numpy as np, llvmlite.binding as llvm, darkfold\n"
+              "from darkfold import blas\n"
+              "llvm.add_symbol(blas.SYMBOL, blas.portable_sgemm())\n"
+              "outputs = darkfold.load().forward(np.load(sys.argv[1] + '/x.npy'))\n"
+              "np.savez(sys.argv[1] + '/outputs.npz', *outputs.values())\n")
+    subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True, cwd=REPO)
+    outputs = np.load(tmp_path / "outputs.npz")
+    assert len(outputs.files) == len(expected)
+    for index, output in zip(expected, outputs.values()):
+        np.testing.assert_allclose(output, expected[index], rtol=1e-4, atol=1e-4 * np.abs(expected[index]).max())
+
+
 def test_results_are_not_overwritten_by_the_next_call(tiny_model):
     rng = np.random.default_rng(7)
     first_input = rng.random((1, 3, 416, 416), dtype=np.float32)

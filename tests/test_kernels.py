@@ -1,5 +1,7 @@
 """The numba kernels against plain numpy, on the edge cases the engine's layers reach."""
 
+import itertools
+
 import numpy as np
 import oracle
 import pytest
@@ -91,3 +93,75 @@ def test_winograd_matches_a_direct_convolution(tile, n, h, w, c, f, pool, pool_f
         if pool:
             expected = expected.reshape(h // 2, 2, w // 2, 2, f).max(axis=(1, 3))
         np.testing.assert_allclose(out[image], expected, rtol=1e-5, atol=1e-4)
+
+
+def test_winograd_tiles_runs_chunks_and_blocks_of_output_channels():
+    """One thread's loop over chunks of tiles, with the weights stored as blocks of output
+    channels (as WinogradConvolution.split_columns leaves them), against a direct convolution."""
+    from darkfold.convolution import WinogradConvolution
+
+    rng = np.random.default_rng(2)
+    n, h, w, c, f, tile = 2, 11, 9, 8, 21, 2
+    x = rng.standard_normal((n, h, w, c), dtype=np.float32)
+    weights = rng.standard_normal((f, c, 3, 3), dtype=np.float32)
+    biases = rng.standard_normal(f, dtype=np.float32)
+    at, g, bt = (m.astype(np.float32) for m in WinogradConvolution.MATRICES[tile])
+    positions = len(bt) ** 2
+    transformed = np.einsum("ai,fcij,bj->abcf", g, weights, g).reshape(positions, c, f).astype(np.float32)
+    edges = np.array([0, 16, 17, 21], np.int64)
+    flat = np.concatenate([transformed[:, :, a:b].reshape(-1) for a, b in itertools.pairwise(edges)])
+    grid = (-(-h // tile), -(-w // tile))
+    out = np.full((n, h, w, f), np.nan, np.float32)
+    chunk = 7
+    v, m = np.empty(positions * chunk * c, np.float32), np.empty(positions * chunk * f, np.float32)
+    for first in range(2):  # two "threads", taking every other chunk
+        kernels.winograd_tiles(x, *grid, bt, at, flat, edges, biases, kernels.LEAKY, out, False, False,
+                               first * chunk, 2 * chunk, chunk, v, m)
+    for image in range(n):
+        direct = oracle.conv2d(x[image].transpose(2, 0, 1).astype(np.float64), weights, 1, 1, 1)
+        expected = oracle.activate(direct + biases[:, None, None], "leaky").transpose(1, 2, 0)
+        np.testing.assert_allclose(out[image], expected, rtol=1e-5, atol=1e-4)
+
+
+def _operands(rng, rows, cols):
+    """The same matrix as the kernels meet it: C-contiguous, transposed, and a view of rows."""
+    matrix = rng.standard_normal((rows, cols), dtype=np.float32)
+    wider = np.zeros((rows, cols + 5), np.float32)
+    wider[:, 2:2 + cols] = matrix
+    return {"C": matrix, "transposed": np.ascontiguousarray(matrix.T).T, "view": wider[:, 2:2 + cols]}
+
+
+@pytest.mark.parametrize("a_kind", ["C", "transposed", "view"])
+@pytest.mark.parametrize("b_kind", ["C", "transposed", "view"])
+def test_gemm_matches_numpy_for_every_operand_layout(a_kind, b_kind):
+    rng = np.random.default_rng(3)
+    a, b = _operands(rng, 37, 19)[a_kind], _operands(rng, 19, 23)[b_kind]
+    out = np.full((37, 30), np.nan, np.float32)
+    kernels.gemm(a, b, out[:, 4:27])  # into a view of rows, as the engine writes channel blocks
+    np.testing.assert_allclose(out[:, 4:27], a.astype(np.float64) @ b, rtol=1e-5, atol=1e-5)
+    assert np.isnan(out[:, :4]).all() and np.isnan(out[:, 27:]).all()
+
+
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("trans_b", [False, True])
+@pytest.mark.parametrize("alpha, beta", [(1.0, 0.0), (0.5, 2.0)])
+def test_the_portable_sgemm_matches_numpy(trans_a, trans_b, alpha, beta):
+    """The GEMM the kernels call where numpy's OpenBLAS is not found (blas.py), called as BLAS is."""
+    import ctypes
+
+    from darkfold import blas
+
+    pointer, integer = ctypes.c_void_p, ctypes.c_int64
+    sgemm = ctypes.CFUNCTYPE(None, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32, integer, integer, integer,
+                             ctypes.c_float, pointer, integer, pointer, integer, ctypes.c_float, pointer,
+                             integer)(blas.portable_sgemm())
+    rng = np.random.default_rng(4)
+    m, n, k = 5, 7, 3
+    a = rng.standard_normal((k, m) if trans_a else (m, k), dtype=np.float32)
+    b = rng.standard_normal((n, k) if trans_b else (k, n), dtype=np.float32)
+    c = rng.standard_normal((m, n), dtype=np.float32) if beta else np.full((m, n), np.nan, np.float32)
+    expected = alpha * (a.T if trans_a else a).astype(np.float64) @ (b.T if trans_b else b) + beta * np.nan_to_num(c)
+    flag = {False: blas.NO_TRANS, True: blas.TRANS}
+    sgemm(blas.ROW_MAJOR, flag[trans_a], flag[trans_b], m, n, k, alpha, a.ctypes.data, a.shape[1], b.ctypes.data,
+          b.shape[1], beta, c.ctypes.data, n)
+    np.testing.assert_allclose(c, expected, rtol=1e-5, atol=1e-5)
