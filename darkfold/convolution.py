@@ -35,8 +35,10 @@ NO_BATCHNORM = (np.empty(0, np.float32),) * 3
 
 
 def float32_array(array):
-    """``array`` as C-contiguous float32: the one array type the kernels are compiled for."""
-    return np.ascontiguousarray(array, dtype=np.float32)
+    """``array`` as C-contiguous, writable float32: the one array type the kernels are compiled
+    for (a read-only view of a weights file would make numba compile each kernel again)."""
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    return array if array.flags.writeable else array.copy()
 
 
 class Convolution:
@@ -233,14 +235,10 @@ class WinogradConvolution:
         self.tile = self.tile_size(layer)
         at, g, bt = self.MATRICES[self.tile]
         self.at, self.bt = float32_array(at), float32_array(bt)
-        # U = G g G^T for every (filter, channel) at once: one product with kron(G, G). In float32:
-        # 6-8x faster to build than in float64, and within 2e-7 of it.
-        filters, channels = weights.shape[:2]
-        taps = float32_array(np.asarray(weights).transpose(2, 3, 1, 0)).reshape(9, channels * filters)  # (i, j), c, f
-        self.positions, self.channels = len(bt) ** 2, channels
-        # Flat: blocks of output channels edges[b]:edges[b + 1] one after another (split_columns).
-        self.weights = (np.kron(g, g).astype(np.float32) @ taps).reshape(-1)
-        self.edges = np.array([0, filters], np.int64)
+        filters, self.channels = weights.shape[:2]
+        self.positions = len(bt) ** 2
+        self._taps = float32_array(np.asarray(weights).transpose(2, 3, 1, 0)).reshape(9, self.channels, filters)
+        self.weights = self.edges = None  # transformed by prepare()
         self.pool = False
         self.pool_first = self.code in NONDECREASING  # BatchNorm is always folded here
 
@@ -250,21 +248,35 @@ class WinogradConvolution:
         self.pool, self.writes = True, pool.output
         return True
 
-    def split_columns(self, threads):
-        """Store the weights as ``threads`` blocks of output channels, each contiguous, one
-        for each thread of ``_by_channels``. Where a thread's block was a strided view (rows
-        of 2 KB, 4 KB apart), the hardware prefetcher restarted on every page: the products
-        streaming 13x13x512->1024's 33 MB of weights ran 8% slower (measured)."""
-        whole = np.concatenate([self.block(b) for b in range(self.edges.size - 1)], axis=2)
-        edges = _block_edges(whole.shape[2], threads)
-        self.weights = np.concatenate([whole[:, :, a:b].reshape(-1) for a, b in itertools.pairwise(edges)])
+    def prepare(self, threads):
+        """Transform the weights, U = G g G^T for every (filter, channel): one product with
+        kron(G, G), in float32 (6-8x faster than float64, and within 2e-7 of it). Called once,
+        by the engine, which knows the threads.
+
+        U is stored as ``threads`` blocks of output channels, one after another, each
+        contiguous, one for each thread of ``_by_channels``. Where a thread's block was a
+        strided view (rows of 2 KB, 4 KB apart), the hardware prefetcher restarted on every
+        page: the products streaming 13x13x512->1024's 33 MB of weights ran 8% slower."""
+        g = self.MATRICES[self.tile][1]
+        kron = np.kron(g, g).astype(np.float32)
+        edges = _block_edges(self._taps.shape[2], threads)
+        self.weights = np.empty(self.positions * self.channels * edges[-1], np.float32)
         self.edges = np.array(edges, np.int64)
+        for b, (f0, f1) in enumerate(itertools.pairwise(edges)):
+            taps = self._taps[:, :, f0:f1].reshape(9, -1)
+            np.matmul(kron, taps, out=self.block(b).reshape(self.positions, -1))
+        del self._taps
 
     def block(self, b):
-        """Block ``b`` of the weights: (positions, channels, its output channels)."""
-        return kernels.winograd_block(self.weights, self.edges, b, self.positions, self.channels)
+        """Block ``b`` of the weights: (positions, channels, its output channels), as
+        kernels.winograd_block finds it."""
+        f0, f1 = self.edges[b:b + 2]
+        return self.weights[self.positions * self.channels * f0:self.positions * self.channels * f1].reshape(
+            self.positions, self.channels, f1 - f0)
 
     def __call__(self, x, outputs, out, workers):
+        if self.weights is None:
+            self.prepare(workers.threads)
         n, h, w, _ = x.shape
         grid = (-(-h // self.tile), -(-w // self.tile))
         tiles = n * grid[0] * grid[1]

@@ -297,8 +297,8 @@ class Engine:
         self.workers = Workers(threads or default_threads())
         self.close = weakref.finalize(self, self.workers.close)  # threads would otherwise outlive the model
         for step in self.steps:
-            if hasattr(step, "split_columns"):
-                step.split_columns(self.workers.threads)
+            if hasattr(step, "prepare"):
+                step.prepare(self.workers.threads)
         self.fused = self._fuse_pools() if fuse else set()
         self._plans = {}
         self._lock = threading.Lock()  # one forward pass at a time: they share buffers and workers

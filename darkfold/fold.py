@@ -127,7 +127,8 @@ def runtime_batchnorm(arrays):
     """``(rolling_mean, deviation, scales)`` float32 for BatchNorm applied as Darknet's forward
     pass applies it, ``(x - rolling_mean) / deviation * scales + biases`` with
     ``deviation = sqrt(rolling_variance + .00001f)`` in float (batchnorm_layer.c)."""
-    rolling_mean, rolling_variance, scales = (np.ascontiguousarray(arrays[name], dtype=np.float32)
+    # copies: writable arrays, the type the kernels are compiled for (a file's are read-only)
+    rolling_mean, rolling_variance, scales = (np.array(arrays[name], dtype=np.float32)
                                               for name in ("rolling_mean", "rolling_variance", "scales"))
     return rolling_mean, np.sqrt(rolling_variance + np.float32(EPS)), scales
 

@@ -172,7 +172,8 @@ def im2col_nhwc(x, row0, row1, size, stride_x, stride_y, padding, dilation, out_
             y = oy * stride_y - padding + ky * dilation
             base = ky * span
             if y < 0 or y >= h:
-                row[base:base + span] = 0
+                for i in range(base, base + span):  # loops, not slice assignments: those compile
+                    row[i] = 0                      # numba's error formatting, seconds on a cold cache
                 continue
             line = (n * h + y) * w
             if dilation == 1:
@@ -188,10 +189,8 @@ def im2col_nhwc(x, row0, row1, size, stride_x, stride_y, padding, dilation, out_
             else:
                 for kx in range(size):
                     xx = x0 + kx * dilation
-                    if 0 <= xx < w:
-                        row[base + kx * c:base + (kx + 1) * c] = flat[(line + xx) * c:(line + xx + 1) * c]
-                    else:
-                        row[base + kx * c:base + (kx + 1) * c] = 0
+                    for k in range(c):
+                        row[base + kx * c + k] = flat[(line + xx) * c + k] if 0 <= xx < w else 0
 
 
 @numba.njit(cache=True, nogil=True)
@@ -241,23 +240,34 @@ def im2col_nchw(x, row0, row1, size, stride_x, stride_y, padding, dilation, out_
 
 
 @_math
-def bias_activate(values, biases, code):
-    """``values = activate(values + biases)`` in place, for a (rows, f) GEMM result."""
+def _add_bias(values, biases):
     rows, f = values.shape
     for r in range(rows):
         for j in range(f):
             values[r, j] += biases[j]
+
+
+@_math
+def _batchnorm(values, rolling_mean, deviation, scales, biases):
+    """Darknet's explicit inference BatchNorm (convolutional_layer.c), in place:
+    ``(x - rolling_mean) / sqrt(rolling_variance + eps) * scales + biases``."""
+    rows, f = values.shape
+    for r in range(rows):
+        for j in range(f):
+            values[r, j] = (values[r, j] - rolling_mean[j]) / deviation[j] * scales[j] + biases[j]
+
+
+@_math
+def bias_activate(values, biases, code):
+    """``values = activate(values + biases)`` in place, for a (rows, f) GEMM result."""
+    _add_bias(values, biases)
     activate_inplace(values, code)
 
 
 @_math
 def batchnorm_activate(values, rolling_mean, deviation, scales, biases, code):
-    """Darknet's explicit inference BatchNorm, then the activation, in place
-    (convolutional_layer.c): ``(x - rolling_mean) / sqrt(rolling_variance + eps) * scales + biases``."""
-    rows, f = values.shape
-    for r in range(rows):
-        for j in range(f):
-            values[r, j] = (values[r, j] - rolling_mean[j]) / deviation[j] * scales[j] + biases[j]
+    """The explicit BatchNorm, then the activation, in place."""
+    _batchnorm(values, rolling_mean, deviation, scales, biases)
     activate_inplace(values, code)
 
 
@@ -320,9 +330,10 @@ def finish(values, biases, batchnorm, code):
     it is folded), then the activation, in place."""
     mean, deviation, scales = batchnorm
     if mean.size:
-        batchnorm_activate(values, mean, deviation, scales, biases, code)
+        _batchnorm(values, mean, deviation, scales, biases)
     else:
-        bias_activate(values, biases, code)
+        _add_bias(values, biases)
+    activate_inplace(values, code)  # once: numba compiles each call site's copy of every activation
 
 
 @_math
@@ -348,6 +359,7 @@ def conv_rows(x, kind, geometry, matrix, biases, batchnorm, code, out, col0, poo
         stop = min(start + tile, rows)
         n = stop - start
         target = out[start:stop] if direct else product[:n * f].reshape(n, f)
+        pooled = out[start // 4:stop // 4]
         if kind == 0:
             gemm(flat[start:stop], matrix, target)
         elif kind == 1:
@@ -358,17 +370,15 @@ def conv_rows(x, kind, geometry, matrix, biases, batchnorm, code, out, col0, poo
             left = cols[:n * k].reshape(k, n)
             im2col_nchw(x, start, stop, size, stride_x, stride_y, padding, dilation, out_h, out_w, left)
             gemm(left.T, matrix, target)
-        if not pool:
-            finish(target, biases, batchnorm, code)
-            if not direct:
-                out[start:stop, col0:col0 + f] = target
-            continue
-        pooled = out[start // 4:stop // 4]
-        if not pool_first:
-            finish(target, biases, batchnorm, code)
-        max_pool_2x2(target.reshape(-1, out_w, f), pooled.reshape(-1, out_w // 2, f))
-        if pool_first:
-            finish(pooled, biases, batchnorm, code)
+        if pool and pool_first:
+            max_pool_2x2(target.reshape(-1, out_w, f), pooled.reshape(-1, out_w // 2, f))
+        finish(pooled if pool and pool_first else target, biases, batchnorm, code)
+        if pool and not pool_first:
+            max_pool_2x2(target.reshape(-1, out_w, f), pooled.reshape(-1, out_w // 2, f))
+        elif not (pool or direct):
+            for r in range(n):  # an explicit loop: a slice assignment compiles numba's string formatting
+                for j in range(f):
+                    out[start + r, col0 + j] = target[r, j]
 
 
 @_math
@@ -398,11 +408,11 @@ def winograd_tiles(x, tiles_h, tiles_w, bt, at, weights, edges, biases, code, ou
         stop = min(start + chunk, tiles)
         n = stop - start
         v = v_buffer[:positions * n * c].reshape(positions, n, c)
-        winograd_input(x, start, stop, tiles_h, tiles_w, bt, v, 0)
+        winograd_input(x, start, stop, tiles_h, tiles_w, bt, v, np.int64(0))  # typed: a literal 0 compiles a copy
         m = m_buffer[:positions * n * f].reshape(positions, n, f)
         for block in range(edges.size - 1):
             winograd_products(v, winograd_block(weights, edges, block, positions, c), m[:, :, edges[block]:edges[block + 1]])
-        winograd_output(m, start, tiles_h, tiles_w, at, biases, code, out, 0, pool, pool_first)
+        winograd_output(m, start, tiles_h, tiles_w, at, biases, code, out, np.int64(0), pool, pool_first)
 
 @_math
 def _combine(dest, source, offsets, row, count, terms):
@@ -503,9 +513,15 @@ def _bias_activate_blocks(y, blocks, count, biases, code):
 
 
 @_math
-def _max4(dest, a, b, c, d, count):
-    for q in range(count):
-        dest[q] = max(max(a[q], b[q]), max(c[q], d[q]))
+def _pool_blocks(y, half, count):
+    """The max of each 2x2 block of y[i, e] (i, e < 2 half) into y[:half, :half], first ``count`` values."""
+    for i in range(half):
+        for e in range(half):  # in order: each block's first output is read before it is written
+            top, bottom = y[2 * i], y[2 * i + 1]
+            dest, a, b = y[i, e].reshape(-1), top[2 * e].reshape(-1), top[2 * e + 1].reshape(-1)
+            c, d = bottom[2 * e].reshape(-1), bottom[2 * e + 1].reshape(-1)
+            for q in range(count):
+                dest[q] = max(max(a[q], b[q]), max(c[q], d[q]))
 
 
 @_math
@@ -545,15 +561,11 @@ def winograd_output(products, tile0, tiles_h, tiles_w, at, biases, code, out, co
         # bias and activation, when the activation never decreases (``pool_first``): the same
         # values, on a quarter of them.
         half = size // 2 if pool else size
-        if not (pool and pool_first):
-            _bias_activate_blocks(y, size, count, biases, code)
-        if pool:
-            for i in range(half):
-                for e in range(half):  # in order: each block's first output is read before it is written
-                    _max4(y[i, e].reshape(-1), y[2 * i, 2 * e].reshape(-1), y[2 * i, 2 * e + 1].reshape(-1),
-                          y[2 * i + 1, 2 * e].reshape(-1), y[2 * i + 1, 2 * e + 1].reshape(-1), count * f)
-            if pool_first:
-                _bias_activate_blocks(y, half, count, biases, code)
+        if pool and pool_first:
+            _pool_blocks(y, half, count * f)
+        _bias_activate_blocks(y, half if pool and pool_first else size, count, biases, code)
+        if pool and not pool_first:
+            _pool_blocks(y, half, count * f)
         for i in range(min(half, h - half * ty)):
             target = out[image, half * ty + i]
             for e in range(half):

@@ -97,7 +97,7 @@ def test_winograd_matches_a_direct_convolution(tile, n, h, w, c, f, pool, pool_f
 
 def test_winograd_tiles_runs_chunks_and_blocks_of_output_channels():
     """One thread's loop over chunks of tiles, with the weights stored as blocks of output
-    channels (as WinogradConvolution.split_columns leaves them), against a direct convolution."""
+    channels (as WinogradConvolution.prepare leaves them), against a direct convolution."""
     from darkfold.convolution import WinogradConvolution
 
     rng = np.random.default_rng(2)
