@@ -233,7 +233,7 @@ class WinogradConvolution:
             arrays = fold_own_batchnorm(arrays)
         weights, self.biases = arrays["weights"], float32_array(arrays["biases"])
         self.tile = self.tile_size(layer)
-        at, g, bt = self.MATRICES[self.tile]
+        at, _, bt = self.MATRICES[self.tile]
         self.at, self.bt = float32_array(at), float32_array(bt)
         filters, self.channels = weights.shape[:2]
         self.positions = len(bt) ** 2
