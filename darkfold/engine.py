@@ -93,18 +93,26 @@ class GlobalAvgPool:
 
 
 class Route:
-    """[route]: channels of the listed layers side by side; with groups, one slice of each."""
+    """[route]: channels of the listed layers side by side; with groups, one slice of each.
+    A route of one whole layer is that layer's output (``alias``): no copy."""
 
     def __init__(self, layer, arrays, fold):
         self.layer = layer
+        self.alias = layer.sources[0] if len(layer.sources) == 1 and layer.groups == 1 else None
 
     def __call__(self, x, outputs, out, workers):
-        layer, offset = self.layer, 0
-        for source in layer.sources:
-            tensor = outputs[source]
-            step = tensor.shape[-1] // layer.groups
-            out[..., offset:offset + step] = tensor[..., layer.group_id * step:(layer.group_id + 1) * step]
-            offset += step
+        layer = self.layer
+        out_pixels = out.reshape(-1, out.shape[-1])
+        sources = [outputs[i].reshape(out_pixels.shape[0], -1) for i in layer.sources]
+
+        def band(a, b):
+            offset = 0
+            for source in sources:
+                step = source.shape[1] // layer.groups
+                kernels.copy_channels(source, layer.group_id * step, step, out_pixels, offset, a, b)
+                offset += step
+
+        workers.split(band, out_pixels.shape[0], out.size)
 
 
 class Shortcut:
@@ -242,16 +250,15 @@ class PassThrough:
     """Layers whose output is their input at inference: [dropout], and the detection heads,
     whose decoding belongs to detection (darkfold.detect), not to the forward pass."""
 
-    alias = True
-
     def __init__(self, layer, arrays, fold):
-        pass
+        self.alias = layer.index - 1  # the layer whose output this one's is, the same buffer
 
 
 class PooledAway:
     """A [maxpool] its convolution applied already, as it wrote its output (Engine._fuse_pools)."""
 
-    alias = True
+    def __init__(self, convolution):
+        self.alias = convolution
 
 
 STEPS = {
@@ -312,7 +319,7 @@ class Engine:
         for i, pool in enumerate(self.layers[1:]):
             if (hasattr(self.steps[i], "pool_2x2") and i not in read and is_aligned_2x2(pool)
                     and self.steps[i].pool_2x2(pool, self.workers.threads)):
-                self.steps[i + 1] = PooledAway()
+                self.steps[i + 1] = PooledAway(i)
                 fused.add(i)
         return fused
 
@@ -330,8 +337,9 @@ class Engine:
         previous = x if getattr(first, "reads_planes", False) else np.ascontiguousarray(x.transpose(0, 2, 3, 1))
         with blas_threads(1), self.workers.spinning():
             for i, step in enumerate(self.steps):
-                if getattr(step, "alias", False):
-                    out = previous
+                alias = getattr(step, "alias", None)
+                if alias is not None:
+                    out = previous if alias == i - 1 else outputs[alias]
                 else:
                     out = plan.output(i)
                     step(previous, outputs, out, self.workers)
@@ -354,11 +362,12 @@ class _BufferPlan:
 
     def __init__(self, layers, steps, batch):
         count = len(layers)
-        # Which layer's buffer holds each output: pass-through layers share their input's.
+        # Which layer's buffer holds each output: an alias shares the buffer of the layer it names.
         owner = list(range(count))
-        for i, step in enumerate(steps):
-            if getattr(step, "alias", False) and i > 0:
-                owner[i] = owner[i - 1]
+        aliases = [getattr(step, "alias", None) for step in steps]
+        for i, alias in enumerate(aliases):
+            if alias is not None and alias >= 0:
+                owner[i] = owner[alias]
         last_use = list(range(count))
         for layer in layers:
             readers = [layer.index - 1, *layer.sources] if layer.index > 0 else list(layer.sources)
@@ -373,7 +382,7 @@ class _BufferPlan:
         free = []  # flat arrays no live output uses
         released = {}
         for i, layer in enumerate(layers):
-            if owner[i] == i and not getattr(steps[i], "alias", False):
+            if owner[i] == i and aliases[i] is None:
                 output = getattr(steps[i], "writes", layer.output)  # a fused pool's, smaller
                 shape = (batch, output.h, output.w, output.c)
                 size = math.prod(shape)

@@ -664,6 +664,16 @@ def downsample_nhwc(x, stride, scale, line0, line1, out):
 
 
 @numba.njit(cache=True, nogil=True)
+def copy_channels(source, first, count, out, offset, row0, row1):
+    """``out[r, offset:offset + count] = source[r, first:first + count]`` for rows r in
+    row0:row1 of (pixels, channels) matrices: one source of a [route]."""
+    for r in range(row0, row1):
+        target, values = out[r, offset:offset + count], source[r, first:first + count]
+        for k in range(count):  # on views: an index like offset + k would not vectorise (see _combine)
+            target[k] = values[k]
+
+
+@numba.njit(cache=True, nogil=True)
 def add_rows(out, source, row0, row1):
     """``out[r, :k] += source[r, :k]`` with k the smaller channel count (shortcut_cpu adds the
     channels both layers have)."""

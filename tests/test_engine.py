@@ -270,6 +270,16 @@ def test_the_engine_runs_on_the_portable_sgemm_where_numpys_openblas_is_not_foun
         np.testing.assert_allclose(output, expected[index], rtol=1e-4, atol=1e-4 * np.abs(expected[index]).max())
 
 
+def test_a_route_of_one_layer_is_that_layers_output_without_a_copy(tiny_model):
+    """yolov3-tiny's layer 17 is [route] layers=-4: the engine hands on layer 13's buffer."""
+    engine = tiny_model.engine()
+    assert engine.steps[17].alias == 13
+    x = np.random.default_rng(9).random((2, 3, 416, 416), dtype=np.float32)
+    outputs = tiny_model.forward(x, layers=[13, 17, 18])
+    np.testing.assert_array_equal(outputs[17], outputs[13])
+    assert outputs[18].shape == (2, 128, 13, 13)
+
+
 def test_results_are_not_overwritten_by_the_next_call(tiny_model):
     rng = np.random.default_rng(7)
     first_input = rng.random((1, 3, 416, 416), dtype=np.float32)
