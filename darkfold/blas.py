@@ -7,13 +7,15 @@ call through ``sgemm`` (kernels.gemm wraps it). Calling it from Python tile by t
 threads queue for the GIL between calls: the first layer of yolov3-tiny ran 1.1x faster on
 two threads than on one, and 1.95x once each thread's loop was one numba call.
 
-Where numpy's bundled OpenBLAS is not found (a numpy built against another BLAS), the name
-is given to ``portable_sgemm()``, plain numba loops: correct, 10-20x slower.
+Where numpy's bundled OpenBLAS is not found (a numpy built against another BLAS: conda's MKL,
+macOS's Accelerate), the name is given to ``portable_sgemm()``, plain numba loops: correct,
+about 3x slower on the bundled model, and darkfold warns once.
 """
 
 import ctypes
 import glob
 import os
+import warnings
 
 import llvmlite.binding as llvm
 import numba
@@ -80,7 +82,10 @@ def portable_sgemm():
 
 
 _library, _address = _find_openblas()
-BACKEND = "numpy's OpenBLAS" if _library is not None else "portable (numpy's OpenBLAS was not found)"
+if _library is None:
+    warnings.warn("darkfold: numpy's bundled OpenBLAS was not found, so the engine multiplies matrices with "
+                  "its own portable loops (about 3x slower); numpy's wheels from PyPI bring OpenBLAS",
+                  RuntimeWarning, stacklevel=2)
 llvm.add_symbol(SYMBOL, _address if _library is not None else portable_sgemm())
 
 

@@ -250,8 +250,8 @@ class WinogradConvolution:
 
     def prepare(self, threads):
         """Transform the weights, U = G g G^T for every (filter, channel): one product with
-        kron(G, G), in float32 (6-8x faster than float64, and within 2e-7 of it). Called once,
-        by the engine, which knows the threads.
+        kron(G, G), in float32 (6-8x faster than float64, and within 2e-7 of it). The engine
+        calls it, knowing the threads; the first call decides the blocks.
 
         U is stored as ``threads`` blocks of output channels, one after another, each
         contiguous, one for each thread of ``_by_channels``. Where a thread's block was a
@@ -259,6 +259,8 @@ class WinogradConvolution:
         page: the products streaming 13x13x512->1024's 33 MB of weights ran 8% slower."""
         g = self.MATRICES[self.tile][1]
         kron = np.kron(g, g).astype(np.float32)
+        if self.weights is not None:
+            return
         edges = _block_edges(self._taps.shape[2], threads)
         self.weights = np.empty(self.positions * self.channels * edges[-1], np.float32)
         self.edges = np.array(edges, np.int64)
@@ -307,14 +309,17 @@ class WinogradConvolution:
         v = workers.shared(positions * tiles * c).reshape(positions, tiles, c)
         workers.split(lambda a, b: kernels.winograd_input(x, a, b, *grid, self.bt, v, a), tiles, v.size)
 
-        def task(block):
-            f0, f1 = self.edges[block], self.edges[block + 1]
-            m = workers.buffer("gemm", positions * tiles * (f1 - f0)).reshape(positions, tiles, f1 - f0)
-            kernels.winograd_products(v, self.block(block), m)
-            kernels.winograd_output(m, 0, *grid, self.at, self.biases[f0:f1], self.code, out, f0, self.pool,
-                                    self.pool_first)
+        blocks = self.edges.size - 1
 
-        workers.run(task, self.edges.size - 1)
+        def task(part):  # a block per thread, unless this step was prepared for more threads
+            for block in range(part, blocks, workers.threads):
+                f0, f1 = self.edges[block], self.edges[block + 1]
+                m = workers.buffer("gemm", positions * tiles * (f1 - f0)).reshape(positions, tiles, f1 - f0)
+                kernels.winograd_products(v, self.block(block), m)
+                kernels.winograd_output(m, 0, *grid, self.at, self.biases[f0:f1], self.code, out, f0, self.pool,
+                                        self.pool_first)
+
+        workers.run(task, min(blocks, workers.threads))
 
 
 def _runs_by_rows(rows, threads):

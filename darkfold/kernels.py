@@ -309,9 +309,11 @@ def _operand(a):
     """(BLAS transpose flag, leading dimension) of a 2-D float32 operand whose rows, or whose
     columns, are contiguous."""
     rows, cols = a.shape
-    if a.strides[1] == 4:
+    if a.strides[1] == 4 and a.strides[0] > 0:
         return blas.NO_TRANS, max(cols, a.strides[0] // 4)
-    return blas.TRANS, max(rows, a.strides[1] // 4)
+    if a.strides[0] == 4 and a.strides[1] > 0:
+        return blas.TRANS, max(rows, a.strides[1] // 4)
+    raise ValueError("gemm: an operand's rows or columns must be contiguous")
 
 
 @_math
@@ -348,7 +350,8 @@ def conv_rows(x, kind, geometry, matrix, biases, batchnorm, code, out, col0, poo
     finish, into ``out`` (pixels, channels) channels ``col0:``. With ``pool``, ``out`` is the
     pooled map and each tile (whole pairs of lines) is pooled 2x2 as it is finished; with
     ``pool_first`` too, before the bias and activation. ``geometry`` is (size, stride_x,
-    stride_y, padding, dilation, out_h, out_w).
+    stride_y, padding, dilation, out_h, out_w). ``out`` is a whole C-contiguous (pixels, channels)
+    matrix, as the engine's buffers are.
     """
     size, stride_x, stride_y, padding, dilation, out_h, out_w = geometry
     rows = x.shape[0] * out_h * out_w
@@ -411,8 +414,10 @@ def winograd_tiles(x, tiles_h, tiles_w, bt, at, weights, edges, biases, code, ou
         winograd_input(x, start, stop, tiles_h, tiles_w, bt, v, np.int64(0))  # typed: a literal 0 compiles a copy
         m = m_buffer[:positions * n * f].reshape(positions, n, f)
         for block in range(edges.size - 1):
-            winograd_products(v, winograd_block(weights, edges, block, positions, c), m[:, :, edges[block]:edges[block + 1]])
+            block_weights = winograd_block(weights, edges, block, positions, c)
+            winograd_products(v, block_weights, m[:, :, edges[block]:edges[block + 1]])
         winograd_output(m, start, tiles_h, tiles_w, at, biases, code, out, np.int64(0), pool, pool_first)
+
 
 @_math
 def _combine(dest, source, offsets, row, count, terms):

@@ -163,7 +163,8 @@ class Model:
             raise ModelError(f"input: expected shape (batch, {', '.join(map(str, expected))}) as "
                              f"{self.cfg.path} [net] says, got {x.shape}", expected=("batch", *expected),
                              found=x.shape)
-        return np.ascontiguousarray(x)
+        x = np.ascontiguousarray(x)
+        return x if x.flags.writeable else x.copy()  # a read-only array would compile the kernels again
 
     def _check_indices(self, indices):
         indices = sorted({int(i) for i in indices})

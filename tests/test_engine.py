@@ -280,6 +280,26 @@ def test_a_route_of_one_layer_is_that_layers_output_without_a_copy(tiny_model):
     assert outputs[18].shape == (2, 128, 13, 13)
 
 
+def test_a_winograd_layer_prepared_for_more_threads_than_it_runs_on(tiny_model):
+    """prepare(threads) decides the blocks of output channels; run on fewer threads, each
+    takes several blocks (layer 12: 13x13x512 -> 1024, run by blocks of channels)."""
+    from darkfold.convolution import WinogradConvolution
+    from darkfold.threads import Workers
+
+    layer = tiny_model.layers[12]
+    x = np.random.default_rng(10).random((1, 3, 416, 416), dtype=np.float32)
+    expected = tiny_model.forward(x, layers=[11, 12])
+    step = WinogradConvolution(layer, tiny_model.params[12], True)
+    step.prepare(3)
+    workers = Workers(2)
+    try:
+        out = np.empty((1, 13, 13, 1024), np.float32)
+        step(np.ascontiguousarray(expected[11].transpose(0, 2, 3, 1)), None, out, workers)
+    finally:
+        workers.close()
+    np.testing.assert_allclose(out.transpose(0, 3, 1, 2), expected[12], rtol=1e-5, atol=1e-5)
+
+
 def test_results_are_not_overwritten_by_the_next_call(tiny_model):
     rng = np.random.default_rng(7)
     first_input = rng.random((1, 3, 416, 416), dtype=np.float32)
