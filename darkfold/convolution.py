@@ -28,6 +28,8 @@ MAX_TILE_ROWS = 2048
 TILE_VALUES = 1 << 17
 # Winograd tiles per GEMM: fewer make BLAS's products inefficient.
 MIN_WINOGRAD_TILES = 64
+# Transformed weights up to this size are cheap for every thread to read (WinogradConvolution._runs_by_tiles).
+MAX_SHARED_WEIGHT_BYTES = 6 << 20
 # Output maps at least this wide and high run as Winograd F(4x4, 3x3), smaller ones F(2x2, 3x3).
 MIN_F4_SIDE = 20
 # kernels.finish's BatchNorm argument for a folded one: (mean, deviation, scales), empty.
@@ -282,10 +284,20 @@ class WinogradConvolution:
         n, h, w, _ = x.shape
         grid = (-(-h // self.tile), -(-w // self.tile))
         tiles = n * grid[0] * grid[1]
-        if tiles >= workers.threads * 4 * MIN_WINOGRAD_TILES:
+        if self._runs_by_tiles(tiles, workers.threads):
             self._by_tiles(x, out, workers, grid, tiles)
         else:
             self._by_channels(x, out, workers, grid, tiles)
+
+    def _runs_by_tiles(self, tiles, threads):
+        """By chunks of tiles, each thread reading all the weights, where there are tiles enough
+        for every thread's products; with fewer, or with weights too large to read once per
+        thread, by blocks of output channels. Measured on 2 threads: 52x52x64->128 (169 tiles,
+        1.2 MB) 0.95 -> 0.75 ms by tiles, 26x26x128->256 at batch 4 (196 tiles, 4.7 MB) 3.9 -> 3.2
+        ms; 13x13x256->512 at batch 4 (196 tiles, 8 MB) 5.2 -> 5.9 ms, so by channels."""
+        if tiles >= threads * 4 * MIN_WINOGRAD_TILES:
+            return True
+        return tiles >= threads * MIN_WINOGRAD_TILES and self.weights.nbytes <= MAX_SHARED_WEIGHT_BYTES
 
     def _by_tiles(self, x, out, workers, grid, tiles):
         """Each thread takes every T-th chunk of tiles (kernels.winograd_tiles): transforms and
