@@ -76,6 +76,7 @@ class Convolution:
         self._blocks = {}
         self.pool = False  # True: the [maxpool] after this layer is applied as the output is written
         self.pool_first = False
+        self.out_offset = 0  # the first channel it writes: > 0 into a [route]'s buffer (Engine._concat_in_place)
 
     def pool_2x2(self, pool, threads):
         """Apply ``pool``, the 2x2 stride-2 [maxpool] after this layer, to each tile of GEMM rows
@@ -176,14 +177,14 @@ class Convolution:
         run = self._by_rows if self.pool or self._runs_by_rows(rows, workers.threads) else self._by_channels
         if groups == 1:
             flat = x.reshape(-1, x.shape[-1]) if self.pointwise else None
-            run(x, flat, out, workers, self.matrices[0], 0, 0)
+            run(x, flat, out, workers, self.matrices[0], self.out_offset, 0)
             return
         step_in = x.shape[-1] // groups
         for g, matrix in enumerate(self.matrices):
             part = np.ascontiguousarray(x[..., g * step_in:(g + 1) * step_in])
             flat = part.reshape(-1, step_in) if self.pointwise else None
             step_out = matrix.shape[1]
-            run(part, flat, out, workers, matrix, g * step_out, g * step_out)
+            run(part, flat, out, workers, matrix, self.out_offset + g * step_out, g * step_out)
 
 
 def winograd_matrices(points):
@@ -255,6 +256,7 @@ class WinogradConvolution:
         self.weights = self.edges = None  # transformed by prepare()
         self.pool = False
         self.pool_first = self.code in NONDECREASING  # BatchNorm is always folded here
+        self.out_offset = 0  # as Convolution's
 
     def pool_2x2(self, pool, threads):
         """Apply ``pool``, the 2x2 stride-2 [maxpool] after this layer, as the output transform
@@ -323,7 +325,8 @@ class WinogradConvolution:
             v = workers.buffer("cols", positions * chunk * c)
             m = workers.buffer("gemm", positions * chunk * f)
             kernels.winograd_tiles(x, *grid, self.bt, self.at, self.weights, self.edges, self.biases, self.code, out,
-                                   self.pool, self.pool_first, part * chunk, threads * chunk, chunk, v, m)
+                                   self.out_offset, self.pool, self.pool_first, part * chunk, threads * chunk, chunk,
+                                   v, m)
 
         workers.run(task, threads)
 
@@ -340,8 +343,8 @@ class WinogradConvolution:
                 f0, f1 = self.edges[block], self.edges[block + 1]
                 m = workers.buffer("gemm", positions * tiles * (f1 - f0)).reshape(positions, tiles, f1 - f0)
                 kernels.winograd_products(v, self.block(block), m)
-                kernels.winograd_output(m, 0, *grid, self.at, self.biases[f0:f1], self.code, out, f0, self.pool,
-                                        self.pool_first)
+                kernels.winograd_output(m, 0, *grid, self.at, self.biases[f0:f1], self.code, out,
+                                        self.out_offset + f0, self.pool, self.pool_first)
 
         workers.run(task, min(blocks, workers.threads))
 

@@ -400,11 +400,12 @@ def winograd_block(weights, edges, block, positions, channels):
 
 
 @_math
-def winograd_tiles(x, tiles_h, tiles_w, bt, at, weights, edges, biases, code, out, pool, pool_first, first, step,
-                   chunk, v_buffer, m_buffer):
+def winograd_tiles(x, tiles_h, tiles_w, bt, at, weights, edges, biases, code, out, col0, pool, pool_first, first,
+                   step, chunk, v_buffer, m_buffer):
     """One thread's share of a Winograd convolution that runs by chunks of tiles: the chunks of
     ``chunk`` tiles starting at ``first``, ``first + step``, ...: input transform, the products
-    (block of output channels by block), output transform (winograd_input, winograd_output)."""
+    (block of output channels by block), output transform (winograd_input, winograd_output)
+    into ``out`` channels ``col0:``."""
     tiles = x.shape[0] * tiles_h * tiles_w
     positions, c, f = bt.shape[0] ** 2, x.shape[3], edges[-1]
     for start in range(first, tiles, step):
@@ -416,7 +417,7 @@ def winograd_tiles(x, tiles_h, tiles_w, bt, at, weights, edges, biases, code, ou
         for block in range(edges.size - 1):
             block_weights = winograd_block(weights, edges, block, positions, c)
             winograd_products(v, block_weights, m[:, :, edges[block]:edges[block + 1]])
-        winograd_output(m, start, tiles_h, tiles_w, at, biases, code, out, np.int64(0), pool, pool_first)
+        winograd_output(m, start, tiles_h, tiles_w, at, biases, code, out, col0, pool, pool_first)
 
 
 @_math

@@ -77,6 +77,22 @@ def test_folded_and_unfolded_agree(random_models, name):
         assert difference <= limit, f"{name} layer {index}: {difference:.3g} > {limit:.3g}"
 
 
+@needs_opencv_darknet
+def test_convolutions_writing_into_a_route_give_every_layer_opencvs_output(random_models):
+    """In yolov4-tiny, convolutions that only a [route] reads write into the route's buffer
+    (Engine._concat_in_place); asked for, their outputs and the routes' match OpenCV's."""
+    model, cfg, bumped = random_models("yolov4-tiny")
+    engine = model.engine()
+    assert engine.in_place, "no convolution writes into a route"
+    wanted = sorted({*engine.in_place, *engine.in_place.values()})
+    x = np.concatenate([blob(model.net.width)] * 2)  # batch 2: the buffers of another plan
+    ours = model.forward(x, layers=wanted)
+    theirs = oracle.opencv_outputs(cfg, bumped, x, wanted)
+    for index in wanted:
+        difference, limit = within(ours[index], theirs[index])
+        assert difference <= limit, f"layer {index}: {difference:.3g} > {limit:.3g}"
+
+
 # Every layer type and option the engine runs that the YOLO cfgs above leave out.
 EVERY_LAYER_CFG = """\
 [net]

@@ -115,7 +115,7 @@ def test_winograd_tiles_runs_chunks_and_blocks_of_output_channels():
     chunk = 7
     v, m = np.empty(positions * chunk * c, np.float32), np.empty(positions * chunk * f, np.float32)
     for first in range(2):  # two "threads", taking every other chunk
-        kernels.winograd_tiles(x, *grid, bt, at, flat, edges, biases, kernels.LEAKY, out, False, False,
+        kernels.winograd_tiles(x, *grid, bt, at, flat, edges, biases, kernels.LEAKY, out, 0, False, False,
                                first * chunk, 2 * chunk, chunk, v, m)
     for image in range(n):
         direct = oracle.conv2d(x[image].transpose(2, 0, 1).astype(np.float64), weights, 1, 1, 1)
