@@ -332,8 +332,10 @@ class Engine:
         values through its routes). Returns {convolution: route}."""
         readers = {i: set() for i in range(len(self.layers))}
         for layer in self.layers:
-            for source in (layer.index - 1, *layer.sources) if layer.index > 0 else layer.sources:
+            for source in layer.sources:
                 readers[source].add(layer.index)
+            if layer.index > 0 and layer.type != "route":  # a route reads its layers= only
+                readers[layer.index - 1].add(layer.index)
         in_place = {}
         for route, step in enumerate(self.steps):
             if not isinstance(step, Route) or step.alias is not None or step.layer.groups != 1:

@@ -201,6 +201,108 @@ probability=0.5
 """
 
 
+IN_PLACE_CFG = """[net]
+width=64
+height=64
+channels=3
+
+[convolutional]
+batch_normalize=1
+filters=16
+size=3
+stride=1
+pad=1
+activation=leaky
+
+[convolutional]
+batch_normalize=1
+filters=32
+size=3
+stride=1
+pad=1
+activation=leaky
+
+# 2: Winograd by tiles, written into route 3 at channel 32
+[convolutional]
+batch_normalize=1
+filters=24
+size=3
+stride=1
+pad=1
+activation=mish
+
+[route]
+layers=-2,-1
+
+[maxpool]
+size=4
+stride=4
+
+[convolutional]
+batch_normalize=1
+filters=16
+size=3
+stride=1
+pad=1
+activation=leaky
+
+# 6: Winograd by channels (16x16), into route 7 at channel 16
+[convolutional]
+batch_normalize=1
+filters=32
+size=3
+stride=1
+pad=1
+activation=leaky
+
+[route]
+layers=-2,-1
+
+# 8: into route 11 at channel 0, though route 9 runs in between
+[convolutional]
+batch_normalize=1
+filters=8
+size=1
+stride=1
+pad=0
+activation=leaky
+
+[route]
+layers=-2
+
+# 10: into route 11 at channel 8
+[convolutional]
+filters=12
+groups=4
+size=3
+stride=1
+pad=1
+activation=linear
+
+[route]
+layers=-3,-1
+"""
+
+
+def test_convolutions_write_into_routes_at_their_channels(tmp_path):
+    """Winograd by tiles and by channels, a 1x1 run before an unrelated route, and a grouped
+    convolution, each writing its channels of a [route]'s buffer: every layer against the
+    float64 reference, at batch 2 and on 1 and 3 threads."""
+    cfg = tmp_path / "in-place.cfg"
+    cfg.write_text(IN_PLACE_CFG)
+    oracle.write_random_weights(cfg, tmp_path / "in-place.weights", seed=11)
+    model = darkfold.load(cfg, tmp_path / "in-place.weights")
+    assert model.engine().in_place == {2: 3, 6: 7, 8: 11, 10: 11}
+    x = np.random.default_rng(12).random((2, 3, 64, 64), dtype=np.float32)
+    for threads in (1, 3):
+        ours = model.forward(x, layers=range(len(model.layers)), threads=threads)
+        for image in range(2):
+            expected = oracle.numpy_forward(model.layers, model.params, x[image].astype(np.float64))
+            for layer, want in zip(model.layers, expected):
+                difference, limit = within(ours[layer.index][image], want)
+                assert difference <= limit, f"layer {layer.index}: {difference:.3g} > {limit:.3g}"
+
+
 @pytest.fixture(scope="module")
 def every_layer_model(tmp_path_factory):
     folder = tmp_path_factory.mktemp("every")
