@@ -308,34 +308,28 @@ class Engine:
         for step in self.steps:
             if hasattr(step, "prepare"):
                 step.prepare(self.workers.threads)
-        self.fused = self._fuse_pools() if fuse else set()
-        self.in_place = self._concat_in_place()
+        readers = _readers(self.layers)
+        self.fused = self._fuse_pools(readers) if fuse else set()
+        self.in_place = self._concat_in_place(readers)
         self._plans = {}
         self._lock = threading.Lock()  # one forward pass at a time: they share buffers and workers
 
-    def _fuse_pools(self):
+    def _fuse_pools(self, readers):
         """Let each convolution that only a 2x2 stride-2 [maxpool] reads apply that pool as it
         writes, so its full-size output (a tiny YOLO's largest tensors) is never stored.
         Returns the indices of those convolutions: their own outputs are then not available."""
-        read = {source for layer in self.layers for source in layer.sources}
         fused = set()
         for i, pool in enumerate(self.layers[1:]):
-            if (hasattr(self.steps[i], "pool_2x2") and i not in read and is_aligned_2x2(pool)
+            if (hasattr(self.steps[i], "pool_2x2") and readers[i] == {i + 1} and is_aligned_2x2(pool)
                     and self.steps[i].pool_2x2(pool, self.workers.threads)):
                 self.steps[i + 1] = PooledAway(i)
                 fused.add(i)
         return fused
 
-    def _concat_in_place(self):
+    def _concat_in_place(self, readers):
         """Let each convolution that only a [route] reads write its output straight into its
         channels of the route's buffer, which the route then need not copy (yolov4 copied 21M
         values through its routes). Returns {convolution: route}."""
-        readers = {i: set() for i in range(len(self.layers))}
-        for layer in self.layers:
-            for source in layer.sources:
-                readers[source].add(layer.index)
-            if layer.index > 0 and layer.type != "route":  # a route reads its layers= only
-                readers[layer.index - 1].add(layer.index)
         in_place = {}
         for route, step in enumerate(self.steps):
             if not isinstance(step, Route) or step.alias is not None or step.layer.groups != 1:
@@ -384,6 +378,18 @@ class Engine:
         return self._plans[batch]
 
 
+def _readers(layers):
+    """{layer index: the indices of the layers that read its output}: every layer reads the one
+    before it, but a [route], which reads its layers= only."""
+    readers = {i: set() for i in range(len(layers))}
+    for layer in layers:
+        for source in layer.sources:
+            readers[source].add(layer.index)
+        if layer.index > 0 and layer.type != "route":
+            readers[layer.index - 1].add(layer.index)
+    return readers
+
+
 class _BufferPlan:
     """Output buffers for one batch size, reused once no later layer reads them. A buffer is
     allocated when its first writer runs: a convolution writing into a route's (``in_place``,
@@ -410,8 +416,8 @@ class _BufferPlan:
         self.freed_after = [[] for _ in range(count)]
         for i in range(count):
             self.freed_after[last_use[owner[i]]].append(i)
+        self._owner = owner
         self._views = [None] * count
-        self._targets = [None] * count
         free = []  # flat arrays no live output uses
         released = {}
         for i, layer in enumerate(layers):
@@ -427,10 +433,7 @@ class _BufferPlan:
                 self._views[o] = array[:size].reshape(shape)
             if i in in_place:
                 offset = steps[i].out_offset
-                self._targets[i] = self._views[o]
                 self._views[i] = self._views[o][..., offset:offset + layer.output.c]
-            elif aliases[i] is None:
-                self._targets[i] = self._views[i]
             for done in self.freed_after[i]:
                 if done in released:
                     free.append(released.pop(done))
@@ -441,4 +444,4 @@ class _BufferPlan:
 
     def target(self, index):
         """The buffer layer ``index`` writes into: its output's, or its route's whole."""
-        return self._targets[index]
+        return self._views[self._owner[index]]
