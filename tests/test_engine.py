@@ -27,6 +27,18 @@ def within(actual, expected, tolerance=1e-4):
     return float(np.abs(actual - expected).max()), limit
 
 
+def assert_every_layer_matches_a_float64_reference(model, x, **options):
+    """``model.forward(x, **options)``, every layer of every image, against oracle.numpy_forward."""
+    ours = model.forward(x, layers=range(len(model.layers)), **options)
+    for image in range(x.shape[0]):
+        expected = oracle.numpy_forward(model.layers, model.params, x[image].astype(np.float64))
+        for layer, want in zip(model.layers, expected):
+            got = ours[layer.index][image]
+            assert got.shape == want.shape, layer.index
+            difference, limit = within(got, want)
+            assert difference <= limit, f"layer {layer.index} [{layer.type}]: {difference:.3g} > {limit:.3g}"
+
+
 def blob(size):
     return oracle.random_blob(size, size, seed=1)
 
@@ -295,12 +307,7 @@ def test_convolutions_write_into_routes_at_their_channels(tmp_path):
     assert model.engine().in_place == {2: 3, 6: 7, 8: 11, 10: 11}
     x = np.random.default_rng(12).random((2, 3, 64, 64), dtype=np.float32)
     for threads in (1, 3):
-        ours = model.forward(x, layers=range(len(model.layers)), threads=threads)
-        for image in range(2):
-            expected = oracle.numpy_forward(model.layers, model.params, x[image].astype(np.float64))
-            for layer, want in zip(model.layers, expected):
-                difference, limit = within(ours[layer.index][image], want)
-                assert difference <= limit, f"layer {layer.index}: {difference:.3g} > {limit:.3g}"
+        assert_every_layer_matches_a_float64_reference(model, x, threads=threads)
 
 
 @pytest.fixture(scope="module")
@@ -314,16 +321,8 @@ def every_layer_model(tmp_path_factory):
 
 @pytest.mark.parametrize("fold", [True, False])
 def test_every_layer_type_matches_a_float64_reference(every_layer_model, fold):
-    model = every_layer_model
     x = np.random.default_rng(4).random((2, 3, 24, 24), dtype=np.float32)
-    ours = model.forward(x, layers=range(len(model.layers)), fold=fold)
-    for image in range(2):
-        expected = oracle.numpy_forward(model.layers, model.params, x[image].astype(np.float64))
-        for layer, want in zip(model.layers, expected):
-            got = ours[layer.index][image]
-            assert got.shape == want.shape, layer.index
-            difference, limit = within(got, want)
-            assert difference <= limit, f"layer {layer.index} [{layer.type}]: {difference:.3g} > {limit:.3g}"
+    assert_every_layer_matches_a_float64_reference(every_layer_model, x, fold=fold)
 
 
 def test_a_batch_gives_each_image_its_own_result(tiny_model):
