@@ -16,7 +16,7 @@ import numpy as np
 
 from . import kernels
 from .activations import activation_code
-from .convolution import float32_array, make_convolution
+from .convolution import NO_BATCHNORM, float32_array, make_convolution
 from .errors import ModelError
 from .fold import runtime_batchnorm
 from .threads import Workers, blas_threads, default_threads
@@ -30,17 +30,13 @@ class Connected:
         self.weights = float32_array(np.asarray(arrays["weights"]).T)
         self.biases = float32_array(arrays["biases"])
         # connected_layer.c applies its BatchNorm at run time; Darknet never folds it.
-        self.batchnorm = runtime_batchnorm(arrays) if layer.batch_normalize else None
+        self.batchnorm = runtime_batchnorm(arrays) if layer.batch_normalize else NO_BATCHNORM
 
     def __call__(self, x, outputs, out, workers):
         flat = np.ascontiguousarray(x.transpose(0, 3, 1, 2)).reshape(x.shape[0], -1)
         gemm = out.reshape(flat.shape[0], -1)
         np.matmul(flat, self.weights, out=gemm)
-        if self.batchnorm is None:
-            kernels.bias_activate(gemm, self.biases, self.code)
-        else:
-            mean, deviation, scales = self.batchnorm
-            kernels.batchnorm_activate(gemm, mean, deviation, scales, self.biases, self.code)
+        kernels.finish(gemm, self.biases, self.batchnorm, self.code)
 
 
 class BatchNorm:
