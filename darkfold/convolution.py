@@ -125,9 +125,9 @@ class Convolution:
             cols = workers.buffer("cols", 0 if self.pointwise else tile * k)
             product = workers.buffer("gemm", tile * f)
             kernels.conv_rows(x, kind, self.geometry, matrix, biases, batchnorm, self.code, out, col0, self.pool,
-                              self.pool_first, part * tile, threads * tile, tile, cols, product)
+                              self.pool_first, part * tile, threads * tile, tile, cols, product, workers.started)
 
-        workers.run(task, threads)
+        workers.run(task, threads, announces=True)
 
     def _by_channels(self, x, flat, out, workers, matrix, col0, f0):
         """Few rows: im2col once (split by rows), then each thread one block of output channels."""
@@ -253,7 +253,7 @@ class WinogradConvolution:
         filters, self.channels = weights.shape[:2]
         self.positions = len(bt) ** 2
         self._taps = float32_array(np.asarray(weights).transpose(2, 3, 1, 0)).reshape(9, self.channels, filters)
-        self.weights = self.edges = None  # transformed by prepare()
+        self.weights = self.edges = self.widest_block = None  # by prepare()
         self.pool = False
         self.pool_first = self.code in NONDECREASING  # BatchNorm is always folded here
         self.out_offset = 0  # as Convolution's
@@ -280,6 +280,7 @@ class WinogradConvolution:
         edges = _block_edges(self._taps.shape[2], threads)
         self.weights = np.empty(self.positions * self.channels * edges[-1], np.float32)
         self.edges = np.array(edges, np.int64)
+        self.widest_block = int(np.diff(self.edges).max())
         for b, (f0, f1) in enumerate(itertools.pairwise(edges)):
             taps = self._taps[:, :, f0:f1].reshape(9, -1)
             np.matmul(kron, taps, out=self.block(b).reshape(self.positions, -1))
@@ -326,9 +327,9 @@ class WinogradConvolution:
             m = workers.buffer("gemm", positions * chunk * f)
             kernels.winograd_tiles(x, *grid, self.bt, self.at, self.weights, self.edges, self.biases, self.code, out,
                                    self.out_offset, self.pool, self.pool_first, part * chunk, threads * chunk, chunk,
-                                   v, m)
+                                   v, m, workers.started)
 
-        workers.run(task, threads)
+        workers.run(task, threads, announces=True)
 
     def _by_channels(self, x, out, workers, grid, tiles):
         """Few tiles: transform the input once, then each thread one block of output channels."""
@@ -336,17 +337,14 @@ class WinogradConvolution:
         v = workers.shared(positions * tiles * c).reshape(positions, tiles, c)
         workers.split(lambda a, b: kernels.winograd_input(x, a, b, *grid, self.bt, v, a), tiles, v.size)
 
-        blocks = self.edges.size - 1
+        blocks, threads = self.edges.size - 1, workers.threads
 
         def task(part):  # a block per thread, unless this step was prepared for more threads
-            for block in range(part, blocks, workers.threads):
-                f0, f1 = self.edges[block], self.edges[block + 1]
-                m = workers.buffer("gemm", positions * tiles * (f1 - f0)).reshape(positions, tiles, f1 - f0)
-                kernels.winograd_products(v, self.block(block), m)
-                kernels.winograd_output(m, 0, *grid, self.at, self.biases[f0:f1], self.code, out,
-                                        self.out_offset + f0, self.pool, self.pool_first)
+            m = workers.buffer("gemm", positions * tiles * self.widest_block)
+            kernels.winograd_channels(v, *grid, self.at, self.weights, self.edges, self.biases, self.code, out,
+                                      self.out_offset, self.pool, self.pool_first, part, threads, m, workers.started)
 
-        workers.run(task, min(blocks, workers.threads))
+        workers.run(task, min(blocks, threads), announces=True)
 
 
 def _is_large_map(rows, threads):

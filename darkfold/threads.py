@@ -57,19 +57,22 @@ class Workers:
     and wait for all of them. The caller takes part 0 itself.
 
     Inside ``spinning()`` (a forward pass) a thread that waits, for the next layer or for the
-    others to finish, first spins on a flag without the GIL (kernels.spin_while): waking a
+    others to finish, first spins on the flags (kernels.SPINNING...) without the GIL: waking a
     sleeping thread costs 30-60 us on this project's VMs, and a forward pass waits ~25 times.
-    Outside it, and after ~1 ms without work, they sleep on a condition.
+    Outside it, and after ~1 ms without work, they sleep on a condition. A spinning worker
+    takes the GIL for a new job only once the caller's kernel has started (``started``, which
+    the kernels set: kernels.announce), and marks its job done without it (kernels.worker_wait).
     """
 
     SPINS = 2_000_000  # ~1 ms
+    START_SPINS = 100_000  # ~50 us, in case task(0) fails before its kernel starts
 
     def __init__(self, threads):
         self.threads = threads
         self.scratch = threading.local()  # per-thread reusable buffers
         self._shared = np.empty(0, np.float32)
-        # [spinning allowed, job number, job number each worker finished last...]
-        self._flags = np.zeros(2 + threads, np.int64)
+        self._flags = np.zeros(kernels.DONE + threads, np.int64)
+        self.started = self._flags[kernels.STARTED:kernels.STARTED + 1]  # for kernels.announce
         self._wake = threading.Condition()
         self._job = (0, None, 0)  # (job number, task, parts): read as one, so never mixed
         self._errors = [None] * threads
@@ -81,9 +84,10 @@ class Workers:
         _single_threaded_blas()
         flags, done = self._flags, 0
         while True:
-            if not kernels.spin_while(flags, 1, done, self.SPINS) or flags[1] == done:
+            if not kernels.worker_wait(flags, worker, done, self.SPINS, self.START_SPINS):
                 with self._wake:
-                    while flags[1] == done and not self._closed:
+                    self._wake.notify_all()  # a caller asleep in _wait_for
+                    while flags[kernels.JOB] == done and not self._closed:
                         self._wake.wait()
             if self._closed:
                 return
@@ -95,25 +99,22 @@ class Workers:
                     task(worker)
             except BaseException as error:  # noqa: BLE001 -- re-raised by run() in the calling thread
                 self._errors[worker] = error
-            finally:
-                with self._wake:
-                    flags[2 + worker] = done
-                    self._wake.notify_all()
 
     @contextlib.contextmanager
     def spinning(self):
         """Waiting threads spin instead of sleeping while the block runs, unless there are more
         threads than CPUs: a spinning thread would then hold a CPU that a working one needs
         (measured: 3 threads on 2 CPUs took 2.1x as long as 2 threads when they spun)."""
-        self._flags[0] = self.threads <= default_threads()
+        self._flags[kernels.SPINNING] = self.threads <= default_threads()
         try:
             yield
         finally:
-            self._flags[0] = 0
+            self._flags[kernels.SPINNING] = 0
 
-    def run(self, task, parts):
+    def run(self, task, parts, announces=False):
         """Call ``task(part)`` for ``part`` in ``range(parts)`` (at most ``threads``) across the
-        threads; then raise the first error any part raised."""
+        threads; then raise the first error any part raised. ``announces``: task(0) calls a
+        kernel that sets ``started`` as it starts, and spinning workers wait for it."""
         if parts <= 1:
             if parts == 1:
                 task(0)
@@ -122,10 +123,12 @@ class Workers:
             raise RuntimeError("darkfold: these worker threads were closed")
         if parts > self.threads:
             raise ValueError(f"{parts} parts for {self.threads} threads")
+        flags = self._flags
         with self._wake:
             job = self._job[0] + 1
             self._job = (job, task, parts)
-            self._flags[1] = job
+            flags[kernels.STARTED] = not announces
+            flags[kernels.JOB] = job
             self._wake.notify_all()
         errors = []
         try:
@@ -142,11 +145,15 @@ class Workers:
 
     def _wait_for(self, worker, job):
         flags = self._flags
-        if flags[0] and kernels.spin_until(flags, 2 + worker, job, self.SPINS):
+        if flags[kernels.SPINNING] and kernels.spin_until(flags, kernels.DONE + worker, job, self.SPINS):
             return
+        # Asleep, the caller needs a notify: a spinning worker that sees CALLER_ASLEEP leaves
+        # its spin to give one (marking its job done came first, so a late one is not missed).
         with self._wake:
-            while flags[2 + worker] != job:
+            flags[kernels.CALLER_ASLEEP] = 1
+            while flags[kernels.DONE + worker] != job:
                 self._wake.wait()
+            flags[kernels.CALLER_ASLEEP] = 0
 
     def split(self, task, count, values):
         """Call ``task(start, stop)`` over ``range(count)`` cut into one band per thread; for a

@@ -114,13 +114,48 @@ def test_winograd_tiles_runs_chunks_and_blocks_of_output_channels():
     out = np.full((n, h, w, f), np.nan, np.float32)
     chunk = 7
     v, m = np.empty(positions * chunk * c, np.float32), np.empty(positions * chunk * f, np.float32)
+    started = np.zeros(1, np.int64)
     for first in range(2):  # two "threads", taking every other chunk
         kernels.winograd_tiles(x, *grid, bt, at, flat, edges, biases, kernels.LEAKY, out, 0, False, False,
-                               first * chunk, 2 * chunk, chunk, v, m)
+                               first * chunk, 2 * chunk, chunk, v, m, started)
+    assert started[0] == 1
     for image in range(n):
         direct = oracle.conv2d(x[image].transpose(2, 0, 1).astype(np.float64), weights, 1, 1, 1)
         expected = oracle.activate(direct + biases[:, None, None], "leaky").transpose(1, 2, 0)
         np.testing.assert_allclose(out[image], expected, rtol=1e-5, atol=1e-4)
+
+
+def test_winograd_channels_runs_blocks_of_output_channels():
+    """One thread's loop over blocks of output channels (every other block, from ``first``),
+    on the input transformed once, against a direct convolution."""
+    from darkfold.convolution import WinogradConvolution
+
+    rng = np.random.default_rng(3)
+    n, h, w, c, f, tile = 2, 9, 11, 5, 40, 4
+    x = rng.standard_normal((n, h, w, c), dtype=np.float32)
+    weights = rng.standard_normal((f, c, 3, 3), dtype=np.float32)
+    biases = rng.standard_normal(f, dtype=np.float32)
+    at, g, bt = (m.astype(np.float32) for m in WinogradConvolution.MATRICES[tile])
+    positions = len(bt) ** 2
+    transformed = np.einsum("ai,fcij,bj->abcf", g, weights, g).reshape(positions, c, f).astype(np.float32)
+    edges = np.array([0, 16, 32, 33, 40], np.int64)
+    flat = np.concatenate([transformed[:, :, a:b].reshape(-1) for a, b in itertools.pairwise(edges)])
+    grid = (-(-h // tile), -(-w // tile))
+    tiles = n * grid[0] * grid[1]
+    v = np.empty((positions, tiles, c), np.float32)
+    kernels.winograd_input(x, 0, tiles, *grid, bt, v, 0)
+    out = np.full((n, h, w, f + 3), np.nan, np.float32)
+    m = np.empty(positions * tiles * 16, np.float32)
+    started = np.zeros(1, np.int64)
+    for first in range(2):
+        kernels.winograd_channels(v, *grid, at, flat, edges, biases, kernels.LEAKY, out, 3, False, False, first, 2,
+                                  m, started)
+    assert started[0] == 1
+    assert np.isnan(out[..., :3]).all()
+    for image in range(n):
+        direct = oracle.conv2d(x[image].transpose(2, 0, 1).astype(np.float64), weights, 1, 1, 1)
+        expected = oracle.activate(direct + biases[:, None, None], "leaky").transpose(1, 2, 0)
+        np.testing.assert_allclose(out[image, ..., 3:], expected, rtol=1e-5, atol=1e-4)
 
 
 def _operands(rng, rows, cols):

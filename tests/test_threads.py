@@ -4,8 +4,10 @@ import itertools
 import threading
 import time
 
+import numpy as np
 import pytest
 
+from darkfold import kernels
 from darkfold.threads import MIN_SPLIT_VALUES, Workers, default_threads
 
 
@@ -41,6 +43,55 @@ def test_jobs_of_fewer_parts_than_threads_run_each_part_once(workers):
         parts = 2 + job % (workers.threads - 1)
         workers.run(lambda part, job=job: ran.append((job, part)), parts)
     assert len(ran) == len(set(ran)) == sum(2 + job % (workers.threads - 1) for job in range(300))
+
+
+def _finishes_within(seconds, job):
+    """Run ``job`` in a thread; fail, rather than hang the suite, if it has not returned in time."""
+    thread = threading.Thread(target=job, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), "the job did not finish: a lost wake-up"
+
+
+def test_a_caller_asleep_for_a_long_part_is_woken_when_it_ends(workers):
+    """The caller spins ~1 ms for a worker, then sleeps: the worker, which marks its job done
+    without the GIL, must still wake it. Parts on either side of that 1 ms, many times over."""
+    def jobs():
+        for job in range(60):
+            delay = 0.0005 * (job % 6)
+            workers.run(lambda part: time.sleep(delay * (part > 0)), workers.threads)
+
+    _finishes_within(30, jobs)
+
+
+def test_parts_that_announce_their_kernel_run_and_those_that_fail_first_do_not_stall(workers):
+    """With ``announces``, the workers wait for part 0's kernel to set ``started``; a part 0
+    that fails before its kernel runs only delays them (START_SPINS)."""
+    ran = []
+
+    def task(part):
+        if part == 0:
+            kernels.announce(workers.started)
+        ran.append(part)
+
+    def failing(part):
+        if part == 0:
+            raise ValueError("before the kernel")
+
+    def jobs():
+        for _ in range(50):
+            workers.run(task, workers.threads, announces=True)
+            with pytest.raises(ValueError, match="before the kernel"):
+                workers.run(failing, workers.threads, announces=True)
+
+    _finishes_within(30, jobs)
+    assert sorted(ran) == sorted(list(range(workers.threads)) * 50)
+
+
+def test_announce_sets_started():
+    started = np.zeros(1, np.int64)
+    kernels.announce(started)
+    assert started[0] == 1
 
 
 def test_an_error_in_a_worker_reaches_the_caller(workers):
