@@ -18,7 +18,7 @@ from . import blas, kernels
 # Handing a part to a worker and waiting for it costs more than pooling, upsampling or adding a
 # few 100K values takes (measured: yolov3-tiny's 13x13x512 size-2 stride-1 maxpool, 350K values
 # read, 0.047 ms in one thread, 0.096 ms split in two; its 260K-value route: the same either way).
-MIN_SPLIT_VALUES = 1 << 19
+MIN_SPLIT_VALUES = 1 << 17
 
 
 def default_threads():
