@@ -253,7 +253,9 @@ class WinogradConvolution:
         filters, self.channels = weights.shape[:2]
         self.positions = len(bt) ** 2
         self._taps = float32_array(np.asarray(weights).transpose(2, 3, 1, 0)).reshape(9, self.channels, filters)
-        self.weights = self.edges = self.widest_block = None  # by prepare()
+        self.weight_bytes = 4 * self.positions * self.channels * filters
+        self.image_tiles = -(-layer.output.h // self.tile) * -(-layer.output.w // self.tile)
+        self.weights = self.edges = self.widest_block = self.transposed = None  # by prepare()
         self.pool = False
         self.pool_first = self.code in NONDECREASING  # BatchNorm is always folded here
         self.out_offset = 0  # as Convolution's
@@ -270,7 +272,11 @@ class WinogradConvolution:
         calls it, knowing the threads; the first call decides the blocks.
 
         U is stored as ``threads`` blocks of output channels, one after another, each
-        contiguous, one for each thread of ``_by_channels``. Where a thread's block was a
+        contiguous, one for each thread of ``_by_channels``. In a block, for each position,
+        there is a row of weights per input channel, the GEMM operand BLAS reads fastest; or,
+        for a layer that runs by channels on one image, a row per output channel
+        (``transposed``), which kernels.matmul_streaming reads along. Measured with BLAS on
+        by-tiles shapes, transposed weights were 10-30% slower. Where a thread's block was a
         strided view (rows of 2 KB, 4 KB apart), the hardware prefetcher restarted on every
         page: the products streaming 13x13x512->1024's 33 MB of weights ran 8% slower."""
         if self.weights is not None:
@@ -281,17 +287,19 @@ class WinogradConvolution:
         self.weights = np.empty(self.positions * self.channels * edges[-1], np.float32)
         self.edges = np.array(edges, np.int64)
         self.widest_block = int(np.diff(self.edges).max())
+        self.transposed = not self._runs_by_tiles(self.image_tiles, threads)
         for b, (f0, f1) in enumerate(itertools.pairwise(edges)):
-            taps = self._taps[:, :, f0:f1].reshape(9, -1)
+            taps = self._taps[:, :, f0:f1]
+            taps = (taps.transpose(0, 2, 1) if self.transposed else taps).reshape(9, -1)
             np.matmul(kron, taps, out=self.block(b).reshape(self.positions, -1))
         del self._taps
 
     def block(self, b):
-        """Block ``b`` of the weights: (positions, channels, its output channels), as
-        kernels.winograd_block finds it."""
+        """Block ``b`` of the weights, as kernels.winograd_block finds it."""
         f0, f1 = self.edges[b:b + 2]
+        shape = (f1 - f0, self.channels) if self.transposed else (self.channels, f1 - f0)
         return self.weights[self.positions * self.channels * f0:self.positions * self.channels * f1].reshape(
-            self.positions, self.channels, f1 - f0)
+            self.positions, *shape)
 
     def __call__(self, x, outputs, out, workers):
         if self.weights is None:
@@ -312,7 +320,7 @@ class WinogradConvolution:
         ms; 13x13x256->512 at batch 4 (196 tiles, 8 MB) 5.2 -> 5.9 ms, so by channels."""
         if tiles >= threads * 4 * MIN_WINOGRAD_TILES:
             return True
-        return tiles >= threads * MIN_WINOGRAD_TILES and self.weights.nbytes <= MAX_SHARED_WEIGHT_BYTES
+        return tiles >= threads * MIN_WINOGRAD_TILES and self.weight_bytes <= MAX_SHARED_WEIGHT_BYTES
 
     def _by_tiles(self, x, out, workers, grid, tiles):
         """Each thread takes every T-th chunk of tiles (kernels.winograd_tiles): transforms and
@@ -325,9 +333,9 @@ class WinogradConvolution:
         def task(part):
             v = workers.buffer("cols", positions * chunk * c)
             m = workers.buffer("gemm", positions * chunk * f)
-            kernels.winograd_tiles(x, *grid, self.bt, self.at, self.weights, self.edges, self.biases, self.code, out,
-                                   self.out_offset, self.pool, self.pool_first, part * chunk, threads * chunk, chunk,
-                                   v, m, workers.started)
+            kernels.winograd_tiles(x, *grid, self.bt, self.at, self.weights, self.edges, self.transposed, self.biases,
+                                   self.code, out, self.out_offset, self.pool, self.pool_first, part * chunk,
+                                   threads * chunk, chunk, v, m, workers.started)
 
         workers.run(task, threads, announces=True)
 
@@ -341,8 +349,9 @@ class WinogradConvolution:
 
         def task(part):  # a block per thread, unless this step was prepared for more threads
             m = workers.buffer("gemm", positions * tiles * self.widest_block)
-            kernels.winograd_channels(v, *grid, self.at, self.weights, self.edges, self.biases, self.code, out,
-                                      self.out_offset, self.pool, self.pool_first, part, threads, m, workers.started)
+            kernels.winograd_channels(v, *grid, self.at, self.weights, self.edges, self.transposed, self.biases,
+                                      self.code, out, self.out_offset, self.pool, self.pool_first, part, threads, m,
+                                      workers.started)
 
         workers.run(task, min(blocks, threads), announces=True)
 

@@ -95,52 +95,56 @@ def test_winograd_matches_a_direct_convolution(tile, n, h, w, c, f, pool, pool_f
         np.testing.assert_allclose(out[image], expected, rtol=1e-5, atol=1e-4)
 
 
-def test_winograd_tiles_runs_chunks_and_blocks_of_output_channels():
-    """One thread's loop over chunks of tiles, with the weights stored as blocks of output
-    channels (as WinogradConvolution.prepare leaves them), against a direct convolution."""
+def _winograd_case(seed, n, h, w, c, f, tile, edges, transposed):
+    """A random 3x3 layer, and its weights transformed and stored in blocks ``edges`` as
+    WinogradConvolution.prepare stores them (transposed or not)."""
     from darkfold.convolution import WinogradConvolution
 
-    rng = np.random.default_rng(2)
-    n, h, w, c, f, tile = 2, 11, 9, 8, 21, 2
+    rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, h, w, c), dtype=np.float32)
     weights = rng.standard_normal((f, c, 3, 3), dtype=np.float32)
     biases = rng.standard_normal(f, dtype=np.float32)
     at, g, bt = (m.astype(np.float32) for m in WinogradConvolution.MATRICES[tile])
     positions = len(bt) ** 2
     transformed = np.einsum("ai,fcij,bj->abcf", g, weights, g).reshape(positions, c, f).astype(np.float32)
-    edges = np.array([0, 16, 17, 21], np.int64)
-    flat = np.concatenate([transformed[:, :, a:b].reshape(-1) for a, b in itertools.pairwise(edges)])
+    blocks = [transformed[:, :, a:b] for a, b in itertools.pairwise(edges)]
+    flat = np.concatenate([(block.transpose(0, 2, 1) if transposed else block).reshape(-1) for block in blocks])
     grid = (-(-h // tile), -(-w // tile))
-    out = np.full((n, h, w, f), np.nan, np.float32)
-    chunk = 7
-    v, m = np.empty(positions * chunk * c, np.float32), np.empty(positions * chunk * f, np.float32)
-    started = np.zeros(1, np.int64)
-    for first in range(2):  # two "threads", taking every other chunk
-        kernels.winograd_tiles(x, *grid, bt, at, flat, edges, biases, kernels.LEAKY, out, 0, False, False,
-                               first * chunk, 2 * chunk, chunk, v, m, started)
-    assert started[0] == 1
-    for image in range(n):
+    return x, weights, biases, at, bt, positions, flat, np.array(edges, np.int64), grid
+
+
+def _expect_convolution(out, x, weights, biases):
+    for image in range(x.shape[0]):
         direct = oracle.conv2d(x[image].transpose(2, 0, 1).astype(np.float64), weights, 1, 1, 1)
         expected = oracle.activate(direct + biases[:, None, None], "leaky").transpose(1, 2, 0)
         np.testing.assert_allclose(out[image], expected, rtol=1e-5, atol=1e-4)
 
 
-def test_winograd_channels_runs_blocks_of_output_channels():
-    """One thread's loop over blocks of output channels (every other block, from ``first``),
-    on the input transformed once, against a direct convolution."""
-    from darkfold.convolution import WinogradConvolution
+@pytest.mark.parametrize("transposed", [False, True], ids=["rows-per-channel", "transposed"])
+def test_winograd_tiles_runs_chunks_and_blocks_of_output_channels(transposed):
+    """One thread's loop over chunks of tiles, with the weights stored as blocks of output
+    channels (as WinogradConvolution.prepare leaves them), against a direct convolution."""
+    n, h, w, c, f, tile = 2, 11, 9, 8, 21, 2
+    x, weights, biases, at, bt, positions, flat, edges, grid = _winograd_case(2, n, h, w, c, f, tile,
+                                                                              [0, 16, 17, 21], transposed)
+    out = np.full((n, h, w, f), np.nan, np.float32)
+    chunk = 7
+    v, m = np.empty(positions * chunk * c, np.float32), np.empty(positions * chunk * f, np.float32)
+    started = np.zeros(1, np.int64)
+    for first in range(2):  # two "threads", taking every other chunk
+        kernels.winograd_tiles(x, *grid, bt, at, flat, edges, transposed, biases, kernels.LEAKY, out, 0, False,
+                               False, first * chunk, 2 * chunk, chunk, v, m, started)
+    assert started[0] == 1
+    _expect_convolution(out, x, weights, biases)
 
-    rng = np.random.default_rng(3)
+
+@pytest.mark.parametrize("transposed", [False, True], ids=["rows-per-channel", "transposed"])
+def test_winograd_channels_runs_blocks_of_output_channels(transposed):
+    """One thread's loop over blocks of output channels (every other block, from ``first``),
+    on the input transformed once, against a direct convolution; into channels 3: of ``out``."""
     n, h, w, c, f, tile = 2, 9, 11, 5, 40, 4
-    x = rng.standard_normal((n, h, w, c), dtype=np.float32)
-    weights = rng.standard_normal((f, c, 3, 3), dtype=np.float32)
-    biases = rng.standard_normal(f, dtype=np.float32)
-    at, g, bt = (m.astype(np.float32) for m in WinogradConvolution.MATRICES[tile])
-    positions = len(bt) ** 2
-    transformed = np.einsum("ai,fcij,bj->abcf", g, weights, g).reshape(positions, c, f).astype(np.float32)
-    edges = np.array([0, 16, 32, 33, 40], np.int64)
-    flat = np.concatenate([transformed[:, :, a:b].reshape(-1) for a, b in itertools.pairwise(edges)])
-    grid = (-(-h // tile), -(-w // tile))
+    x, weights, biases, at, bt, positions, flat, edges, grid = _winograd_case(3, n, h, w, c, f, tile,
+                                                                              [0, 16, 32, 33, 40], transposed)
     tiles = n * grid[0] * grid[1]
     v = np.empty((positions, tiles, c), np.float32)
     kernels.winograd_input(x, 0, tiles, *grid, bt, v, 0)
@@ -148,14 +152,27 @@ def test_winograd_channels_runs_blocks_of_output_channels():
     m = np.empty(positions * tiles * 16, np.float32)
     started = np.zeros(1, np.int64)
     for first in range(2):
-        kernels.winograd_channels(v, *grid, at, flat, edges, biases, kernels.LEAKY, out, 3, False, False, first, 2,
-                                  m, started)
+        kernels.winograd_channels(v, *grid, at, flat, edges, transposed, biases, kernels.LEAKY, out, 3, False, False,
+                                  first, 2, m, started)
     assert started[0] == 1
     assert np.isnan(out[..., :3]).all()
-    for image in range(n):
-        direct = oracle.conv2d(x[image].transpose(2, 0, 1).astype(np.float64), weights, 1, 1, 1)
-        expected = oracle.activate(direct + biases[:, None, None], "leaky").transpose(1, 2, 0)
-        np.testing.assert_allclose(out[image, ..., 3:], expected, rtol=1e-5, atol=1e-4)
+    _expect_convolution(out[..., 3:], x, weights, biases)
+
+
+@pytest.mark.parametrize("rows, depth, cols", [(49, 512, 64), (4, 16, 4), (7, 33, 9), (3, 5, 2), (1, 1, 1),
+                                               (13, 100, 3), (8, 2304, 12)])
+def test_matmul_streaming_is_a_matrix_product_for_any_shape(rows, depth, cols):
+    """4x4 blocks, leftover rows and columns, prefetching past a block; rows of ``b_rows``
+    that are a view into a wider matrix; ``out`` a view of columns."""
+    rng = np.random.default_rng(rows * 1000 + cols)
+    a = rng.standard_normal((rows, depth), dtype=np.float32)
+    wider = rng.standard_normal((cols, depth + 3), dtype=np.float32)
+    b_rows = wider[:, 1:1 + depth]
+    out = np.full((rows, cols + 2), np.nan, np.float32)
+    kernels.matmul_streaming(a, b_rows, out[:, 1:1 + cols])
+    expected = a.astype(np.float64) @ b_rows.T.astype(np.float64)
+    np.testing.assert_allclose(out[:, 1:1 + cols], expected, rtol=1e-5, atol=1e-5 * np.sqrt(depth))
+    assert np.isnan(out[:, 0]).all() and np.isnan(out[:, -1]).all()
 
 
 def _operands(rng, rows, cols):
