@@ -307,7 +307,8 @@ class WinogradConvolution:
         n, h, w, _ = x.shape
         grid = (-(-h // self.tile), -(-w // self.tile))
         tiles = n * grid[0] * grid[1]
-        if self._runs_by_tiles(tiles, workers.threads):
+        # Weights not transposed: the layer runs by tiles for one image, so for any batch.
+        if not self.transposed or self._runs_by_tiles(tiles, workers.threads):
             self._by_tiles(x, out, workers, grid, tiles)
         else:
             self._by_channels(x, out, workers, grid, tiles)
@@ -349,9 +350,8 @@ class WinogradConvolution:
 
         def task(part):  # a block per thread, unless this step was prepared for more threads
             m = workers.buffer("gemm", positions * tiles * self.widest_block)
-            kernels.winograd_channels(v, *grid, self.at, self.weights, self.edges, self.transposed, self.biases,
-                                      self.code, out, self.out_offset, self.pool, self.pool_first, part, threads, m,
-                                      workers.started)
+            kernels.winograd_channels(v, *grid, self.at, self.weights, self.edges, self.biases, self.code, out,
+                                      self.out_offset, self.pool, self.pool_first, part, threads, m, workers.started)
 
         workers.run(task, min(blocks, threads), announces=True)
 

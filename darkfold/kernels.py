@@ -524,11 +524,11 @@ def winograd_tiles(x, tiles_h, tiles_w, bt, at, weights, edges, transposed, bias
 
 
 @_math
-def winograd_channels(v, tiles_h, tiles_w, at, weights, edges, transposed, biases, code, out, col0, pool,
-                      pool_first, first, step, m_buffer, started):
+def winograd_channels(v, tiles_h, tiles_w, at, weights, edges, biases, code, out, col0, pool, pool_first, first,
+                      step, m_buffer, started):
     """One thread's share of a Winograd convolution that runs by blocks of output channels, on
     the transformed input ``v`` of all the tiles: blocks ``first``, ``first + step``, ...; per
-    block, the products (by matmul_streaming, with ``transposed`` weights) and the output
+    block, the products (matmul_streaming: the weights are stored transposed) and the output
     transform into ``out`` channels ``col0 + edges[block]:``. ``started[0]`` is set on entry
     (see announce)."""
     announce(started)
@@ -536,12 +536,9 @@ def winograd_channels(v, tiles_h, tiles_w, at, weights, edges, transposed, biase
     for block in range(first, edges.size - 1, step):
         f0, f1 = edges[block], edges[block + 1]
         m = m_buffer[:positions * tiles * (f1 - f0)].reshape(positions, tiles, f1 - f0)
-        block_weights = winograd_block(weights, edges, transposed, block, positions, c)
-        if transposed:
-            for p in range(positions):
-                matmul_streaming(v[p], block_weights[p], m[p])
-        else:
-            winograd_products(v, block_weights, transposed, m)
+        block_weights = winograd_block(weights, edges, True, block, positions, c)
+        for p in range(positions):
+            matmul_streaming(v[p], block_weights[p], m[p])
         winograd_output(m, np.int64(0), tiles_h, tiles_w, at, biases[f0:f1], code, out, col0 + f0, pool, pool_first)
 
 
