@@ -151,9 +151,11 @@ class Workers:
         # its spin to give one (marking its job done came first, so a late one is not missed).
         with self._wake:
             flags[kernels.CALLER_ASLEEP] = 1
-            while flags[kernels.DONE + worker] != job:
-                self._wake.wait()
-            flags[kernels.CALLER_ASLEEP] = 0
+            try:
+                while flags[kernels.DONE + worker] != job:
+                    self._wake.wait()
+            finally:  # also on KeyboardInterrupt: set, it would keep the workers from spinning
+                flags[kernels.CALLER_ASLEEP] = 0
 
     def split(self, task, count, values):
         """Call ``task(start, stop)`` over ``range(count)`` cut into one band per thread; for a

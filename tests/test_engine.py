@@ -335,6 +335,18 @@ def test_a_batch_gives_each_image_its_own_result(tiny_model):
             assert difference <= limit
 
 
+def test_a_batch_large_enough_for_small_maps_to_run_by_tiles_gives_each_image_its_own_result(tiny_model):
+    """yolov3-tiny's 13x13 Winograd layers run by blocks of channels on one image and store
+    their weights transposed (WinogradConvolution.prepare); from 11 images on two threads, layer 12 has
+    the tiles to run by tiles, with those weights."""
+    x = np.random.default_rng(9).random((12, 3, 416, 416), dtype=np.float32)
+    together = tiny_model.forward(x, layers=[12])[12]
+    for image in (0, 11):
+        alone = tiny_model.forward(x[image:image + 1], layers=[12])[12]
+        difference, limit = within(together[image], alone[0], 1e-6)
+        assert difference <= limit
+
+
 def test_thread_count_does_not_change_the_result(tiny_model):
     x = np.random.default_rng(6).random((1, 3, 416, 416), dtype=np.float32)
     one, three = tiny_model.forward(x, threads=1), tiny_model.forward(x, threads=3)

@@ -159,14 +159,17 @@ def test_winograd_channels_runs_blocks_of_output_channels():
 
 
 @pytest.mark.parametrize("rows, depth, cols", [(49, 512, 64), (4, 16, 4), (7, 33, 9), (3, 5, 2), (1, 1, 1),
-                                               (13, 100, 3), (8, 2304, 12)])
-def test_matmul_streaming_is_a_matrix_product_for_any_shape(rows, depth, cols):
-    """4x4 blocks, leftover rows and columns, prefetching past a block; rows of ``b_rows``
-    that are a view into a wider matrix; ``out`` a view of columns."""
+                                               (13, 100, 3), (8, 2304, 12), (6, 0, 5)])
+@pytest.mark.parametrize("layout", ["row views", "transposed"])
+def test_matmul_streaming_is_a_matrix_product_for_any_shape(rows, depth, cols, layout):
+    """4x4 blocks, leftover rows and columns, prefetching past a block; operands that are
+    views into wider matrices, or transposed; ``out`` a view of columns."""
     rng = np.random.default_rng(rows * 1000 + cols)
     a = rng.standard_normal((rows, depth), dtype=np.float32)
     wider = rng.standard_normal((cols, depth + 3), dtype=np.float32)
     b_rows = wider[:, 1:1 + depth]
+    if layout == "transposed":
+        a, b_rows = np.asfortranarray(a), np.asfortranarray(b_rows)
     out = np.full((rows, cols + 2), np.nan, np.float32)
     kernels.matmul_streaming(a, b_rows, out[:, 1:1 + cols])
     expected = a.astype(np.float64) @ b_rows.T.astype(np.float64)
