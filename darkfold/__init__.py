@@ -21,9 +21,10 @@ from .errors import (
     OutputError,
     WeightsError,
 )
-from .model import Model, convert, load
-from .verify import verify
+from .conversion import convert
+from .model import Model, load
+from .verify import VerificationError, verify
 
 __all__ = ["load", "convert", "verify", "Model", "DarkfoldError", "CfgError", "WeightsError", "ModelError",
-           "ImageError", "OutputError", "DEFAULT_CFG", "DEFAULT_WEIGHTS", "COCO_NAMES"]
+           "ImageError", "OutputError", "VerificationError", "DEFAULT_CFG", "DEFAULT_WEIGHTS", "COCO_NAMES"]
 __version__ = "0.1.0"

@@ -6,8 +6,8 @@ import numpy as np
 
 from .bundled import DEFAULT_CFG, DEFAULT_WEIGHTS
 from .cfg import read_cfg
-from .errors import DarkfoldError, ModelError, OutputError
-from .files import atomic_outputs
+from .errors import DarkfoldError, ModelError
+from .files import InputFiles, atomic_outputs
 from .layers import build_layers
 
 HEAD_TYPES = ("yolo", "region", "Gaussian_yolo", "detection")
@@ -29,6 +29,7 @@ class Model:
         self.header = header
         self.params = params if params is not None else [None] * len(self.layers)
         self.folded = ()  # indices of layers whose BatchNorm fold() folded
+        self.sources = ()  # the files it was read from, which save() never writes over
         self._engines = {}
 
     def __repr__(self):
@@ -63,14 +64,17 @@ class Model:
         """Write the cfg, and the weights if a path is given.
 
         Both files are written to temporary names and renamed into place only
-        when both are complete, so a failure leaves no partial output.
+        when both are complete, so a failure leaves no partial output. An
+        existing file is replaced, but never one the model was read from.
         """
         if weights_path is not None and not self.has_weights:
             raise ModelError(f"{self.cfg.path}: this model was loaded without weights; there are none to save",
                              path=self.cfg.path, expected="a model loaded with weights", found="no weights")
         if weights_path is not None:
             self.check_params()
-        _write_model(self.cfg, cfg_path, weights_path, self.header, self.layers, self.params)
+        paths = [cfg_path] if weights_path is None else [cfg_path, weights_path]
+        with atomic_outputs(*paths, inputs=InputFiles(self.sources)) as temporaries:
+            write_files(self.cfg, *temporaries, self.header, self.layers, self.params)
 
     def check_params(self):
         """Raise a ModelError unless every array has the shape the cfg gives it.
@@ -176,14 +180,12 @@ class Model:
         return indices
 
 
-def _write_model(cfg, cfg_path, weights_path, header, layers, params):
-    """Write the cfg and (if ``weights_path``) the weights; both appear together or neither."""
-    paths = [cfg_path] if weights_path is None else [cfg_path, weights_path]
-    with atomic_outputs(*paths) as temporaries:
-        with open(temporaries[0], "wb") as file:
-            file.write(cfg.to_bytes())
-        if weights_path is not None:
-            write_weights(temporaries[1], header, layers, params)
+def write_files(cfg, cfg_path, weights_path=None, header=None, layers=(), params=()):
+    """Write the cfg and (if ``weights_path``) the weights, as they are: no temporary names."""
+    with open(cfg_path, "wb") as file:
+        file.write(cfg.to_bytes())
+    if weights_path is not None:
+        write_weights(weights_path, header, layers, params)
 
 
 def load(cfg_path=None, weights_path=None, *, partial=False):
@@ -201,6 +203,7 @@ def load(cfg_path=None, weights_path=None, *, partial=False):
         cfg_path, weights_path = DEFAULT_CFG, DEFAULT_WEIGHTS
     cfg = read_cfg(os.fspath(cfg_path))
     model = Model(cfg)
+    model.sources = (os.fspath(cfg_path),) if weights_path is None else (os.fspath(cfg_path), os.fspath(weights_path))
     if weights_path is not None:
         try:
             model.header, model.params = read_weights(os.fspath(weights_path), model.layers, partial=partial)
@@ -208,42 +211,3 @@ def load(cfg_path=None, weights_path=None, *, partial=False):
             error.warnings = model.warnings  # a misspelt batch_normalize changes the size
             raise
     return model
-
-
-def convert(cfg_path, weights_path, out_cfg_path, out_weights_path, *, force=False):
-    """Fold a model's BatchNorms and write the folded pair, one layer at a time.
-
-    The same files as ``load(cfg_path, weights_path).fold().save(...)``, but
-    each folded layer is written and dropped before the next is computed, so
-    memory stays near the size of the input file. The inputs are checked
-    first; an input is never overwritten, an existing output only with
-    ``force=True``, and the two outputs appear together or not at all.
-    Returns the folded model, read back from the written files.
-    """
-    from .fold import folded_params, plan_fold
-
-    model = load(cfg_path, weights_path)
-    if os.path.abspath(out_cfg_path) == os.path.abspath(out_weights_path):
-        raise OutputError(f"{out_cfg_path}: the folded cfg and weights need two different paths", path=out_cfg_path,
-                          expected="two output paths", found="one")
-    _check_outputs((out_cfg_path, out_weights_path), (cfg_path, weights_path), force)
-    plan = plan_fold(model)
-    _, layers, _ = build_layers(plan.cfg)
-    _write_model(plan.cfg, out_cfg_path, out_weights_path, model.header, layers, folded_params(model, plan))
-    folded = load(out_cfg_path, out_weights_path)
-    folded.folded = plan.folded
-    folded.warnings = model.warnings  # line numbers of the input, which the user edits
-    return folded
-
-
-def _check_outputs(outputs, inputs, force):
-    for output in outputs:
-        if not os.path.exists(output):
-            continue
-        for source in inputs:
-            if os.path.samefile(source, output):
-                raise OutputError(f"{output}: output would overwrite the input {source}", path=output,
-                                  expected="a new file", found=f"the input {source}")
-        if not force:
-            raise OutputError(f"{output}: already exists; use --force (force=True) to replace it", path=output,
-                              expected="a new file", found="an existing file")
