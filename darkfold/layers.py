@@ -247,7 +247,7 @@ def parse_net(section):
                      "channels" if "channels" in s else "inputs", expected=f"at most {MAX_VALUES} values",
                      found=values)
     letter_box = s.get_int("letter_box", 0)
-    s.ignore(*_NET_TRAINING_KEYS)
+    s.allow_unused(*_NET_TRAINING_KEYS)
     return Net(width, height, channels, letter_box, section)
 
 
@@ -263,13 +263,13 @@ def parse_convolutional(ctx):
     stride_x = s.get_int("stride_x", stride, minimum=1)
     stride_y = s.get_int("stride_y", stride, minimum=1)
     dilation = 1 if size == 1 else s.get_int("dilation", 1, minimum=1)
-    s.ignore("dilation")
+    s.allow_unused("dilation")
     pad = s.get_int("pad", 0)
     padding = size // 2 if pad else s.get_int("padding", 0, minimum=0)
-    s.ignore("padding")
+    s.allow_unused("padding")
     activation = ctx.activation("logistic")
     batch_normalize = 1 if s.get_int("batch_normalize", 0) or s.get_int("cbn", 0) else 0
-    s.ignore("assisted_excitation", "dot", "angle", "grad_centr", "reverse", "stream", "wait_stream")
+    s.allow_unused("assisted_excitation", "dot", "angle", "grad_centr", "reverse", "stream", "wait_stream")
 
     w, h, c = ctx.input
     if c % groups or filters % groups:
@@ -338,7 +338,7 @@ def _parse_pool(ctx, kind):
     padding = s.get_int("padding", size - 1, minimum=0)
     if kind == "maxpool":
         ctx.refuse("maxpool_depth", "antialiasing")
-        s.ignore("out_channels", "maxpool_zero_nonmax")
+        s.allow_unused("out_channels", "maxpool_zero_nonmax")
     w, h, c = ctx.input
     # maxpool_layer.c: out = (in + padding - size) / stride + 1; the window
     # starts at -padding/2, so the extra padding falls on the right and bottom.
@@ -369,7 +369,7 @@ def parse_route(ctx):
     sources = ctx.resolve("layers")
     groups = s.get_int("groups", 1, minimum=1)
     group_id = s.get_int("group_id", 0, minimum=0)
-    s.ignore("stream", "wait_stream")
+    s.allow_unused("stream", "wait_stream")
     if group_id >= groups:
         raise ctx.error(f"group_id={group_id} must be less than groups={groups}", "group_id")
     shapes = [ctx.layers[i].output for i in sources]
@@ -535,7 +535,7 @@ def _parse_yolo_head(ctx, values_per_box):
     nms_kind = s.get_str("nms_kind", "default",
                          choices={"default", "greedynms", "diounms", "cornersnms"})
     beta_nms = s.get_float("beta_nms", 0.6)
-    s.ignore(*_HEAD_TRAINING_KEYS, "yolo_point")
+    s.allow_unused(*_HEAD_TRAINING_KEYS, "yolo_point")
     _check_head_input(ctx, classes + values_per_box, len(mask),
                       f"classes={classes} with {len(mask)} masked anchors")
     options = dict(classes=classes, num=num, mask=tuple(mask), anchors=anchors, boxes=len(mask),
@@ -562,7 +562,7 @@ def parse_region(ctx):
     anchors = _anchors(ctx, num)
     tree = s.get_str("tree", "")
     classfix = s.get_int("classfix", 0)
-    s.ignore(*_HEAD_TRAINING_KEYS, "map", "sqrt")
+    s.allow_unused(*_HEAD_TRAINING_KEYS, "map", "sqrt")
     _check_head_input(ctx, coords + 1 + classes, num, f"coords={coords}, classes={classes}, num={num}")
     options = dict(coords=coords, classes=classes, num=num, boxes=num, softmax=softmax, anchors=anchors,
                    tree=tree, classfix=classfix)
@@ -577,7 +577,7 @@ def parse_detection(ctx):
     side = s.get_int("side", 7, minimum=1)
     softmax = s.get_int("softmax", 0)
     sqrt = s.get_int("sqrt", 0)  # boxes store sqrt(w), sqrt(h)
-    s.ignore(*_HEAD_TRAINING_KEYS, "reorg")
+    s.allow_unused(*_HEAD_TRAINING_KEYS, "reorg")
     inputs = ctx.input.w * ctx.input.h * ctx.input.c
     expected = side * side * ((1 + coords) * num + classes)
     if inputs != expected:
@@ -590,7 +590,7 @@ def parse_detection(ctx):
 def parse_dropout(ctx):
     s = ctx.section
     probability = s.get_float("probability", 0.2)
-    s.ignore("dropblock", "dropblock_size_rel", "dropblock_size_abs")
+    s.allow_unused("dropblock", "dropblock_size_rel", "dropblock_size_abs")
     return ctx.layer(ctx.input, options=dict(probability=probability))
 
 
@@ -606,14 +606,14 @@ def parse_softmax(ctx):
                         "groups", expected=f"a divisor of {inputs}", found=groups)
     if temperature == 0:
         raise ctx.error("temperature=0: the softmax divides by it; expected a non-zero number", "temperature")
-    s.ignore("spatial", "noloss")
+    s.allow_unused("spatial", "noloss")
     return ctx.layer(ctx.input, options=dict(groups=groups, temperature=temperature, tree=tree))
 
 
 def parse_cost(ctx):
     s = ctx.section
     s.get_str("type", "sse", choices={"sse", "masked", "smooth", "L1", "seg", "wgan"})
-    s.ignore("scale", "ratio", "noobject_scale", "thresh")
+    s.allow_unused("scale", "ratio", "noobject_scale", "thresh")
     return ctx.layer(ctx.input)
 
 
@@ -683,7 +683,7 @@ def build_layers(cfg):
                 raise _unknown_type(section, index)
             ctx = _Context(section, index, shape, layers)
             ctx.refuse("dontload", "dontloadscales")
-            section.ignore(*_COMMON_TRAINING_KEYS)
+            section.allow_unused(*_COMMON_TRAINING_KEYS)
             layer = parser(ctx)
             layer.type = _CANONICAL.get(layer.type, layer.type)
             params += layer.param_count
@@ -720,7 +720,7 @@ def _section_notes(section):
         first = section.options[option.key]
         message = (f"{section.path}:{option.line}: duplicate key '{option.key}' in [{section.name}] "
                    f"(first set on line {first.line})")
-        if section.is_ignored(option.key):
+        if section.is_allowed_unused(option.key):
             notes.append((f"{message}; the first is used, as in Darknet", False, section, option.line))
         else:
             notes.append((message, True, section, option.line))
