@@ -711,9 +711,9 @@ class LayerType:
     ``parse(ctx)`` reads the type's cfg keys and returns its ``Layer`` (shape, parameters in
     .weights order, BFLOPs); ``describe(layer)`` gives the name and option columns (29
     characters) of its row in Darknet's layer table, as ``darkfold info`` prints it.
-    ``inputs`` follows from ``reads_previous`` (the layer before, as Darknet's forward pass
-    hands every layer but a route) and ``source_key`` (the key listing other layers it
-    reads: ``layers`` or ``from``). A ``head`` is a detection head, whose output detection
+    ``Layer.inputs`` follows from ``reads_previous`` (whether it reads the output of the layer
+    before, which Darknet's forward pass hands every layer as its input and a route ignores)
+    and ``source_key`` (the key listing the other layers it reads: ``layers`` or ``from``). A ``head`` is a detection head, whose output detection
     decodes into boxes (Darknet's fill_network_boxes, network.c, asks the layers of these
     four types); the type's name is its kind: yolo, Gaussian_yolo, region, detection.
     """
@@ -725,6 +725,9 @@ class LayerType:
     reads_previous: bool = True
     source_key: str = None
     head: bool = False
+
+    def __repr__(self):
+        return f"<LayerType [{self.name}]>"
 
     @property
     def section_names(self):
