@@ -26,7 +26,7 @@ from darkfold.errors import (
 from darkfold.layers import build_layers
 from darkfold.weights import Header
 
-from fixtures import LOCAL, NET, SMALL_YOLO
+from fixtures import LOCAL, NET, SMALL_YOLO as YOLO
 
 # --------------------------------------------------------------------------------------------
 # the error classes
@@ -69,8 +69,8 @@ def test_api_errors_carry_file_line_and_layer(tmp_path):
 
 
 def test_truncated_weights_error_names_layer_and_byte_counts(tmp_path):
-    cfg = write(tmp_path / "m.cfg", SMALL_YOLO)
-    weights = write(tmp_path / "m.weights", weights_for(SMALL_YOLO)[:-8])
+    cfg = write(tmp_path / "m.cfg", YOLO)
+    weights = write(tmp_path / "m.weights", weights_for(YOLO)[:-8])
     with pytest.raises(WeightsError) as error:
         darkfold.load(cfg, weights)
     assert (error.value.path, error.value.layer, error.value.line) == (str(weights), 2, None)
@@ -78,7 +78,7 @@ def test_truncated_weights_error_names_layer_and_byte_counts(tmp_path):
 
 
 def test_convert_output_errors_are_output_errors(tmp_path):
-    cfg, weights = write(tmp_path / "m.cfg", SMALL_YOLO), write(tmp_path / "m.weights", weights_for(SMALL_YOLO))
+    cfg, weights = write(tmp_path / "m.cfg", YOLO), write(tmp_path / "m.weights", weights_for(YOLO))
     write(tmp_path / "f.cfg", "mine")
     with pytest.raises(OutputError) as error:
         darkfold.convert(cfg, weights, tmp_path / "f.cfg", tmp_path / "f.weights")
@@ -91,12 +91,12 @@ def test_fold_without_weights_is_a_model_error():
 
 
 # --------------------------------------------------------------------------------------------
-# small models to break: variants of fixtures.SMALL_YOLO
+# small models to break: YOLO is fixtures.SMALL_YOLO
 
-YOLO_2_CLASSES = SMALL_YOLO.replace("filters=18", "filters=21").replace("classes=1", "classes=2")
-YOLO_FOLDED = SMALL_YOLO.replace("batch_normalize=1", "batch_normalize=0")
+YOLO_2_CLASSES = YOLO.replace("filters=18", "filters=21").replace("classes=1", "classes=2")
+YOLO_FOLDED = YOLO.replace("batch_normalize=1", "batch_normalize=0")
 # A NaN as the first bias: the right size, garbage inside.
-NAN = lambda: weights_for(SMALL_YOLO)[:20] + np.float32("nan").tobytes() + weights_for(SMALL_YOLO)[24:]
+NAN = lambda: weights_for(YOLO)[:20] + np.float32("nan").tobytes() + weights_for(YOLO)[24:]
 
 
 HEADER = Header(0, 2, 0, 64000)
@@ -149,7 +149,7 @@ def case(name, files, argv, file, message, code=2):
     return Case(name, files, tuple(argv.split()), file, message, code)
 
 
-M = {"m.cfg": SMALL_YOLO, "m.weights": lambda: weights_for(SMALL_YOLO)}  # a good pair, to break one file of
+M = {"m.cfg": YOLO, "m.weights": lambda: weights_for(YOLO)}  # a good pair, to break one file of
 DOG = lambda: (Path(__file__).parent.parent / "data" / "dog.jpg").read_bytes()
 CUT = lambda data, end: lambda: data()[:end]  # one-line table helpers
 CFG = lambda text: {"bad.cfg": text}
@@ -161,7 +161,7 @@ CASES = [
     case("cfg is a folder", {"d/x": ""}, "info d", "d", "is a directory, expected a cfg file"),
     case("cfg empty", CFG(""), INFO, "bad.cfg", "no sections; a cfg starts with [net]"),
     case("cfg only comments", CFG("# yolo\n; more\n"), INFO, "bad.cfg", "no sections"),
-    case("weights given as the cfg", {"bad.cfg": lambda: weights_for(SMALL_YOLO)}, INFO, "bad.cfg",
+    case("weights given as the cfg", {"bad.cfg": lambda: weights_for(YOLO)}, INFO, "bad.cfg",
          "not a text cfg file (a zero byte at offset 0); is it a .weights file given in place of the .cfg?"),
     case("option before any section", CFG("width=8\n" + NET), INFO, "bad.cfg:1", "comes before the first [section]"),
     case("unclosed section header", CFG(NET + "[convolutional\n"), INFO, "bad.cfg:5",
@@ -183,7 +183,7 @@ CASES = [
          "size='1.5': expected an integer"),
     case("integer of 5000 digits", CFG(NET + "[maxpool]\nsize=" + "7" * 5000 + "\n"), INFO, "bad.cfg:6",
          "': expected an integer"),
-    case("infinite number", CFG(SMALL_YOLO.replace("classes=1", "classes=1\nscale_x_y=1e999")), INFO, "bad.cfg:27",
+    case("infinite number", CFG(YOLO.replace("classes=1", "classes=1\nscale_x_y=1e999")), INFO, "bad.cfg:27",
          "scale_x_y='1e999': expected a number"),
     case("unknown activation", CFG(NET + "[convolutional]\nactivation=leakyy\n"), INFO, "bad.cfg:6",
          "unknown activation 'leakyy'; Darknet knows: "),
@@ -195,12 +195,12 @@ CASES = [
          INFO, "bad.cfg:10", "route needs equal width and height"),
     case("shortcut of unequal sizes", CFG(NET + "[maxpool]\n[maxpool]\nsize=2\nstride=2\n[shortcut]\nfrom=-2\n"),
          INFO, "bad.cfg:10", "darkfold supports shortcuts between layers of equal width and height only"),
-    case("classes vs filters before [yolo]", CFG(SMALL_YOLO.replace("classes=1", "classes=80")), INFO, "bad.cfg:23",
+    case("classes vs filters before [yolo]", CFG(YOLO.replace("classes=1", "classes=80")), INFO, "bad.cfg:23",
          "the layer before outputs 18 channels, but classes=80 with 3 masked anchors needs 85 x 3 = 255: "
          "set filters=255 in the [convolutional] layer before it"),
-    case("mask outside the anchors", CFG(SMALL_YOLO.replace("mask=0,1,2", "mask=3,4,5")), INFO, "bad.cfg:24",
+    case("mask outside the anchors", CFG(YOLO.replace("mask=0,1,2", "mask=3,4,5")), INFO, "bad.cfg:24",
          "mask index 3 is outside the 3 anchors"),
-    case("too few anchors", CFG(SMALL_YOLO.replace("anchors=10,14, 23,27, 37,58", "anchors=10,14")), INFO,
+    case("too few anchors", CFG(YOLO.replace("anchors=10,14, 23,27, 37,58", "anchors=10,14")), INFO,
          "bad.cfg:25", "anchors= has 2 values, expected 6"),
     case("kernel larger than the input", CFG("[net]\nwidth=4\nheight=4\nchannels=1\n[convolutional]\nsize=5\n"),
          INFO, "bad.cfg:5", "a 5x5 kernel does not fit the 4 x 4 input"),
@@ -213,13 +213,13 @@ CASES = [
     case("reorg of channels that do not split", CFG(NET + "[reorg]\nstride=2\n"), INFO, "bad.cfg:6",
          "Darknet's reorg cuts the channels of its input into stride x stride = 4 planes, and 4 does not divide 3"),
     case("upsample stride 0", CFG(NET + "[upsample]\nstride=0\n"), INFO, "bad.cfg:6", "stride=0: expected a non-zero"),
-    case("yolo classes=0", CFG(SMALL_YOLO.replace("classes=1", "classes=0")), INFO, "bad.cfg:26",
+    case("yolo classes=0", CFG(YOLO.replace("classes=1", "classes=0")), INFO, "bad.cfg:26",
          "classes='0': expected an integer >= 1"),
-    case("CR-only line ends", CFG(SMALL_YOLO.replace("\n", "\r")), INFO, "bad.cfg:1", "old Mac (CR-only) line ends"),
+    case("CR-only line ends", CFG(YOLO.replace("\n", "\r")), INFO, "bad.cfg:1", "old Mac (CR-only) line ends"),
     case("CRLF cfg with a bad value", CFG((NET + "[convolutional]\nfilters=four\n").replace("\n", "\r\n")), INFO,
          "bad.cfg:6", "filters='four': expected an integer"),
     # ---- absurd sizes: fail before anything is allocated
-    case("width=100000", CFG(SMALL_YOLO.replace("width=32", "width=100000")), INFO, "bad.cfg:2",
+    case("width=100000", CFG(YOLO.replace("width=32", "width=100000")), INFO, "bad.cfg:2",
          "width=100000: darkfold accepts inputs of at most 16384 pixels a side"),
     case("filters=1000000000", CFG(NET + "[convolutional]\nfilters=1000000000\nsize=3\n"), INFO, "bad.cfg:5",
          "its weights would be 1000000000 x 3 x 3 x 3 = 27,000,000,000 values"),
@@ -228,14 +228,14 @@ CASES = [
     case("maxpool window beyond any image", CFG(NET + "[maxpool]\nsize=100000\n"), INFO, "bad.cfg:6",
          "size=100000 is larger than any input darkfold accepts"),
     # ---- the weights file (info)
-    case("weights missing", {"m.cfg": SMALL_YOLO}, "info m.cfg nope.weights", "nope.weights", "weights file not found"),
-    case("weights is a folder", {"m.cfg": SMALL_YOLO, "w/x": ""}, "info m.cfg w", "w",
+    case("weights missing", {"m.cfg": YOLO}, "info m.cfg nope.weights", "nope.weights", "weights file not found"),
+    case("weights is a folder", {"m.cfg": YOLO, "w/x": ""}, "info m.cfg w", "w",
          "is a directory, expected a weights file"),
-    case("weights empty", {"m.cfg": SMALL_YOLO, "m.weights": b""}, "info m.cfg m.weights", "m.weights",
+    case("weights empty", {"m.cfg": YOLO, "m.weights": b""}, "info m.cfg m.weights", "m.weights",
          "the weights file is empty"),
     case("weights shorter than a header", {**M, "m.weights": b"\0" * 10}, "info m.cfg m.weights", "m.weights",
          "10 bytes is too short for a Darknet weights header"),
-    case("cfg given as the weights", {"m.cfg": SMALL_YOLO}, "info m.cfg m.cfg", "m.cfg",
+    case("cfg given as the weights", {"m.cfg": YOLO}, "info m.cfg m.cfg", "m.cfg",
          "this is a text file, not Darknet weights; is it the .cfg given in place of the .weights?"),
     case("negative version", {**M, "m.weights": header_bytes(-1, 2, 0, 0, "<u8") + b"\0" * 64},
          "info m.cfg m.weights", "m.weights", "bad header: version -1.2.0 is not a Darknet weights version"),
@@ -244,24 +244,24 @@ CASES = [
     case("truncated weights", {**M, "m.weights": CUT(M["m.weights"], -100)}, "info m.cfg m.weights", "m.weights",
          "truncated: layer 2 [convolutional] (m.cfg:18) needs 648 bytes from offset 1012, but only 548 remain: "
          "expected 1660 bytes, file has 1560 (100 missing). A truncated download, or weights for a different cfg."),
-    case("extended weights", {**M, "m.weights": lambda: weights_for(SMALL_YOLO) + b"\0" * 8}, "info m.cfg m.weights",
+    case("extended weights", {**M, "m.weights": lambda: weights_for(YOLO) + b"\0" * 8}, "info m.cfg m.weights",
          "m.weights", "8 bytes left over after the last layer with parameters (layer 2 [convolutional], m.cfg:18)"),
     case("32-bit seen under version 0.2", {**M, "m.weights": lambda: header_bytes(0, 2, 0, 5000, "<u4")
-                                           + weights_for(SMALL_YOLO)[20:]},
+                                           + weights_for(YOLO)[20:]},
          "info m.cfg m.weights", "m.weights", "between a 32-bit and a 64-bit `seen`"),
     case("64-bit seen under version 0.1", {**M, "m.weights": lambda: header_bytes(0, 1, 0, 5000, "<u8")
-                                           + weights_for(SMALL_YOLO)[20:]},
+                                           + weights_for(YOLO)[20:]},
          "info m.cfg m.weights", "m.weights", "between a 32-bit and a 64-bit `seen`"),
-    case("backbone .conv.N without --partial", {**M, "m.conv.1": lambda: weights_for(SMALL_YOLO, layers=1)},
+    case("backbone .conv.N without --partial", {**M, "m.conv.1": lambda: weights_for(YOLO, layers=1)},
          "info m.cfg m.conv.1", "m.conv.1", "partial=True (--partial)"),
-    case("backbone cut inside a layer, --partial", {**M, "m.conv.1": lambda: weights_for(SMALL_YOLO, layers=1)[:-4]},
+    case("backbone cut inside a layer, --partial", {**M, "m.conv.1": lambda: weights_for(YOLO, layers=1)[:-4]},
          "info m.cfg m.conv.1 --partial", "m.conv.1", "truncated: layer 0 [convolutional]"),
     case("folded weights with the unfolded cfg", {**M, "f.weights": lambda: weights_for(YOLO_FOLDED)},
          "info m.cfg f.weights", "f.weights", "these are folded weights (darkfold convert); use them with the "
                                               "folded cfg"),
     case("weights for other classes", {**M, "c2.cfg": YOLO_2_CLASSES}, "info c2.cfg m.weights", "m.weights",
          "The file fits this cfg with classes=1 instead of 2 in every [yolo] layer"),
-    case("misspelt batch_normalize", {**M, "typo.cfg": SMALL_YOLO.replace("batch_normalize", "batch_normalise")},
+    case("misspelt batch_normalize", {**M, "typo.cfg": YOLO.replace("batch_normalize", "batch_normalise")},
          "info typo.cfg m.weights", "m.weights",
          "96 bytes left over after the last layer with parameters (layer 2 [convolutional], typo.cfg:18): this "
          "cfg needs 1564 bytes, file has 1660. The file is exactly the size of this model with BatchNorm in every "
@@ -271,14 +271,14 @@ CASES = [
     case("convert without weights", M, "convert m.cfg -o out", "m.cfg", "convert needs the weights too"),
     case("convert truncated weights", {**M, "m.weights": CUT(M["m.weights"], -1)}, "convert m.cfg m.weights -o out",
          "m.weights", "truncated: layer 2"),
-    case("convert a bad cfg", {**M, "m.cfg": SMALL_YOLO.replace("filters=18", "filters=19")},
+    case("convert a bad cfg", {**M, "m.cfg": YOLO.replace("filters=18", "filters=19")},
          "convert m.cfg m.weights -o out", "m.cfg:23", "set filters=18"),
     case("convert swapped inputs", M, "convert m.weights m.cfg -o out", "m.weights", "not a text cfg file"),
     case("convert weights holding NaN", {**M, "m.weights": NAN}, "convert m.cfg m.weights -o out", "m.cfg",
          "layer 2 outputs NaN or inf on the sample input, so no fold can be checked against it"),
     case("convert output exists", {**M, "out/m-folded.weights": "mine"}, "convert m.cfg m.weights -o out",
          "out/m-folded.weights", "already exists; use --force (force=True) to replace it"),
-    case("convert output is the input", {"x.cfg": SMALL_YOLO, "x-folded.cfg": lambda: weights_for(SMALL_YOLO)},
+    case("convert output is the input", {"x.cfg": YOLO, "x-folded.cfg": lambda: weights_for(YOLO)},
          "convert x.cfg x-folded.cfg -o . --force", "./x-folded.cfg", "output would overwrite the input x-folded.cfg"),
     case("convert output folder is a file", {**M, "out": "a file"}, "convert m.cfg m.weights -o out", "out",
          "output folder is a file"),
