@@ -76,9 +76,8 @@ def model_heads(model):
     """The model's detection heads, in layer order; ModelError if it has none it can decode."""
     heads = []
     for layer in model.layers:
-        if layer.type in ("Gaussian_yolo", "detection"):
-            raise ModelError.at_layer(layer, ": darkfold detect decodes [yolo] and [region] heads only",
-                                      expected="[yolo] or [region]", found=f"[{layer.type}]")
+        if not layer.is_head:
+            continue
         if layer.type == "yolo":
             anchors = np.array([layer.anchors[m] for m in layer.mask], np.float32)
             # parse_yolo (parser.c) knows greedynms and diounms; any other name is the default.
@@ -94,6 +93,9 @@ def model_heads(model):
                                           "coords=4 only", expected="coords=4", found=f"coords={layer.coords}")
             heads.append(Head(layer.index, "region", layer.classes, np.array(layer.anchors, np.float32),
                               softmax=layer.softmax, classfix=layer.classfix))
+        else:
+            raise ModelError.at_layer(layer, ": darkfold detect decodes [yolo] and [region] heads only",
+                                      expected="[yolo] or [region]", found=f"[{layer.type}]")
     if not heads:
         raise ModelError(f"{model.cfg.path}: no [yolo] or [region] layer: not a detection model",
                          path=model.cfg.path, expected="a [yolo] or [region] layer", found="none")

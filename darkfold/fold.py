@@ -136,12 +136,12 @@ def runtime_batchnorm(arrays):
 
 def _is_mergeable_batchnorm(model, layer):
     """A [batchnorm] right after a linear convolution that nothing else reads."""
-    if layer.type != "batchnorm" or layer.index == 0 or model.params[layer.index] is None:
+    if layer.type != "batchnorm" or not layer.inputs or model.params[layer.index] is None:
         return False
-    before = model.layers[layer.index - 1]
+    before = model.layers[layer.inputs[0]]  # the layer before, all a [batchnorm] reads
     if before.type != "convolutional" or before.activation != "linear":
         return False
-    return not any(before.index in other.sources for other in model.layers)
+    return all(other is layer for other in model.layers if before.index in other.inputs)
 
 
 def _merge_batchnorm(conv, batchnorm):
@@ -166,7 +166,7 @@ def _renumber_references(cfg, layers, dropped):
 
     sections = cfg.sections[1:]
     for layer in layers:
-        key = layer.source_key
+        key = layer.kind.source_key
         if key is None or layer.index in dropped:
             continue
         section = sections[layer.index]

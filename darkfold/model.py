@@ -9,8 +9,6 @@ from .cfg import read_cfg
 from .errors import DarkfoldError, ModelError
 from .files import InputFiles, atomic_outputs
 from .layers import build_layers
-
-HEAD_TYPES = ("yolo", "region", "Gaussian_yolo", "detection")
 from .weights import read_weights, write_weights
 
 
@@ -105,8 +103,8 @@ class Model:
 
     @property
     def head_inputs(self):
-        """Indices of the layers whose outputs the detection heads decode."""
-        heads = [layer.index - 1 for layer in self.layers if layer.type in HEAD_TYPES and layer.index > 0]
+        """Indices of the layers whose outputs the detection heads decode (the last layer's without heads)."""
+        heads = [source for layer in self.layers if layer.is_head for source in layer.inputs]
         return heads or [len(self.layers) - 1]
 
     def forward(self, x, layers=None, *, fold=True, threads=None):

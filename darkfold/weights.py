@@ -237,7 +237,7 @@ def _folding_hint(layers, actual, header):
     if with_batchnorm and surplus == -12 * sum(l.params[0].size for l in with_batchnorm):
         return ("The file is exactly the size of this model with its BatchNorm folded: these are folded "
                 "weights (darkfold convert); use them with the folded cfg, which says batch_normalize=0.")
-    heads = {l.index - 1 for l in layers if "boxes" in l.options}
+    heads = {source for l in layers if l.is_head for source in l.inputs}
     foldable = [l for l in layers if l.type == "convolutional" and not l.batch_normalize and l.index not in heads]
     if foldable and surplus == 12 * sum(l.filters for l in foldable):
         return ("The file is exactly the size of this model with BatchNorm in every convolution before the "
@@ -251,8 +251,10 @@ def _classes_hint(layers, actual, header):
     The [convolutional] before each [yolo]/[region] layer has filters =
     boxes * (classes + values per box); the file size is linear in classes.
     """
-    heads = [l for l in layers if "boxes" in l.options]
-    convs = [layers[h.index - 1] for h in heads if h.index > 0 and layers[h.index - 1].type == "convolutional"]
+    # A [detection] head (YOLOv1) has boxes * (coords + 1) + classes values per cell: its
+    # size grows by one filter per class, not by one per box.
+    heads = [l for l in layers if l.is_head and l.type != "detection"]
+    convs = [layers[i] for h in heads for i in h.inputs if layers[i].type == "convolutional"]
     if not heads or len(convs) != len(heads):
         return ""
     classes = heads[0].classes

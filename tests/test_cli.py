@@ -10,6 +10,7 @@ import darkfold
 from darkfold.cli import main
 
 from conftest import CFG_DIR, REPO, write
+from fixtures import NET
 
 
 def run(capsys, *argv):
@@ -75,7 +76,6 @@ def test_errors_are_one_line_on_stderr_with_exit_code_2(capsys, argv, message):
     assert err.startswith("darkfold: error: ") and message in err and err.count("\n") == 1
 
 
-NET = "[net]\nwidth=32\nheight=32\nchannels=3\n"
 BAD_CFGS = {
     "unknown layer type": (NET + "[convolution]\nfilters=4\n", "bad.cfg:5: layer 0: unknown layer type [convolution]"),
     "bad value": (NET + "[convolutional]\nfilters=four\n", "bad.cfg:6: [convolutional] filters='four': expected an integer"),

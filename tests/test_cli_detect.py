@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 from conftest import CFG_DIR, DATA_DIR, write
+from fixtures import NET
 
 import darkfold
 from darkfold.cli import main
@@ -183,7 +184,7 @@ def test_a_names_file_names_the_classes_of_another_model(capsys, tmp_path, tiny_
     assert out.splitlines()[1].startswith("class16: 81%")
 
 
-NO_HEAD_CFG = "[net]\nwidth=32\nheight=32\nchannels=3\n[convolutional]\nfilters=4\nsize=3\nactivation=leaky\n"
+NO_HEAD_CFG = NET + "[convolutional]\nfilters=4\nsize=3\nactivation=leaky\n"
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -12,6 +12,8 @@ from conftest import CFG_DIR, REPO
 from oracle import needs_opencv_darknet
 
 import darkfold
+from darkfold.engine import STEPS
+from darkfold.layers import TYPES
 
 # Every YOLO network the engine claims, with an input size that keeps CI short.
 ENGINE_CFGS = {
@@ -459,6 +461,11 @@ def test_unknown_layer_index_is_refused(tiny_model):
 def test_a_model_without_weights_cannot_run(tiny_cfg):
     with pytest.raises(darkfold.DarkfoldError, match="needs its .weights file"):
         darkfold.load(tiny_cfg).forward(np.zeros((1, 3, 416, 416), np.float32))
+
+
+def test_the_engine_runs_registry_types_by_their_names_and_all_but_local_and_cost():
+    # A type added to layers.TYPES fails here until it has a step (or joins the exceptions).
+    assert set(STEPS) <= set(TYPES) and set(TYPES) - set(STEPS) == {"local", "cost"}
 
 
 def test_a_layer_the_engine_cannot_run_is_named_before_running(tmp_path):

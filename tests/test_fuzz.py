@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 import darkfold
 from darkfold.cfg import Cfg
 from darkfold.cli import main
-from darkfold.layers import PARSERS, build_layers
+from darkfold.layers import TYPES, build_layers
 from darkfold.summary import layer_table, model_summary
 from darkfold.verify import sample_input
 from darkfold.weights import Header
@@ -164,7 +164,8 @@ KEYS = sorted({"filters", "size", "stride", "pad", "padding", "groups", "group_i
                "batch_normalize", "mask", "anchors", "classes", "num", "coords", "width", "height", "channels",
                "inputs", "output", "dilation", "stride_x", "stride_y", "reverse", "scale_x_y", "new_coords",
                "weights_type", "weights_normalization", "side", "scale_wh", "xnor", "probability", "type"})
-SECTIONS = sorted(set(PARSERS) | {"net", "network", "lstm", "crop", "convolution", "", "yolo]", "[net"})
+SECTION_NAMES = {name for kind in TYPES.values() for name in kind.section_names}
+SECTIONS = sorted(SECTION_NAMES | {"net", "network", "lstm", "crop", "convolution", "", "yolo]", "[net"})
 VALUES = st.one_of(
     st.integers(-(2**33), 2**33).map(str),
     st.integers(-3, 40).map(str),

@@ -20,6 +20,12 @@ def test_options_are_attributes_of_a_layer(tiny_model):
         conv.no_such_option
 
 
+@pytest.mark.parametrize("name, expected", [("yolov3-tiny.cfg", [15, 22]), ("yolov4-tiny-3l.cfg", [29, 36, 43]),
+                                            ("yolov2.cfg", [30]), ("yolov1.cfg", [30]), ("darknet19.cfg", [26])])
+def test_head_inputs_are_what_the_detection_heads_read_or_the_last_layer(name, expected):
+    assert darkfold.load(CFG_DIR / name).head_inputs == expected
+
+
 def test_fold_returns_a_new_model_and_leaves_the_original_alone(tiny_model):
     before = {name: array.copy() for name, array in tiny_model.params[0].items()}
     folded = tiny_model.fold()
