@@ -19,6 +19,7 @@ from .errors import (
     ImageError,
     ModelError,
     OutputError,
+    UnsupportedError,
     WeightsError,
 )
 from .conversion import convert
@@ -26,5 +27,5 @@ from .model import Model, load
 from .verify import VerificationError, verify
 
 __all__ = ["load", "convert", "verify", "Model", "DarkfoldError", "CfgError", "WeightsError", "ModelError",
-           "ImageError", "OutputError", "VerificationError", "DEFAULT_CFG", "DEFAULT_WEIGHTS", "COCO_NAMES"]
+           "ImageError", "OutputError", "UnsupportedError", "VerificationError", "DEFAULT_CFG", "DEFAULT_WEIGHTS", "COCO_NAMES"]
 __version__ = "0.1.0"

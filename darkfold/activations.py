@@ -7,7 +7,7 @@ The normalize_channels family (a per-pixel softmax across channels) is not suppo
 """
 
 from . import kernels
-from .errors import ModelError
+from .errors import UnsupportedError
 
 ACTIVATIONS = {
     "linear": kernels.LINEAR, "leaky": kernels.LEAKY, "revleaky": kernels.LEAKY, "relu": kernels.RELU,
@@ -26,6 +26,6 @@ NONDECREASING = frozenset({kernels.LINEAR, kernels.LEAKY, kernels.RELU, kernels.
 def activation_code(layer):
     name = layer.activation
     if name not in ACTIVATIONS:
-        raise ModelError.at_layer(layer, f": activation={name} is not supported by darkfold's engine",
+        raise UnsupportedError.at_layer(layer, f": activation={name} is not supported by darkfold's engine",
                                   expected="an activation the engine runs", found=name)
     return ACTIVATIONS[name]

@@ -366,7 +366,7 @@ def run_detect(args):
     detector = Detector(model, names=args.names, thresh=args.thresh, letterbox=args.letterbox or None,
                         threads=args.threads)
     _notice_first_compile()
-    model.engine(threads=args.threads)  # built once, before the first image's time is taken
+    detector.prepare()  # before the first image's time is taken
     inputs = images.list_inputs(args.inputs or [SAMPLE_IMAGE])
     # Every file the run reads, so that no annotated copy replaces one of them.
     model_files = [path for path in (*model.sources, args.names) if path is not None]

@@ -17,7 +17,7 @@ import numpy as np
 from . import kernels
 from .activations import activation_code
 from .convolution import NO_BATCHNORM, float32_array, make_convolution
-from .errors import ModelError
+from .errors import ModelError, UnsupportedError
 from .fold import runtime_batchnorm
 from .threads import Workers, blas_threads, default_threads
 
@@ -234,7 +234,7 @@ class Softmax:
 
     def __init__(self, layer, arrays, fold):
         if layer.tree:
-            raise ModelError.at_layer(layer, ": tree= is not supported by darkfold's engine", found=layer.tree)
+            raise UnsupportedError.at_layer(layer, ": tree= is not supported by darkfold's engine", found=layer.tree)
         self.groups, self.temperature = layer.groups, layer.temperature
 
     def __call__(self, x, outputs, out, workers):
@@ -292,7 +292,7 @@ class Engine:
         for layer, arrays in zip(model.layers, model.params):
             step = STEPS.get(layer.type)
             if step is None:
-                raise ModelError.at_layer(layer, f" is not supported by darkfold's engine (it runs: "
+                raise UnsupportedError.at_layer(layer, f" is not supported by darkfold's engine (it runs: "
                                                  f"{', '.join(sorted(STEPS))})",
                                           expected="a layer type the engine runs", found=layer.type)
             if layer.params and arrays is None:

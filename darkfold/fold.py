@@ -103,10 +103,8 @@ def fold_model(model):
     ``model`` is not changed. The new model's ``folded`` lists the indices
     (in ``model``) of the layers whose BatchNorm was folded.
     """
-    from .model import Model
-
     plan = plan_fold(model)
-    result = Model(plan.cfg, model.header, list(folded_params(model, plan)))
+    result = type(model)(plan.cfg, model.header, list(folded_params(model, plan)))
     result.folded = plan.folded
     result.sources = model.sources  # unfolded layers' arrays are still the input file's
     result.warnings = model.warnings  # with the input's line numbers, which the user edits

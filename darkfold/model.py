@@ -28,7 +28,6 @@ class Model:
         self.params = params if params is not None else [None] * len(self.layers)
         self.folded = ()  # indices of layers whose BatchNorm fold() folded
         self.sources = ()  # the files it was read from, which save() never writes over
-        self._engines = {}
 
     def __repr__(self):
         return f"<darkfold.Model {self.cfg.path}: {len(self.layers)} layers, {self.bflops:.3f} BFLOPs>"
@@ -115,28 +114,15 @@ class Model:
         Returns ``{layer index: float32 array (batch, c, h, w)}`` for the layers
         feeding the [yolo]/[region] heads, or for the indices in ``layers``.
         ``fold=False`` applies each BatchNorm as Darknet does at run time instead
-        of folding it into the weights; ``threads`` defaults to every CPU.
+        of folding it into the weights; ``threads`` defaults to every CPU. The
+        engine is built on the first call and kept by ``darkfold.runtime``.
         """
-        wanted = self.head_inputs if layers is None else self._check_indices(layers)
-        x = self._check_input(x)
-        engine = self.engine(fold=fold, threads=threads)
-        if engine.fused.intersection(wanted):  # an output that a fused [maxpool] never stores
-            engine = self.engine(fold=fold, threads=threads, fuse=False)
-        return engine.forward(x, wanted)
+        # Imported here, not at the top: the runtime loads numba (a quarter of a second,
+        # and seconds more on a first run), which `import darkfold` and `darkfold info`
+        # must not pay. The runtime does not import this module.
+        from .runtime import forward
 
-    def engine(self, *, fold=True, threads=None, fuse=True):
-        """The engine that runs this model (built on first use, then reused). With ``fuse``,
-        convolutions apply the 2x2 [maxpool] after them and do not keep their own output."""
-        from .engine import Engine  # imports numba: only when a model runs
-
-        key = (fold, threads, fuse)
-        if key not in self._engines:
-            if not self.has_weights:
-                raise ModelError(f"{self.cfg.path}: running the model needs its .weights file",
-                                 path=self.cfg.path, expected="a model loaded with weights", found="no weights")
-            self.check_params()  # the kernels trust these shapes
-            self._engines[key] = Engine(self, fold=fold, threads=threads, fuse=fuse)
-        return self._engines[key]
+        return forward(self, x, layers, fold=fold, threads=threads)
 
     def detect(self, image, thresh=0.25, nms=0.45, *, names=None, letterbox=None, threads=None):
         """Detect objects as Darknet's ``detector test`` does; see ``darkfold.detect``.
@@ -149,33 +135,10 @@ class Model:
         ``letterbox``: None follows the cfg's ``letter_box``; ``threads``: as
         for ``forward``.
         """
+        # Imported here for the same reason as in forward(): detection loads numba and OpenCV.
         from .detect import detect
 
         return detect(self, image, thresh, nms, names=names, letterbox=letterbox, threads=threads)
-
-    def _check_input(self, x):
-        expected = (self.net.channels, self.net.height, self.net.width)
-        if not isinstance(x, np.ndarray):
-            raise ModelError(f"input: expected a numpy array (batch, {', '.join(map(str, expected))}), "
-                             f"got {type(x).__name__}", expected="a numpy array", found=type(x).__name__)
-        if x.dtype != np.float32:
-            raise ModelError(f"input: expected float32 values, got {x.dtype}; use x.astype(np.float32)",
-                             expected="float32", found=str(x.dtype))
-        if x.ndim != 4 or x.shape[1:] != expected or x.shape[0] < 1:
-            raise ModelError(f"input: expected shape (batch, {', '.join(map(str, expected))}) as "
-                             f"{self.cfg.path} [net] says, got {x.shape}", expected=("batch", *expected),
-                             found=x.shape)
-        x = np.ascontiguousarray(x)
-        return x if x.flags.writeable else x.copy()  # a read-only array would compile the kernels again
-
-    def _check_indices(self, indices):
-        indices = sorted({int(i) for i in indices})
-        for index in indices:
-            if not 0 <= index < len(self.layers):
-                raise ModelError(f"{self.cfg.path}: layer {index} does not exist "
-                                 f"(layers 0 to {len(self.layers) - 1})", path=self.cfg.path,
-                                 expected=f"0 to {len(self.layers) - 1}", found=index)
-        return indices
 
 
 def write_files(cfg, cfg_path, weights_path=None, header=None, layers=(), params=()):

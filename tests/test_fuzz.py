@@ -23,6 +23,7 @@ import darkfold
 from darkfold.cfg import Cfg
 from darkfold.cli import main
 from darkfold.layers import TYPES, build_layers
+from darkfold.runtime import release
 from darkfold.summary import layer_table, model_summary
 from darkfold.verify import sample_input
 from darkfold.weights import Header
@@ -469,8 +470,7 @@ def test_fuzzed_cfgs_run_or_raise_a_darkfold_error(scratch, text, fold, threads)
     except darkfold.DarkfoldError:
         return
     finally:
-        for engine in model._engines.values():
-            engine.close()  # its worker threads
+        release(model)  # the worker threads of the engines it built
     for index, output in outputs.items():
         w, h, c = model.layers[index].output
         assert output.shape == (1, c, h, w) and output.dtype == np.float32
