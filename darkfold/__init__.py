@@ -8,6 +8,8 @@
     darkfold.convert("yolov4.cfg", "yolov4.weights", "yolov4-folded.cfg", "yolov4-folded.weights")
     outputs = model.forward(x)  # raw head inputs for an NCHW float32 batch
     darkfold.verify(model, darkfold.load("yolov4-folded.cfg", "yolov4-folded.weights")).ok
+    for result in darkfold.predict(["photos/", "clip.mp4"], output="predictions"):  # `darkfold detect`
+        print(result.source, result.frame, result.detections)
 
 ``darkfold.load()`` with no arguments loads the bundled YOLOv3-tiny (COCO).
 """
@@ -26,6 +28,17 @@ from .conversion import convert
 from .model import Model, load
 from .verify import VerificationError, verify
 
-__all__ = ["load", "convert", "verify", "Model", "DarkfoldError", "CfgError", "WeightsError", "ModelError",
-           "ImageError", "OutputError", "UnsupportedError", "VerificationError", "DEFAULT_CFG", "DEFAULT_WEIGHTS", "COCO_NAMES"]
+__all__ = ["load", "convert", "verify", "predict", "Prediction", "Model", "DarkfoldError", "CfgError",
+           "WeightsError", "ModelError", "ImageError", "OutputError", "UnsupportedError", "VerificationError",
+           "DEFAULT_CFG", "DEFAULT_WEIGHTS", "COCO_NAMES"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # predict and Prediction live with detection, which loads OpenCV and the engine: resolved
+    # on first use, so that `import darkfold` (and `darkfold info`) does not pay for them.
+    if name in ("predict", "Prediction"):
+        from . import prediction
+
+        return getattr(prediction, name)
+    raise AttributeError(f"module 'darkfold' has no attribute {name!r}")

@@ -3,6 +3,8 @@
 import os
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 import darkfold
@@ -44,6 +46,16 @@ def write(path, data):
     """Write text or bytes to ``path`` and return it."""
     path = Path(path)
     path.write_bytes(data.encode() if isinstance(data, str) else data)
+    return path
+
+
+def make_video(path, frames=3, fourcc="MJPG"):
+    """A small video of ``frames`` frames of dog.jpg, shifted a little each frame; returns ``path``."""
+    image = cv2.resize(cv2.imread(str(DATA_DIR / "dog.jpg")), (384, 288))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 5, (384, 288))
+    for i in range(frames):
+        writer.write(np.roll(image, 8 * i, axis=1))
+    writer.release()
     return path
 
 
