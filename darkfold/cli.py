@@ -9,10 +9,10 @@ import time
 import traceback
 import unicodedata
 
-from . import __version__, convert, interrupts, load
-from .bundled import DEFAULT_CFG, DEFAULT_WEIGHTS
-from .errors import DarkfoldError, ImageError, ModelError, OutputError
-from .files import InputFiles, OutputFolder
+from . import __version__, convert, interrupts, load, outputs
+from .bundled import DEFAULT_CFG, DEFAULT_WEIGHTS, SAMPLE_IMAGE
+from .errors import DarkfoldError, ModelError
+from .files import OutputFolder
 from .summary import layer_table, model_summary
 from .verify import TOLERANCE, VerificationError, verify
 
@@ -201,8 +201,10 @@ def _parser():
     detect.add_argument("-o", "--output", metavar="OUT_DIR", default="predictions",
                         help="folder for the annotated images and videos (default: ./predictions; created if missing; "
                              "an earlier copy of the same name is replaced, as Darknet replaces predictions.jpg)")
+    detect.add_argument("--no-draw", dest="draw", action="store_false",
+                        help="detect and print only: write no annotated copies (for runs over an archive)")
     detect.add_argument("--json", action="store_true",
-                        help="print JSON: one array of images, one line per video frame")
+                        help="print JSON Lines: one object per image or video frame, as each is done")
     _add_threads(detect)
     detect.set_defaults(run=run_detect)
     return parser
@@ -353,9 +355,8 @@ def _stem(path):
 
 
 def run_detect(args):
-    from . import images
-    from .bundled import SAMPLE_IMAGE
-    from .detect import BATCH, Detector
+    # Detection loads OpenCV and the engine: only this command pays for them.
+    from .prediction import predict
 
     if (args.cfg is None) != (args.weights is None):
         given = args.cfg if args.cfg is not None else args.weights
@@ -363,173 +364,50 @@ def run_detect(args):
                             path=given, expected="--cfg and --weights", found="one of them")
     model = load(args.cfg, args.weights)
     _print_warnings(model)
-    detector = Detector(model, names=args.names, thresh=args.thresh, letterbox=args.letterbox or None,
-                        threads=args.threads)
+    run = predict(args.inputs or [SAMPLE_IMAGE], model, names=args.names, thresh=args.thresh,
+                  letterbox=args.letterbox or None, threads=args.threads, output=args.output, draw=args.draw)
     _notice_first_compile()
-    detector.prepare()  # before the first image's time is taken
-    inputs = images.list_inputs(args.inputs or [SAMPLE_IMAGE])
-    # Every file the run reads, so that no annotated copy replaces one of them.
-    model_files = [path for path in (*model.sources, args.names) if path is not None]
-    run = _DetectRun(detector, args, inputs, model_files)
+    show = outputs.json_line if args.json else outputs.text
+    progress = _Progress(run.images)
+    failed = False
     try:
-        for group in _image_batches(inputs, BATCH):
-            if group[0].kind == "image":
-                run.detect_images(group)
-            else:
-                run.detect(group[0])
+        for result in run:
+            if result.error is not None:
+                failed = True
+                _Progress.clear()
+                print(f"darkfold: error: {_printable(result.error)}", file=sys.stderr)
+            shown = show(result)
+            if shown:
+                _Progress.clear()
+                print(shown)
+            progress.advance(result)
     finally:
-        run.folder.remove_if_unused()
+        run.close()
     _Progress.clear()
-    if args.json and run.results:
-        print(json.dumps(run.results))
-    return EXIT_BAD_INPUT if run.failed else EXIT_OK
-
-
-def _image_batches(inputs, size):
-    """Consecutive image inputs in groups of up to ``size`` (one forward pass each); the
-    other inputs (videos, errors) alone."""
-    group = []
-    for item in inputs:
-        if item.kind == "image":
-            group.append(item)
-            if len(group) == size:
-                yield group
-                group = []
-            continue
-        if group:
-            yield group
-            group = []
-        yield [item]
-    if group:
-        yield group
-
-
-class _DetectRun:
-    """The state of one `darkfold detect`: outputs written so far, failures, JSON results."""
-
-    def __init__(self, detector, args, inputs, model_files):
-        from . import images
-
-        self.images = images
-        self.detector = detector
-        self.args = args
-        self.sources = InputFiles([item.path for item in inputs if item.kind != "error"] + model_files)
-        self.folder = OutputFolder(args.output)
-        self.taken = set()
-        self.results = []
-        self.failed = 0
-        image_count = sum(item.kind == "image" for item in inputs)
-        self.progress = _Progress(image_count, "images") if image_count > 1 else None
-
-    def detect_images(self, items):
-        """Images in one forward pass: each read (or failed) alone, detected together."""
-        loaded = []
-        for item in items:
-            try:
-                loaded.append((item.path, self.images.read_image(item.path), self._output(item.path)))
-            except DarkfoldError as error:
-                self._fail(error)
-                self._advance()
-        if not loaded:
-            return
-        started = time.perf_counter()
-        results = self.detector.detect_many([image for _, image, _ in loaded], batch=len(loaded))
-        elapsed = (time.perf_counter() - started) / len(loaded)
-        for (path, image, output), found in zip(loaded, results):
-            try:
-                self._write_image(path, image, output, found, elapsed)
-            except DarkfoldError as error:
-                self._fail(error)
-            finally:
-                self._advance()
-
-    def _fail(self, error):
-        self.failed += 1
-        _Progress.clear()
-        print(f"darkfold: error: {_printable(error)}", file=sys.stderr)
-
-    def _advance(self):
-        if self.progress is not None:
-            self.progress.advance()
-
-    def detect(self, item):
-        """A video, or an input that could not be listed."""
-        try:
-            if item.kind == "error":
-                raise ImageError(item.error, path=item.path)
-            self._video(item.path)
-        except DarkfoldError as error:
-            self._fail(error)
-
-    def _output(self, path, video=False):
-        self.folder.make()
-        output = self.images.output_path(path, self.args.output, self.taken, video=video)
-        source = self.sources.matching(output)
-        if source is not None:
-            what = "the image itself" if os.path.realpath(source) == os.path.realpath(path) else f"the input {source}"
-            raise OutputError(f"{output}: the annotated copy of {path} would overwrite {what}; choose another -o",
-                              path=output, expected="a file that is not an input", found=f"the input {source}")
-        return output
-
-    def _write_image(self, path, image, output, found, elapsed):
-        self.images.write_image(output, self.images.draw_detections(image, found, self.detector.classes),
-                                inputs=self.sources)
-        if self.args.json:
-            self.results.append({"image": path, "detections": [d.as_dict() for d in found]})
-            return
-        _Progress.clear()
-        print(f"{path}: {len(found)} detected in {elapsed * 1e3:.0f} ms -> {output}")
-        for detection in found:
-            print(detection.darknet_line())
-
-    def _video(self, path):
-        video = self.images.Video(path)
-        writer = None
-        try:
-            progress = _Progress(len(video), f"frames of {os.path.basename(path)}")
-            for number, frame in enumerate(video):
-                if writer is None:
-                    output = self._output(path, video=True)
-                    writer = self.images.VideoOutput(output, video.fps, (frame.shape[1], frame.shape[0]),
-                                                     inputs=self.sources)
-                found = self.detector.detect(frame)
-                writer.write(self.images.draw_detections(frame, found, self.detector.classes))
-                self._print_frame(path, number, found)
-                progress.advance()
-            _Progress.clear()
-            writer.close()
-            if not self.args.json:
-                print(f"{path}: {number + 1} frames -> {output}")
-        except BaseException:
-            if writer is not None:
-                writer.abort()
-            raise
-        finally:
-            video.close()
-
-    def _print_frame(self, path, number, found):
-        if self.args.json:
-            print(json.dumps({"video": path, "frame": number, "detections": [d.as_dict() for d in found]}))
-            return
-        _Progress.clear()
-        print(f"{path} frame {number}: {len(found)} detected")
-        for detection in found:
-            print(detection.darknet_line())
+    return EXIT_BAD_INPUT if failed else EXIT_OK
 
 
 class _Progress:
-    """A one-line progress bar on stderr, drawn only when stderr is a terminal."""
+    """Progress bars on stderr, drawn only when it is a terminal: one over the images of a run
+    of more than one, one over the frames of each video."""
 
-    def __init__(self, total, what):
-        self.total, self.what, self.count = total, what, 0
+    def __init__(self, images):
+        self.images, self.images_done = images, 0
         self.shown = sys.stderr.isatty()
 
-    def advance(self):
-        self.count += 1
+    def advance(self, result):
+        if result.kind == "image" and self.images > 1:
+            self.images_done += 1
+            self._draw(self.images_done, self.images, "images")
+        elif result.kind == "video" and result.frame is not None:
+            self._draw(result.frame + 1, result.frames, f"frames of {os.path.basename(result.source)}")
+            if result.last:
+                self.clear()
+
+    def _draw(self, count, total, what):
         if self.shown:
-            filled = 30 * min(self.count, self.total) // self.total if self.total else 0  # counts can lie
-            total = self.total or "?"
-            sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {self.count}/{total} {self.what}")
+            filled = 30 * min(count, total) // total if total else 0  # counts can lie
+            sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {count}/{total or '?'} {what}")
             sys.stderr.flush()
 
     @staticmethod

@@ -8,7 +8,7 @@ import shutil
 import cv2
 import numpy as np
 import pytest
-from conftest import CFG_DIR, DATA_DIR, write
+from conftest import CFG_DIR, DATA_DIR, make_video, write
 from fixtures import NET
 
 import darkfold
@@ -30,15 +30,6 @@ def run(capsys, *argv):
     code = main(["detect", *map(str, argv)])
     out, err = capsys.readouterr()
     return code, out, err
-
-
-def make_video(path, frames=3, fourcc="MJPG"):
-    image = cv2.resize(cv2.imread(str(DATA_DIR / "dog.jpg")), (384, 288))
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 5, (384, 288))
-    for i in range(frames):
-        writer.write(np.roll(image, 8 * i, axis=1))
-    writer.release()
-    return path
 
 
 def count_frames(path):
@@ -64,10 +55,14 @@ def test_detect_alone_runs_the_bundled_model_on_the_sample_image(capsys, tmp_cwd
     assert np.abs(annotated.astype(int) - cv2.imread(str(DATA_DIR / "dog.jpg")).astype(int)).max() > 100  # drawn on
 
 
-def test_json_lists_every_image_of_a_folder(capsys, tmp_path):
+def json_lines(out):
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def test_json_is_one_line_per_image_of_a_folder(capsys, tmp_path):
     code, out, _ = run(capsys, DATA_DIR, "--json", "-o", tmp_path)
-    results = json.loads(out)
-    assert code == 0 and len(out.splitlines()) == 1
+    results = json_lines(out)
+    assert code == 0
     assert [r["image"] for r in results] == [str(p) for p in sorted(DATA_DIR.glob("*.jpg"))]
     dog = results[0]["detections"][0]
     assert set(dog) == {"class", "class_id", "confidence", "box"}
@@ -78,16 +73,16 @@ def test_json_lists_every_image_of_a_folder(capsys, tmp_path):
 
 def test_thresh_and_letterbox_change_what_is_reported(capsys, tmp_path, tiny_model):
     _, out, _ = run(capsys, DATA_DIR / "dog.jpg", "--json", "--thresh", "0.6", "-o", tmp_path)
-    assert [d["class"] for d in json.loads(out)[0]["detections"]] == ["dog", "car", "truck"]
+    assert [d["class"] for d in json_lines(out)[0]["detections"]] == ["dog", "car", "truck"]
     _, out, _ = run(capsys, DATA_DIR / "dog.jpg", "--json", "--letterbox", "-o", tmp_path)
     expected = tiny_model.detect(str(DATA_DIR / "dog.jpg"), letterbox=True)
-    assert json.loads(out)[0]["detections"] == [d.as_dict() for d in expected]
+    assert json_lines(out)[0]["detections"] == [d.as_dict() for d in expected]
 
 
 def test_a_video_gets_an_annotated_copy_and_one_json_line_per_frame(capsys, tmp_path):
     video = make_video(tmp_path / "clip.avi", frames=3)
     code, out, err = run(capsys, video, "--json", "-o", tmp_path / "out")
-    lines = [json.loads(line) for line in out.splitlines()]
+    lines = json_lines(out)
     assert code == 0 and err == ""
     assert [(line["video"], line["frame"]) for line in lines] == [(str(video), i) for i in range(3)]
     assert all(any(d["class"] == "dog" for d in line["detections"]) for line in lines)
@@ -100,6 +95,32 @@ def test_video_text_output_is_darknet_lines_per_frame(capsys, tmp_path):
     assert code == 0
     assert out.splitlines()[0] == f"{tmp_path / 'clip.avi'} frame 0: 6 detected"
     assert out.splitlines()[-1] == f"{tmp_path / 'clip.avi'}: 2 frames -> {tmp_path / 'out' / 'clip.mp4'}"
+
+
+def test_no_draw_prints_the_detections_and_writes_nothing(capsys, tmp_cwd):
+    video = make_video(tmp_cwd / "clip.avi", frames=2)
+    code, out, err = run(capsys, DATA_DIR / "dog.jpg", video, "--no-draw")
+    lines = out.splitlines()
+    assert code == 0 and err == ""
+    assert lines[0].startswith(f"{DATA_DIR / 'dog.jpg'}: 6 detected in ") and lines[0].endswith(" ms")
+    assert [line[:12] for line in lines[1:7]] == [line[:12] for line in DOG_LINES]
+    assert lines[-1] == f"{video}: 2 frames"
+    assert sorted(os.listdir(tmp_cwd)) == ["clip.avi"]  # no predictions/ folder
+
+
+def test_json_lines_hold_an_error_object_for_each_failed_input_in_order(capsys, tmp_path, tiny_model):
+    inputs = [tmp_path / "missing.jpg", write(tmp_path / "bad.jpg", "not a jpeg"), DATA_DIR / "eagle.jpg",
+              write(tmp_path / "broken.mp4", b"\0garbage" * 64)]
+    code, out, err = run(capsys, *inputs, "--json", "--no-draw")
+    assert code == 2
+    assert json_lines(out) == [
+        {"input": str(inputs[0]), "error": f"{inputs[0]}: no such file or folder"},
+        {"image": str(inputs[1]), "error": f"{inputs[1]}: not an image OpenCV can read (unknown format or "
+                                           "corrupt file)"},
+        {"image": str(inputs[2]), "detections": [d.as_dict() for d in tiny_model.detect(str(inputs[2]))]},
+        {"video": str(inputs[3]), "error": f"{inputs[3]}: cannot open as a video (unknown format or corrupt file)"},
+    ]
+    assert len(err.splitlines()) == 3 and all(line.startswith("darkfold: error: ") for line in err.splitlines())
 
 
 def test_each_bad_input_gets_one_message_and_the_others_are_still_processed(capsys, tmp_path):
@@ -227,4 +248,4 @@ def test_folders_and_videos_show_progress_on_a_terminal_only(capsys, monkeypatch
 
 def test_threads_option_runs_the_engine_on_that_many_workers(capsys, tmp_path):
     code, out, _ = run(capsys, DATA_DIR / "dog.jpg", "--threads", "1", "--json", "-o", tmp_path)
-    assert code == 0 and len(json.loads(out)[0]["detections"]) == 6
+    assert code == 0 and len(json_lines(out)[0]["detections"]) == 6
