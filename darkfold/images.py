@@ -124,7 +124,7 @@ def list_inputs(paths):
     for path in map(os.fspath, paths):
         if os.path.isdir(path):
             inputs += _folder_inputs(path)
-        elif not os.path.exists(path):
+        elif not os.path.exists(path) and not os.path.islink(path):  # a broken link: reading it says why
             inputs.append(Input(path, "error", f"{path}: no such file or folder"))
         else:
             kind = "video" if _extension(path) in VIDEO_EXTENSIONS else "image"

@@ -85,6 +85,13 @@ def test_convert_output_errors_are_output_errors(tmp_path):
     assert error.value.path == str(tmp_path / "f.cfg") and error.value.found == "an existing file"
 
 
+def test_detect_names_a_symbolic_link_loop_as_reading_it_does(tmp_path, capsys):
+    (tmp_path / "a.jpg").symlink_to("b.jpg")
+    (tmp_path / "b.jpg").symlink_to("a.jpg")
+    assert main(["detect", str(tmp_path / "a.jpg"), "-o", str(tmp_path / "out")]) == 2
+    assert f"{tmp_path / 'a.jpg'}: a symbolic link loop" in capsys.readouterr().err
+
+
 def test_fold_without_weights_is_a_model_error():
     with pytest.raises(ModelError, match="fold needs the weights"):
         darkfold.load(darkfold.DEFAULT_CFG).fold()
