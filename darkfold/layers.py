@@ -235,8 +235,9 @@ class _Context:
     def activation(self, default):
         name = self.section.get_str("activation", default)
         if name not in ACTIVATIONS:
-            raise _error(self.section, f"unknown activation {quoted(name)}; Darknet knows: {', '.join(sorted(ACTIVATIONS))}",
-                         "activation", layer=self.index, expected="a Darknet activation", found=shortened(name))
+            raise _error(self.section, f"unknown activation {quoted(name)}; Darknet knows: "
+                         f"{', '.join(sorted(ACTIVATIONS))}", "activation", layer=self.index,
+                         expected="a Darknet activation", found=shortened(name))
         return name
 
     def refuse(self, *keys):
