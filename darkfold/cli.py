@@ -11,10 +11,11 @@ import unicodedata
 
 from . import __version__, convert, interrupts, load
 from .bundled import DEFAULT_CFG, DEFAULT_WEIGHTS
+from .detect import check_probability
 from .errors import DarkfoldError, ImageError, ModelError, OutputError
 from .files import InputFiles, OutputFolder
 from .summary import layer_table, model_summary
-from .verify import TOLERANCE, VerificationError, verify
+from .verify import TOLERANCE, VerificationError, check_tolerance, verify
 
 _EXAMPLES = """\
 examples:
@@ -172,7 +173,7 @@ def _parser():
     check.add_argument("weights", nargs="?", metavar="WEIGHTS", help="the original .weights")
     check.add_argument("folded_cfg", nargs="?", metavar="FOLDED_CFG", help="the folded .cfg")
     check.add_argument("folded_weights", nargs="?", metavar="FOLDED_WEIGHTS", help="the folded .weights")
-    check.add_argument("--tolerance", type=float, default=TOLERANCE, metavar="T",
+    check.add_argument("--tolerance", type=_tolerance, default=TOLERANCE, metavar="T",
                        help=f"largest relative difference accepted (default: {TOLERANCE:g})")
     check.add_argument("--json", action="store_true", help="print the differences as JSON")
     _add_threads(check)
@@ -203,24 +204,24 @@ def _parser():
                              "an earlier copy of the same name is replaced, as Darknet replaces predictions.jpg)")
     detect.add_argument("--json", action="store_true",
                         help="print JSON: one array of images, one line per video frame")
+    detect.add_argument("--max-pixels", type=_positive_int, metavar="N",
+                        help="refuse images of more than N pixels, from the header of a PNG or JPEG "
+                             "(default: darkfold.images.MAX_PIXELS, 16384 x 16384)")
     _add_threads(detect)
     detect.set_defaults(run=run_detect)
     return parser
 
 
 def _add_threads(parser):
-    parser.add_argument("--threads", type=_positive_int, metavar="N",
-                        help="worker threads for running the model (default: every CPU)")
+    parser.add_argument("--threads", type=_threads, metavar="N",
+                        help="worker threads for running the model (default and most: every CPU)")
 
 
 def _probability(text):
     try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a probability from 0 to 1, got {text!r}")
-    return value
+        return check_probability("--thresh", float(text))
+    except (ValueError, DarkfoldError):
+        raise argparse.ArgumentTypeError(f"expected a probability from 0 to 1, got {text!r}") from None
 
 
 def _positive_int(text):
@@ -231,6 +232,22 @@ def _positive_int(text):
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
     return value
+
+
+def _threads(text):
+    from .threads import thread_count  # imports numba: only for the commands that run a model
+
+    count, capped = thread_count(_positive_int(text))
+    if capped:
+        print(f"darkfold: warning: --threads {capped}", file=sys.stderr)
+    return count
+
+
+def _tolerance(text):
+    try:
+        return check_tolerance(float(text))
+    except (ValueError, DarkfoldError):
+        raise argparse.ArgumentTypeError(f"expected a number of at least 0, got {text!r}") from None
 
 
 def _model_paths(args):
@@ -426,7 +443,8 @@ class _DetectRun:
         loaded = []
         for item in items:
             try:
-                loaded.append((item.path, self.images.read_image(item.path), self._output(item.path)))
+                image = self.images.read_image(item.path, self.args.max_pixels)
+                loaded.append((item.path, image, self._output(item.path)))
             except DarkfoldError as error:
                 self._fail(error)
                 self._advance()
@@ -478,7 +496,7 @@ class _DetectRun:
             self.results.append({"image": path, "detections": [d.as_dict() for d in found]})
             return
         _Progress.clear()
-        print(f"{path}: {len(found)} detected in {elapsed * 1e3:.0f} ms -> {output}")
+        print(f"{_printable(path)}: {len(found)} detected in {elapsed * 1e3:.0f} ms -> {_printable(output)}")
         for detection in found:
             print(detection.darknet_line())
 
@@ -499,7 +517,7 @@ class _DetectRun:
             _Progress.clear()
             writer.close()
             if not self.args.json:
-                print(f"{path}: {number + 1} frames -> {output}")
+                print(f"{_printable(path)}: {number + 1} frames -> {_printable(output)}")
         except BaseException:
             if writer is not None:
                 writer.abort()
@@ -512,7 +530,7 @@ class _DetectRun:
             print(json.dumps({"video": path, "frame": number, "detections": [d.as_dict() for d in found]}))
             return
         _Progress.clear()
-        print(f"{path} frame {number}: {len(found)} detected")
+        print(f"{_printable(path)} frame {number}: {len(found)} detected")
         for detection in found:
             print(detection.darknet_line())
 
