@@ -16,15 +16,22 @@ layer did not read can be reported.
 import math
 import os
 import re
+import struct
 from dataclasses import dataclass
 
-from .errors import CfgError
+from .errors import CfgError, quoted, shortened
 from .files import read_bytes
 
 _REQUIRED = object()
 # The largest Darknet cfgs are about 25 KB; a file of megabytes given as a cfg is
 # something else (weights, an image, a video), and is not read whole.
 MAX_CFG_BYTES = 16 * 2**20
+# Every line and section is kept as a Python object (about 2 KB per section
+# once its layer is built), so the counts, not the bytes, bound the memory a
+# cfg takes. The largest Darknet cfgs have 2,300 lines and 305 layers
+# (yolov4-p6).
+MAX_CFG_LINES = 100_000
+MAX_LAYERS = 10_000
 _COMMENT_CHARS = "#;"
 
 
@@ -79,8 +86,8 @@ class Section:
 
     def _bad(self, key, expected):
         option = self.options[key]
-        return CfgError(f"{self.where(key)}: [{self.name}] {key}={option.value!r}: expected {expected}",
-                        path=self.path, line=option.line, expected=expected, found=option.value)
+        return CfgError(f"{self.where(key)}: [{self.name}] {key}={quoted(option.value)}: expected {expected}",
+                        path=self.path, line=option.line, expected=expected, found=shortened(option.value))
 
     def get_str(self, key, default=_REQUIRED, choices=None):
         value = self._raw(key, default)
@@ -95,8 +102,8 @@ class Section:
             # Darknet's strip() keeps '#', so `activation=leaky # x` is the
             # unknown name 'leaky#x' there, and Darknet falls back to relu.
             self.comment_warnings.append(
-                f"{self.where(key)}: Darknet reads {key}={seen_by_darknet!r}, comment included; "
-                f"darkfold reads {value!r}. Put the comment on a line of its own")
+                f"{self.where(key)}: Darknet reads {key}={quoted(seen_by_darknet)}, comment included; "
+                f"darkfold reads {quoted(value)}. Put the comment on a line of its own")
         return value
 
     def get_int(self, key, default=_REQUIRED, minimum=None):
@@ -114,25 +121,35 @@ class Section:
         value = self._raw(key, default)
         if value is None:
             return default
-        number = _to_float(value)
-        if number is None:
-            raise self._bad(key, "a number")
-        return number
+        return self._float(key, value, "a number")
 
     def get_ints(self, key, default=_REQUIRED):
-        return self._get_list(key, default, _to_int, "a comma-separated list of integers")
-
-    def get_floats(self, key, default=_REQUIRED):
-        return self._get_list(key, default, _to_float, "a comma-separated list of numbers")
-
-    def _get_list(self, key, default, convert, expected):
         value = self._raw(key, default)
         if value is None:
             return default
-        items = [convert(item) for item in value.split(",")]
+        items = [_to_int(item) for item in value.split(",")]
         if not value or None in items:
-            raise self._bad(key, expected)
+            raise self._bad(key, "a comma-separated list of integers")
         return items
+
+    def get_floats(self, key, default=_REQUIRED):
+        value = self._raw(key, default)
+        if value is None:
+            return default
+        expected = "a comma-separated list of numbers"
+        if not value:
+            raise self._bad(key, expected)
+        return [self._float(key, item, expected) for item in value.split(",")]
+
+    def _float(self, key, text, expected):
+        number = _to_float(text)
+        if number is None:
+            raise self._bad(key, expected)
+        if not _fits_float32(number):
+            # Darknet keeps cfg numbers in C floats, where this one is inf.
+            raise self._bad(key, f"{expected} that a float32 holds: {shortened(text.strip())} is past its range "
+                                 f"(at most {_FLOAT32_MAX:.2g} in size), so Darknet reads it as inf")
+        return number
 
     def allow_unused(self, *keys):
         """Mark keys as known though no getter reads them: Darknet reads them for training
@@ -181,6 +198,17 @@ def _to_float(text):
     return number if math.isfinite(number) else None
 
 
+_FLOAT32_MAX = struct.unpack("<f", b"\xff\xff\x7f\x7f")[0]
+
+
+def _fits_float32(number):
+    try:
+        struct.pack("<f", number)  # rounds as C's (float) does, and refuses what would be inf
+    except OverflowError:
+        return False
+    return True
+
+
 class Cfg:
     """A parsed cfg: its lines as written, and the sections read from them."""
 
@@ -189,6 +217,11 @@ class Cfg:
         self.encoding = encoding
         # A byte-order mark (Windows editors add one) is kept for writing back.
         self.bom = "\ufeff" if text.startswith("\ufeff") else ""
+        lines = text.count("\n") + 1
+        if lines > MAX_CFG_LINES:
+            raise CfgError(f"{self.path}: {lines:,} lines, more than the {MAX_CFG_LINES:,} darkfold reads (the "
+                           "largest Darknet cfgs have about 2,300); is it a cfg?", path=self.path,
+                           expected=f"at most {MAX_CFG_LINES} lines", found=lines)
         self.lines = _split_lines(text[len(self.bom):])
         self.sections = _parse_sections(self.lines, self.path)
         if not self.sections:
@@ -248,10 +281,14 @@ def _parse_sections(lines, path):
         if not stripped or stripped[0] in _COMMENT_CHARS:
             continue
         if stripped.startswith("["):
+            if len(sections) > MAX_LAYERS:  # [net] and MAX_LAYERS layers before this one
+                raise CfgError(f"{path}:{number}: more than {MAX_LAYERS:,} layers, the most darkfold reads (the "
+                               "largest Darknet cfgs have about 300)", path=path, line=number,
+                               expected=f"at most {MAX_LAYERS} layers", found=f"more than {MAX_LAYERS}")
             sections.append(_parse_header(stripped, number, path))
         elif not sections:
-            raise CfgError(f"{path}:{number}: option {stripped!r} comes before the first [section]",
-                           path=path, line=number, expected="[net]", found=stripped)
+            raise CfgError(f"{path}:{number}: option {quoted(stripped)} comes before the first [section]",
+                           path=path, line=number, expected="[net]", found=shortened(stripped))
         else:
             _add_option(sections[-1], content, number, path)
     return sections
@@ -261,13 +298,13 @@ def _parse_header(stripped, number, path):
     header = _cut_comment(stripped).strip()
     name = header[1:-1].strip()
     if not header.endswith("]") or not name or "[" in name or "]" in name:
-        raise CfgError(f"{path}:{number}: {stripped!r}: expected a section header like [convolutional]",
-                       path=path, line=number, expected="a section header", found=stripped)
+        raise CfgError(f"{path}:{number}: {quoted(stripped)}: expected a section header like [convolutional]",
+                       path=path, line=number, expected="a section header", found=shortened(stripped))
     section = Section(name, number, path)
     if header != stripped:
         section.comment_warnings.append(
             f"{path}:{number}: Darknet reads the section name with its comment, "
-            f"{''.join(stripped.split())!r}, and does not recognise it. Put the comment on a line of its own")
+            f"{quoted(''.join(stripped.split()))}, and does not recognise it. Put the comment on a line of its own")
     return section
 
 
@@ -275,8 +312,8 @@ def _add_option(section, content, number, path):
     key, equals, rest = content.partition("=")
     key = key.strip()
     if not equals or not key or any(ch.isspace() for ch in key):
-        raise CfgError(f"{path}:{number}: {content.strip()!r}: expected key=value", path=path, line=number,
-                       expected="key=value", found=content.strip())
+        raise CfgError(f"{path}:{number}: {quoted(content.strip())}: expected key=value", path=path, line=number,
+                       expected="key=value", found=shortened(content.strip()))
     value_text = _cut_comment(rest)
     value = value_text.strip()
     start = len(content) - len(rest) + (len(value_text) - len(value_text.lstrip()))
@@ -302,6 +339,11 @@ def read_cfg(path):
         raise CfgError(f"{path}: more than {MAX_CFG_BYTES:,} bytes, far more than any cfg (the largest "
                        "Darknet cfgs are about 25 KB); is it a .weights file or an image given in place of the .cfg?",
                        path=path, expected=f"at most {MAX_CFG_BYTES} bytes", found=f"more than {MAX_CFG_BYTES}")
+    wide = _wide_encoding(data[:4096])
+    if wide is not None:
+        raise CfgError(f"{path}: the file is {wide} text, which Darknet cannot read (it reads ASCII or UTF-8): "
+                       "save it as UTF-8",
+                       path=path, expected="UTF-8 text", found=f"{wide} text")
     if b"\0" in data[:4096]:
         offset = data.index(b"\0")
         raise CfgError(
@@ -314,3 +356,33 @@ def read_cfg(path):
     except UnicodeDecodeError:
         # Darknet reads bytes; a comment in a legacy encoding is no error.
         return Cfg(data.decode("latin-1"), os.fspath(path), "latin-1")
+
+
+# Byte-order marks of the encodings with zero bytes in ASCII text, longest first.
+_WIDE_BOMS = ((b"\xff\xfe\0\0", "UTF-32"), (b"\0\0\xfe\xff", "UTF-32"), (b"\xff\xfe", "UTF-16"),
+              (b"\xfe\xff", "UTF-16"))
+
+
+def _wide_encoding(head):
+    """"UTF-16" or "UTF-32" for text in those encodings (as Windows editors save "Unicode"), else None.
+
+    Known by a byte-order mark, or without one by ASCII letters each followed
+    (or preceded) by one or three zero bytes.
+    """
+    for bom, name in _WIDE_BOMS:
+        if head.startswith(bom):
+            return name
+    head = head[:64]
+    for width, name in ((4, "UTF-32"), (2, "UTF-16")):
+        usable = len(head) - len(head) % width
+        if usable < 2 * width:
+            continue
+        units = [head[i:i + width] for i in range(0, usable, width)]
+        for letter in (0, width - 1):  # little-endian: the letter first; big-endian: last
+            if all(unit[letter] and _is_text_byte(unit[letter]) and unit.count(0) == width - 1 for unit in units):
+                return name
+    return None
+
+
+def _is_text_byte(byte):
+    return 32 <= byte < 127 or byte in b"\t\r\n"

@@ -11,10 +11,11 @@ import unicodedata
 
 from . import __version__, convert, interrupts, load, outputs
 from .bundled import DEFAULT_CFG, DEFAULT_WEIGHTS, SAMPLE_IMAGE
+from .detect import check_probability
 from .errors import DarkfoldError, ModelError
 from .files import OutputFolder
 from .summary import layer_table, model_summary
-from .verify import TOLERANCE, VerificationError, verify
+from .verify import TOLERANCE, VerificationError, check_tolerance, verify
 
 _EXAMPLES = """\
 examples:
@@ -172,7 +173,7 @@ def _parser():
     check.add_argument("weights", nargs="?", metavar="WEIGHTS", help="the original .weights")
     check.add_argument("folded_cfg", nargs="?", metavar="FOLDED_CFG", help="the folded .cfg")
     check.add_argument("folded_weights", nargs="?", metavar="FOLDED_WEIGHTS", help="the folded .weights")
-    check.add_argument("--tolerance", type=float, default=TOLERANCE, metavar="T",
+    check.add_argument("--tolerance", type=_tolerance, default=TOLERANCE, metavar="T",
                        help=f"largest relative difference accepted (default: {TOLERANCE:g})")
     check.add_argument("--json", action="store_true", help="print the differences as JSON")
     _add_threads(check)
@@ -205,24 +206,24 @@ def _parser():
                         help="detect and print only: write no annotated copies (for runs over an archive)")
     detect.add_argument("--json", action="store_true",
                         help="print JSON Lines: one object per image or video frame, as each is done")
+    detect.add_argument("--max-pixels", type=_positive_int, metavar="N",
+                        help="refuse images of more than N pixels, from the header of a PNG or JPEG "
+                             "(default: darkfold.images.MAX_PIXELS, 16384 x 16384)")
     _add_threads(detect)
     detect.set_defaults(run=run_detect)
     return parser
 
 
 def _add_threads(parser):
-    parser.add_argument("--threads", type=_positive_int, metavar="N",
-                        help="worker threads for running the model (default: every CPU)")
+    parser.add_argument("--threads", type=_threads, metavar="N",
+                        help="worker threads for running the model (default and most: every CPU)")
 
 
 def _probability(text):
     try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a probability from 0 to 1, got {text!r}")
-    return value
+        return check_probability("--thresh", float(text))
+    except (ValueError, DarkfoldError):
+        raise argparse.ArgumentTypeError(f"expected a probability from 0 to 1, got {text!r}") from None
 
 
 def _positive_int(text):
@@ -233,6 +234,22 @@ def _positive_int(text):
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
     return value
+
+
+def _threads(text):
+    from .threads import thread_count  # imports numba: only for the commands that run a model
+
+    count, capped = thread_count(_positive_int(text))
+    if capped:
+        print(f"darkfold: warning: --threads {capped}", file=sys.stderr)
+    return count
+
+
+def _tolerance(text):
+    try:
+        return check_tolerance(float(text))
+    except (ValueError, DarkfoldError):
+        raise argparse.ArgumentTypeError(f"expected a number of at least 0, got {text!r}") from None
 
 
 def _model_paths(args):
@@ -365,7 +382,8 @@ def run_detect(args):
     model = load(args.cfg, args.weights)
     _print_warnings(model)
     run = predict(args.inputs or [SAMPLE_IMAGE], model, names=args.names, thresh=args.thresh,
-                  letterbox=args.letterbox or None, threads=args.threads, output=args.output, draw=args.draw)
+                  letterbox=args.letterbox or None, threads=args.threads, output=args.output, draw=args.draw,
+                  max_pixels=args.max_pixels)
     _notice_first_compile()
     show = outputs.json_line if args.json else outputs.text
     progress = _Progress(run.images)
@@ -379,7 +397,7 @@ def run_detect(args):
             shown = show(result)
             if shown:
                 _Progress.clear()
-                print(shown)
+                print("\n".join(_printable(line) for line in shown.split("\n")))  # names from the user's disk
             progress.advance(result)
     finally:
         run.close()

@@ -13,6 +13,7 @@ Detection per box and class whose probability clears the threshold.
     detector.detect(cv2.imread("dog.jpg"))      # -> [Detection, ...]
 """
 
+import numbers
 import os
 from dataclasses import dataclass
 
@@ -21,11 +22,14 @@ import numpy as np
 from .bundled import COCO_NAMES, DEFAULT_CFG
 from .errors import DarkfoldError, ModelError
 from .files import read_bytes
-from .runtime import engine_for, forward
+from .runtime import check_finite, damaged_parameters, engine_for, forward
 
 THRESH = 0.25  # detector.c: -thresh default .25
 NMS = 0.45  # test_detector: nms = .45
 BATCH = 4  # images per forward pass when detecting on a list
+# No trained YOLO holds a parameter this large (their weights stay within about +-100, BatchNorm
+# variances below 1e6); one that does is what overflows the boxes.
+HUGE_PARAMETER = 1e9
 
 
 @dataclass(frozen=True)
@@ -249,11 +253,7 @@ def to_detections(boxes, probs, image_w, image_h, names, thresh=THRESH, shown=No
         shown = shown_classes(names)
     visible = np.where((probs > thresh) & shown, probs, np.float32(0))
     kept = np.flatnonzero(visible.max(axis=1, initial=0) > 0)
-    relative = boxes[kept]
-    lefts = relative[:, 0] - relative[:, 2] / np.float32(2)
-    tops = relative[:, 1] - relative[:, 3] / np.float32(2)
-    pixel = np.stack([lefts * np.float32(image_w), tops * np.float32(image_h),
-                      relative[:, 2] * np.float32(image_w), relative[:, 3] * np.float32(image_h)], axis=1)
+    lefts, pixel = pixel_boxes(boxes[kept], image_w, image_h)
     detections = []
     for position in np.argsort(lefts, kind="stable"):
         row = visible[kept[position]]
@@ -262,6 +262,15 @@ def to_detections(boxes, probs, image_w, image_h, names, thresh=THRESH, shown=No
         for class_id in [best] + [int(k) for k in np.flatnonzero(row) if k != best]:
             detections.append(Detection(class_id, names[class_id], float(row[class_id]), box))
     return detections
+
+
+def pixel_boxes(relative, image_w, image_h):
+    """``(lefts, pixels)`` of (x, y, w, h) boxes relative to the image: their left edges, and the
+    boxes as left, top, width, height in image pixels, in float32 as Darknet computes them."""
+    lefts = relative[:, 0] - relative[:, 2] / np.float32(2)
+    tops = relative[:, 1] - relative[:, 3] / np.float32(2)
+    return lefts, np.stack([lefts * np.float32(image_w), tops * np.float32(image_h),
+                            relative[:, 2] * np.float32(image_w), relative[:, 3] * np.float32(image_h)], axis=1)
 
 
 def shown_classes(names):
@@ -320,8 +329,8 @@ class Detector:
                                 expected=f"{self.classes} names", found=f"{len(names)} names")
         self.names = list(names)
         self._shown = shown_classes(self.names)
-        self.thresh = thresh
-        self.nms = nms
+        self.thresh = check_probability("thresh", thresh)
+        self.nms = check_probability("nms", nms)
         self.letterbox = bool(model.net.letter_box) if letterbox is None else bool(letterbox)
         self.threads = threads
 
@@ -342,7 +351,9 @@ class Detector:
         from .images import as_bgr
 
         image = as_bgr(image)
-        outputs = forward(self.model, self.preprocess(image), threads=self.threads)
+        x = self.preprocess(image)
+        outputs = forward(self.model, x, threads=self.threads)
+        check_finite(self.model, x, outputs, threads=self.threads)  # NaN would be no detection, silently
         return self.decode(outputs, image.shape[1], image.shape[0])
 
     def detect_many(self, images, batch=BATCH):
@@ -359,6 +370,7 @@ class Detector:
                      for item in images[start:start + batch]]
             x = np.concatenate([self.preprocess(image) for image in chunk])
             outputs = forward(self.model, x, threads=self.threads)
+            check_finite(self.model, x, outputs, threads=self.threads)
             for k, image in enumerate(chunk):
                 one = {index: output[k:k + 1] for index, output in outputs.items()}
                 found.append(self.decode(one, image.shape[1], image.shape[0]))
@@ -370,18 +382,47 @@ class Detector:
         boxes, probs = [], []
         for head in self.heads:
             x = np.asarray(outputs[head.index - 1])[0]
-            if head.type == "yolo":
-                head_boxes, head_probs = decode_yolo(x, head, net.width, net.height, self.thresh)
-            else:
-                head_boxes, head_probs = decode_region(x, head, self.thresh)
+            # exp() of a huge w or h overflows as it does in Darknet; such a box is refused below.
+            with np.errstate(over="ignore", invalid="ignore"):
+                if head.type == "yolo":
+                    head_boxes, head_probs = decode_yolo(x, head, net.width, net.height, self.thresh)
+                else:
+                    head_boxes, head_probs = decode_region(x, head, self.thresh)
+                head_boxes = correct_boxes(head_boxes, image_w, image_h, net.width, net.height, self.letterbox)
+                _, pixels = pixel_boxes(head_boxes[head_probs.max(axis=1, initial=0) > 0], image_w, image_h)
+            if not np.isfinite(pixels).all():
+                raise self._infinite_box(head, x)
             boxes.append(head_boxes)
             probs.append(head_probs)
-        boxes = correct_boxes(np.concatenate(boxes), image_w, image_h, net.width, net.height, self.letterbox)
+        boxes = np.concatenate(boxes)
         probs = np.concatenate(probs)
         if self.nms:
             last = self.heads[-1]  # test_detector uses the last head's nms_kind
             probs = nms(boxes, probs, self.nms, last.nms_kind, last.beta_nms)
         return to_detections(boxes, probs, image_w, image_h, self.names, self.thresh, self._shown)
+
+    def _infinite_box(self, head, x):
+        """The error for a box past float32 from finite head inputs, with what made it so."""
+        peak = float(np.abs(x).max())
+        if peak > 50:  # exp(50) * an anchor: boxes 1e21 times the image; trained heads stay within about 20
+            damaged = damaged_parameters(self.model, huge=HUGE_PARAMETER)
+            if damaged is not None:
+                return damaged
+            cause = (f"layer {head.index - 1} outputs values up to {peak:.3g}, far past a trained model's: "
+                     "damaged weights, or weights for another cfg?")
+        else:
+            cause = (f"anchors= (up to {float(np.abs(head.anchors).max()):.3g}) or scale_x_y={head.scale_x_y:g} "
+                     "is far too large")
+        return ModelError.at_layer(self.model.layers[head.index], f": a box it decodes is NaN or inf in image "
+                                   f"pixels: {cause}", expected="finite boxes", found="NaN or inf")
+
+
+def check_probability(name, value):
+    """``value`` as a float if it is a number from 0 to 1 (not NaN); else a ModelError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1:
+        raise ModelError(f"{name}={value!r}: expected a number from 0 to 1", expected="a number from 0 to 1",
+                         found=repr(value))
+    return float(value)
 
 
 def detect(model, image, thresh=THRESH, nms=NMS, *, names=None, letterbox=None, threads=None):

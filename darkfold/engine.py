@@ -345,7 +345,25 @@ class Engine:
         with self._lock:
             return self._forward(x, wanted)
 
-    def _forward(self, x, wanted):
+    def first_nonfinite(self, x):
+        """The index of the first layer whose output on ``x`` holds NaN or inf, or None.
+
+        One pass that looks at each output in its buffer and stops there, where asking
+        ``forward`` for every output would copy them all (3.5 GB for yolov4-p6 at 1280).
+        """
+        found = []
+
+        def nonfinite(index, out):
+            if np.isfinite(out).all():
+                return False
+            found.append(index)
+            return True
+
+        with self._lock:
+            self._forward(x, (), stop=nonfinite)
+        return found[0] if found else None
+
+    def _forward(self, x, wanted, stop=None):
         plan = self._plan(x.shape[0])
         wanted = set(wanted)
         results = {}
@@ -363,6 +381,8 @@ class Engine:
                 outputs[i] = out
                 if i in wanted:  # a copy: the buffer is reused by later layers and calls
                     results[i] = out.transpose(0, 3, 1, 2).copy()
+                if stop is not None and stop(i, out):
+                    break
                 for done in plan.freed_after[i]:
                     outputs[done] = None
                 previous = out

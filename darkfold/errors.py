@@ -97,5 +97,26 @@ class OutputError(DarkfoldError):
     """An output that cannot be written, or would replace an input or an existing file."""
 
 
+def shortened(text, limit=60):
+    """``text``, cut in the middle to ``limit`` characters ("start...end") if it is longer.
+
+    Messages quote values from the user's files, and a value can be megabytes
+    long (a cfg line of ten million digits); the message must stay one
+    readable line.
+    """
+    text = str(text)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit // 2]}...{text[-(limit // 2):]}"
+
+
+def quoted(text, limit=60):
+    """``repr(text)`` for a message; a long text shortened, with its length after it."""
+    text = str(text)
+    if len(text) <= limit:
+        return repr(text)
+    return f"{shortened(text, limit)!r} ({len(text):,} characters)"
+
+
 # The error for an unreadable input file of each kind (see files.check_readable).
 INPUT_ERRORS = {"cfg": CfgError, "weights": WeightsError, "image": ImageError}

@@ -6,7 +6,11 @@ image is loaded as RGB floats in [0, 1], then stretched to the network size by
 and centred on 0.5 grey. The network input is NCHW float32.
 """
 
+import contextlib
 import os
+import sys
+import tempfile
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,18 +32,39 @@ IMAGE_EXTENSIONS = frozenset({".bmp", ".dib", ".jpeg", ".jpg", ".jpe", ".jp2", "
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv",
                               ".3gp", ".ts", ".mjpeg"})
 LETTERBOX_GREY = 0.5  # letterbox_image fills with .5
+MAX_PIXELS = 2**28
+"""The most pixels (width x height) ``read_image`` decodes: 16384 x 16384, 768 MB as BGR.
+
+A PNG or JPEG header can promise 40000 x 40000 pixels in 200 bytes; such an
+image is refused from its header, before any memory is taken (other formats
+once decoded). Raise it here, with ``read_image(..., max_pixels=)`` or with
+``darkfold detect --max-pixels``; OpenCV refuses more than 2**30 pixels
+itself unless OPENCV_IO_MAX_IMAGE_PIXELS is set before it is imported.
+"""
 
 
 # --------------------------------------------------------------------------------------------
 # reading
 
 
-def read_image(path):
-    """The image at ``path`` as a BGR uint8 array, as ``cv2.imread`` gives it; ImageError if unreadable."""
+def read_image(path, max_pixels=None):
+    """The image at ``path`` as a BGR uint8 array, as ``cv2.imread`` gives it; ImageError if unreadable.
+
+    An image of more than ``max_pixels`` (default: ``MAX_PIXELS``) is an
+    ImageError too, found from the header of a PNG or JPEG before decoding.
+    """
+    max_pixels = MAX_PIXELS if max_pixels is None else max_pixels
     data = read_bytes(path, "image")
     if not data:
         raise ImageError(f"{path}: empty file, not an image", path=path, expected="an image", found="0 bytes")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    size = header_size(data)
+    if size is not None:
+        _check_pixels(path, *size, max_pixels)
+    try:
+        with _decoder_warnings_dropped():
+            image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except (cv2.error, MemoryError) as error:
+        raise _decode_error(path, error, size) from None
     # Some OpenCV builds decode a cut JPEG without error and paint the missing part grey.
     if data[:2] == b"\xff\xd8" and (image is None or not _jpeg_complete(data)):
         raise ImageError(f"{path}: corrupt JPEG: OpenCV cannot decode it (truncated or damaged file)", path=path,
@@ -47,7 +72,96 @@ def read_image(path):
     if image is None:
         raise ImageError(f"{path}: not an image OpenCV can read (unknown format or corrupt file)", path=path,
                          expected="an image OpenCV reads", found="undecodable bytes")
+    _check_pixels(path, image.shape[1], image.shape[0], max_pixels)
     return image
+
+
+def header_size(data):
+    """``(width, height)`` from the header of a PNG (IHDR) or a JPEG (its SOFn frame header), read
+    without decoding; None for other formats and for a header that cannot be read."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and len(data) >= 24:
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if data[:2] == b"\xff\xd8":
+        return _jpeg_size(data)
+    return None
+
+
+# SOF0-SOF15 carry the frame's size; C4 (Huffman tables), C8 and CC (arithmetic coding) do not.
+_JPEG_FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def _jpeg_size(data):
+    # After SOI, segments are FF, a marker byte and a 2-byte length (RSTn and TEM have none);
+    # FF bytes may pad between them. The frame header comes before the first scan (SOS, DA).
+    position = 2
+    while position + 4 <= len(data):
+        if data[position] != 0xFF:
+            return None
+        marker = data[position + 1]
+        if marker == 0xFF:
+            position += 1
+        elif 0xD0 <= marker <= 0xD7 or marker == 0x01:
+            position += 2
+        elif marker in _JPEG_FRAME_MARKERS:
+            if position + 9 > len(data):
+                return None
+            height = int.from_bytes(data[position + 5:position + 7], "big")
+            return int.from_bytes(data[position + 7:position + 9], "big"), height
+        elif marker == 0xDA:
+            return None
+        else:
+            position += 2 + int.from_bytes(data[position + 2:position + 4], "big")
+    return None
+
+
+def _check_pixels(path, width, height, max_pixels):
+    if width * height > max_pixels:
+        raise ImageError(f"{path}: {width} x {height} = {width * height:,} pixels, more than the {max_pixels:,} "
+                         "darkfold decodes (raise it with --max-pixels, or darkfold.images.MAX_PIXELS)", path=path,
+                         expected=f"at most {max_pixels} pixels", found=width * height)
+
+
+def _decode_error(path, error, size):
+    """The ImageError for OpenCV's refusal (its own pixel limit) or a failed allocation."""
+    pixels = "" if size is None else f" of {size[0]} x {size[1]} pixels"
+    if isinstance(error, MemoryError) or error.code == cv2.Error.StsNoMem:
+        return ImageError(f"{path}: not enough memory to decode this image{pixels}", path=path,
+                          expected="an image that fits in memory", found="out of memory")
+    if "CV_IO_MAX_IMAGE_PIXELS" in error.err:
+        return ImageError(f"{path}: OpenCV refuses to decode this image{pixels}: more than its limit of pixels "
+                          "(2**30 unless the environment variable OPENCV_IO_MAX_IMAGE_PIXELS sets another)",
+                          path=path, expected="at most OpenCV's pixel limit", found="more pixels")
+    return ImageError(f"{path}: OpenCV cannot decode it: {error.err}", path=path, expected="an image OpenCV reads",
+                      found=error.err)
+
+
+# What libpng and libjpeg print about a damaged but decodable file. OpenCV leaves their default
+# handlers, which write to the process's stderr (file descriptor 2) around any Python-level
+# setting, and cv2's log level does not reach them.
+_DECODER_WARNINGS = (b"libpng warning: ", b"libpng error: ", b"Corrupt JPEG data", b"Premature end of JPEG file")
+_STDERR_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _decoder_warnings_dropped():
+    """While the block runs, send file descriptor 2 to a file; then pass on all but the decoders' warnings."""
+    with _STDERR_LOCK, tempfile.TemporaryFile() as capture:
+        sys.stderr.flush()
+        try:
+            saved = os.dup(2)
+        except OSError:  # no stderr at all: nothing to keep clean
+            yield
+            return
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            kept = [line for line in capture if not line.startswith(_DECODER_WARNINGS)]
+            if kept:
+                os.write(2, b"".join(kept))
 
 
 def _jpeg_complete(data):
@@ -124,7 +238,7 @@ def list_inputs(paths):
     for path in map(os.fspath, paths):
         if os.path.isdir(path):
             inputs += _folder_inputs(path)
-        elif not os.path.exists(path):
+        elif not os.path.exists(path) and not os.path.islink(path):  # a broken link: reading it says why
             inputs.append(Input(path, "error", f"{path}: no such file or folder"))
         else:
             kind = "video" if _extension(path) in VIDEO_EXTENSIONS else "image"

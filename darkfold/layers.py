@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
 
-from .errors import CfgError
+from .errors import CfgError, quoted, shortened
 
 # The arrays a BatchNorm stores after its biases, in .weights file order.
 BATCHNORM_ARRAYS = ("scales", "rolling_mean", "rolling_variance")
@@ -235,15 +235,16 @@ class _Context:
     def activation(self, default):
         name = self.section.get_str("activation", default)
         if name not in ACTIVATIONS:
-            raise _error(self.section, f"unknown activation '{name}'; Darknet knows: {', '.join(sorted(ACTIVATIONS))}",
-                         "activation", layer=self.index, expected="a Darknet activation", found=name)
+            raise _error(self.section, f"unknown activation {quoted(name)}; Darknet knows: "
+                         f"{', '.join(sorted(ACTIVATIONS))}", "activation", layer=self.index,
+                         expected="a Darknet activation", found=shortened(name))
         return name
 
     def refuse(self, *keys):
         """Options that change the computation in ways darkfold does not implement."""
         for key in keys:
             if key in self.section and self.section.get_str(key) not in ("0", "0.0"):
-                raise self.error(f"{key}={self.section.get_str(key)} is not supported by darkfold", key)
+                raise self.error(f"{key}={shortened(self.section.get_str(key))} is not supported by darkfold", key)
 
     def need_image(self):
         if min(self.input) <= 0:
@@ -850,7 +851,7 @@ def _suggestion(section, option):
 
 
 def _unknown_type(section, index):
-    name = section.name
+    name = shortened(section.name)
     if name in _UNSUPPORTED:
         return _error(section, f"layer {index}: layer type [{name}] is not supported by darkfold", layer=index,
                       expected="a layer type darkfold supports", found=f"[{name}]")

@@ -55,7 +55,7 @@ class Prediction:
 
 
 def predict(inputs, model=None, *, names=None, thresh=THRESH, nms=NMS, letterbox=None, threads=None,
-            output=None, draw=True):
+            output=None, draw=True, max_pixels=None):
     """Detect objects in images, folders and videos: an iterator of ``Prediction``, one per image
     or video frame, in input order.
 
@@ -66,7 +66,8 @@ def predict(inputs, model=None, *, names=None, thresh=THRESH, nms=NMS, letterbox
     for the first copy; removed again if the run created it and wrote nothing), each image
     gets an annotated copy there in its own format and each video one as .mp4, named after
     the input (a second ``dog.jpg`` becomes ``dog-2.jpg``); an earlier copy of that name is
-    replaced, an input never. ``draw=False`` writes no copy.
+    replaced, an input never. ``draw=False`` writes no copy. An image of more pixels than
+    ``max_pixels`` (default: ``images.MAX_PIXELS``) is refused from its header, undecoded.
 
     The model and names are checked and the inputs listed when ``predict`` is called (errors
     about them raise here); detection runs as the iterator is consumed, and ``close()`` ends
@@ -82,7 +83,7 @@ def predict(inputs, model=None, *, names=None, thresh=THRESH, nms=NMS, letterbox
     detector = Detector(model, names=names, thresh=thresh, nms=nms, letterbox=letterbox, threads=threads)
     names_file = [os.fspath(names)] if isinstance(names, (str, os.PathLike)) else []
     return PredictionRun(detector, images.list_inputs(inputs), [*model.sources, *names_file],
-                         output if draw else None)
+                         output if draw else None, max_pixels)
 
 
 class PredictionRun:
@@ -90,8 +91,9 @@ class PredictionRun:
     expanded), a progress bar's total; ``close()`` stops it, removing what a stopped video
     left half-written and an output folder the run made and left empty."""
 
-    def __init__(self, detector, inputs, model_files, output):
+    def __init__(self, detector, inputs, model_files, output, max_pixels=None):
         self.detector = detector
+        self.max_pixels = max_pixels
         self.images = sum(item.kind == "image" for item in inputs)
         self._inputs = inputs
         # Every file the run reads, so that no annotated copy replaces one of them.
@@ -133,7 +135,7 @@ class PredictionRun:
         read = []  # (path, image, output, error) in input order
         for item in items:
             try:
-                image = images.read_image(item.path)
+                image = images.read_image(item.path, self.max_pixels)
                 read.append((item.path, image, self._output(item.path), None))
             except DarkfoldError as error:
                 read.append((item.path, None, None, error))

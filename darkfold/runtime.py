@@ -6,13 +6,18 @@ by the options, behind a lock, so that threads whose first calls arrive
 together build one engine, not one each.
 """
 
+import math
+import operator
 import threading
+import warnings
 import weakref
 
 import numpy as np
 
 from .engine import Engine
-from .errors import ModelError
+from .errors import ModelError, shortened
+from .fold import EPS
+from .threads import thread_count
 
 _engines = weakref.WeakKeyDictionary()  # model -> {(fold, threads, fuse): Engine}
 _building = threading.Lock()
@@ -22,7 +27,10 @@ def engine_for(model, *, fold=True, threads=None, fuse=True):
     """The engine that runs ``model`` (built on first use, then reused). ``fold=False`` applies
     each BatchNorm as Darknet does at run time; with ``fuse``, convolutions apply the 2x2
     [maxpool] after them and do not keep their own output. Raises ``UnsupportedError`` for a
-    layer the engine does not run."""
+    layer the engine does not run. More ``threads`` than CPUs run on the CPUs, with a warning."""
+    threads, capped = thread_count(threads)
+    if capped:
+        warnings.warn(f"darkfold: threads={capped}", RuntimeWarning, stacklevel=3)
     key = (fold, threads, fuse)
     with _building:
         engines = _engines.setdefault(model, {})
@@ -73,10 +81,72 @@ def check_input(model, x):
 
 def check_indices(model, indices):
     """``indices`` sorted, without repeats, each a layer of ``model``; else a ModelError."""
-    indices = sorted({int(i) for i in indices})
+    last = len(model.layers) - 1
+    if isinstance(indices, (str, bytes)) or not hasattr(indices, "__iter__"):
+        raise ModelError(f"{model.cfg.path}: layers={shortened(repr(indices))}: expected a list of layer "
+                         f"indices (0 to {last})", path=model.cfg.path, expected="a list of layer indices",
+                         found=shortened(repr(indices)))
+    checked = set()
     for index in indices:
-        if not 0 <= index < len(model.layers):
-            raise ModelError(f"{model.cfg.path}: layer {index} does not exist "
-                             f"(layers 0 to {len(model.layers) - 1})", path=model.cfg.path,
-                             expected=f"0 to {len(model.layers) - 1}", found=index)
-    return indices
+        try:
+            if isinstance(index, (bool, np.bool_)):  # True is 1 to Python, and no layer's name
+                raise TypeError
+            number = operator.index(index)  # int and numpy's integers; not 1.7 (int() would take 1)
+        except TypeError:
+            raise ModelError(f"{model.cfg.path}: layers: {shortened(repr(index))} is not a layer index; "
+                             f"expected whole numbers from 0 to {last}", path=model.cfg.path,
+                             expected="a whole number", found=shortened(repr(index))) from None
+        if not 0 <= number <= last:
+            raise ModelError(f"{model.cfg.path}: layer {number} does not exist (layers 0 to {last})",
+                             path=model.cfg.path, expected=f"0 to {last}", found=number)
+        checked.add(number)
+    return sorted(checked)
+
+
+def check_finite(model, x, outputs, *, fold=True, threads=None):
+    """Raise a ModelError if any of ``outputs`` (``forward(model, x, ...)``'s) holds NaN or inf.
+
+    The error names where they come from: the first layer holding a NaN, an inf or a
+    negative variance among its parameters (a damaged weights file), or, when all are
+    sound, the first layer whose output on ``x`` is not finite (values past float32).
+    """
+    if all(np.isfinite(output).all() for output in outputs.values()):
+        return
+    damaged = damaged_parameters(model)
+    if damaged is not None:
+        raise damaged
+    index = engine_for(model, fold=fold, threads=threads, fuse=False).first_nonfinite(x)
+    if index is None:  # finite when run again layer by layer: name the output that was not
+        index = next(i for i, output in outputs.items() if not np.isfinite(output).all())
+    raise ModelError.at_layer(
+        model.layers[index], " is the first layer to output NaN or inf on this input, though every parameter "
+        "is finite: its values grow past float32's range (about 3.4e38), which takes weights or inputs far "
+        "larger than a trained model's (a damaged file, or weights for another cfg?)",
+        expected="finite outputs", found="NaN or inf")
+
+
+def damaged_parameters(model, huge=math.inf):
+    """A ModelError naming the first layer of ``model`` that holds a parameter no trained model
+    holds: NaN, inf, a variance BatchNorm cannot take the square root of, or one larger than
+    ``huge`` in size. None if there is none. Reads every parameter: for explaining a failure."""
+    for layer, arrays in zip(model.layers, model.params):
+        for name, array in (arrays or {}).items():
+            with np.errstate(invalid="ignore"):  # NaN compared
+                bad = ~np.isfinite(array) | (np.abs(array) > huge)
+                if name == "rolling_variance":  # BatchNorm divides by sqrt(rolling_variance + EPS)
+                    bad |= array + np.float32(EPS) <= 0
+            count = np.count_nonzero(bad)
+            if not count:
+                continue
+            note = ""
+            if not np.isfinite(array).all():
+                what = "NaN" if np.isnan(array).any() else "inf"
+            elif (np.abs(array) > huge).any():
+                what, note = f"values up to {float(np.abs(array).max()):.3g}", ", far past any trained model's"
+            else:
+                what = "negative variances"
+            return ModelError.at_layer(
+                layer, f" holds {what} in its {name} ({count:,} of {array.size:,}){note}: the weights file is "
+                "damaged (or its exporter wrote them); get it again", expected=f"sound {name}",
+                found=f"{count} {what}")
+    return None

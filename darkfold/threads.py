@@ -8,12 +8,14 @@ stall the next layer's workers (measured in PERF-NOTES.md: 3x slower).
 """
 
 import contextlib
+import numbers
 import os
 import threading
 
 import numpy as np
 
 from . import blas, kernels
+from .errors import ModelError
 
 # Handing a part to a worker and waiting for it (12-40 us) costs more than pooling, upsampling or
 # copying fewer values takes. Measured on yolov3-tiny 416: splitting from 128K values made a pass
@@ -27,6 +29,25 @@ def default_threads():
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
         return os.cpu_count() or 1
+
+
+def thread_count(threads):
+    """The worker threads to run for a ``threads=`` argument: every CPU for None, else ``threads``
+    capped at the CPUs this process may use. Returns ``(count, note)``, ``note`` saying why
+    ``threads`` was capped (None if it was not).
+
+    More threads than CPUs only wait for one another (see ``Workers.spinning``), and each is
+    an OS thread with its own stack: 100000 of them took 50 s to fail to start.
+    """
+    cpus = default_threads()
+    if threads is None:
+        return cpus, None
+    if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 1:
+        raise ModelError(f"threads={threads!r}: expected a whole number of at least 1 (or None: every CPU)",
+                         expected="a whole number >= 1", found=repr(threads))
+    if threads > cpus:
+        return cpus, f"{threads} is more than the {cpus} CPUs this process may use; running {cpus} threads"
+    return int(threads), None
 
 
 _set_blas_threads = blas.set_threads

@@ -5,6 +5,8 @@ compared with ``tolerance * max(1, max |original output|)``: float32 rounding
 grows with the size of the values, and outputs near zero need an absolute floor.
 """
 
+import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,6 +57,15 @@ class VerificationError(ModelError):
         self.verification = verification
 
 
+def check_tolerance(tolerance):
+    """``tolerance`` as a float, if it is a finite number of at least 0; else a ModelError."""
+    if (isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real) or not math.isfinite(tolerance)
+            or tolerance < 0):
+        raise ModelError(f"tolerance={tolerance!r}: expected a finite number of at least 0",
+                         expected="a finite number >= 0", found=repr(tolerance))
+    return float(tolerance)
+
+
 def sample_input(model, seed=0):
     """A fixed 1-image input of uniform [0, 1) values, the range of a normalised image."""
     shape = (1, model.net.channels, model.net.height, model.net.width)
@@ -69,19 +80,17 @@ def verify(original, folded=None, *, tolerance=TOLERANCE, x=None, threads=None):
     The folded model may lack merged [batchnorm] layers, so outputs are matched
     by position among the head inputs, not by index.
     """
+    # Imported here, not at the top: the runtime loads numba, which `import darkfold` must not
+    # pay (as in Model.forward).
+    from .runtime import check_finite
+
+    tolerance = check_tolerance(tolerance)
     x = sample_input(original) if x is None else x
     expected = original.forward(x, fold=False, threads=threads)
-    for index, output in expected.items():
-        if not np.isfinite(output).all():
-            raise ModelError(f"{original.cfg.path}: layer {index} outputs NaN or inf on the sample input, so no "
-                             "fold can be checked against it: its weights hold NaN or inf (a damaged file?) or "
-                             "grow past float32", path=original.cfg.path, layer=index, expected="finite outputs",
-                             found="NaN or inf")
-    if folded is None:
-        actual = original.forward(x, fold=True, threads=threads)
-    else:
-        actual = folded.forward(x, threads=threads)
+    check_finite(original, x, expected, fold=False, threads=threads)  # no fold can be checked against NaN
     other = folded or original
+    actual = other.forward(x, threads=threads)  # folded: the original folds in memory, by default
+    check_finite(other, x, actual, threads=threads)
     if len(actual) != len(expected):
         raise ModelError(f"{other.cfg.path}: {len(actual)} detection heads, but {original.cfg.path} has "
                          f"{len(expected)}; these are not the same network", path=other.cfg.path,

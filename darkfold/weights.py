@@ -167,6 +167,9 @@ def expected_size(layers, header):
 def _short_file_message(path, layers, layer, offset, actual, header):
     expected = expected_size(layers, header)
     where = f"layer {layer.index} [{layer.type}] ({layer.where}) needs {4 * layer.param_count} bytes from offset {offset}"
+    if actual == header.size:
+        return (f"{path}: the file holds only the {header.size}-byte header ({header}) and no weights, but {where}: "
+                f"expected {expected} bytes. A download cut short, or a file written before any weights.")
     if offset == actual:
         earlier = [l for l in layers[: layer.index] if l.params]
         return (

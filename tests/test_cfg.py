@@ -160,8 +160,65 @@ def test_device_given_as_cfg_is_refused_not_read_forever():
 def test_integer_with_thousands_of_digits_is_a_bad_value_not_a_crash():
     # Python's int() raises ValueError past 4300 digits; found by fuzzing.
     section = Cfg("[net]\n[maxpool]\nsize=" + "9" * 5000 + "\n", "big.cfg").sections[1]
-    with pytest.raises(CfgError, match=r"big.cfg:3: \[maxpool\] size='9999.*': expected an integer"):
+    with pytest.raises(CfgError, match=r"big.cfg:3: \[maxpool\] size='9999.*: expected an integer"):
         section.get_int("size")
+
+
+def test_a_value_of_megabytes_is_quoted_shortened_with_its_length():
+    section = Cfg("[net]\n[convolutional]\nfilters=" + "9" * 10**6 + "\nactivation=" + "x" * 10**6 + "\n",
+                  "long.cfg").sections[1]
+    with pytest.raises(CfgError) as error:
+        section.get_int("filters")
+    assert str(error.value) == (f"long.cfg:3: [convolutional] filters='{'9' * 30}...{'9' * 30}' "
+                                "(1,000,000 characters): expected an integer")
+    assert error.value.found == "9" * 30 + "..." + "9" * 30
+    for text in ("[net]\nwidth=8\n" + "z" * 10**6 + "\n", "[net]\n[" + "y" * 10**6 + "\n"):
+        with pytest.raises(CfgError) as error:
+            Cfg(text, "long.cfg")
+        assert len(str(error.value)) < 200 and " characters): expected " in str(error.value)
+
+
+@pytest.mark.parametrize("value", ["1e39", "-3.5e38", "1" + "0" * 39])
+@pytest.mark.parametrize("getter", ["get_float", "get_floats"])
+def test_a_number_past_float32s_range_is_refused_naming_its_line(getter, value):
+    # Darknet keeps cfg numbers in C floats: 1e39 is inf there, and inf turns boxes to NaN.
+    section = Cfg(f"[net]\n[yolo]\nmask=0\nscale_x_y={value}\n", "big.cfg").sections[1]
+    with pytest.raises(CfgError) as error:
+        getattr(section, getter)("scale_x_y")
+    assert str(error.value).startswith(f"big.cfg:4: [yolo] scale_x_y='{value}': expected ")
+    assert f"that a float32 holds: {value} is past its range" in str(error.value)
+
+
+def test_the_largest_float32_is_accepted_as_c_rounds_it():
+    section = Cfg("[net]\n[yolo]\nscale_x_y=3.4028235e38\nanchors=1,-3.4028235e38\n", "max.cfg").sections[1]
+    assert section.get_float("scale_x_y") == 3.4028235e38 and section.get_floats("anchors") == [1, -3.4028235e38]
+
+
+@pytest.mark.parametrize("encoding, name", [("utf-16", "UTF-16"), ("utf-16-le", "UTF-16"), ("utf-16-be", "UTF-16"),
+                                            ("utf-32", "UTF-32"), ("utf-32-be", "UTF-32")])
+def test_a_utf16_or_utf32_cfg_is_named_with_the_fix(tmp_path, encoding, name):
+    path = write(tmp_path / "wide.cfg", "[net]\nwidth=8\n".encode(encoding))
+    with pytest.raises(CfgError) as error:
+        read_cfg(path)
+    assert str(error.value) == (f"{path}: the file is {name} text, which Darknet cannot read (it reads ASCII or "
+                                "UTF-8): save it as UTF-8")
+
+
+def test_a_cfg_of_more_lines_than_any_model_is_refused_before_it_is_split():
+    with pytest.raises(CfgError) as error:
+        Cfg("[net]\n" + "#\n" * 100_000, "lines.cfg")
+    assert str(error.value).startswith("lines.cfg: 100,002 lines, more than the 100,000 darkfold reads")
+    assert error.value.found == 100_002
+
+
+def test_more_layers_than_the_limit_is_an_error_at_the_first_one_past_it():
+    # Each section costs about 2 KB once built: 1.5M [dropout] sections took 3.2 GB.
+    text = "[net]\n" + "[dropout]\n" * 10_000
+    assert len(Cfg(text, "many.cfg").sections) == 10_001
+    with pytest.raises(CfgError) as error:
+        Cfg(text + "[dropout]\n", "many.cfg")
+    assert str(error.value).startswith("many.cfg:10002: more than 10,000 layers, the most darkfold reads")
+    assert error.value.line == 10_002
 
 
 def test_leading_zeros_do_not_count_as_digits():

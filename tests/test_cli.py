@@ -174,7 +174,7 @@ def test_a_forced_convert_whose_check_fails_keeps_the_earlier_outputs(capsys, tm
     (tmp_path / "source").mkdir()
     weights = write(tmp_path / "source" / "yolov3-tiny.weights", bytes(broken))
     code, _, err = run(capsys, "convert", tiny_cfg, weights, "-o", tmp_path, "--force")
-    assert code == 2 and "outputs NaN or inf" in err
+    assert code == 2 and "layer 22 [convolutional] holds NaN in its weights (1 of 65,280)" in err
     assert {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path) if name != "source"} == outputs
 
 

@@ -4,6 +4,7 @@ import io
 import json
 import os
 import shutil
+import zlib
 
 import cv2
 import numpy as np
@@ -14,6 +15,7 @@ from fixtures import NET
 import darkfold
 from darkfold.cli import main
 from darkfold.images import read_image
+from darkfold.threads import default_threads
 
 # Darknet's lines for the bundled yolov3-tiny on dog.jpg (DESIGN.md), as darkfold prints them.
 DOG_LINES = [
@@ -249,3 +251,63 @@ def test_folders_and_videos_show_progress_on_a_terminal_only(capsys, monkeypatch
 def test_threads_option_runs_the_engine_on_that_many_workers(capsys, tmp_path):
     code, out, _ = run(capsys, DATA_DIR / "dog.jpg", "--threads", "1", "--json", "-o", tmp_path)
     assert code == 0 and len(json_lines(out)[0]["detections"]) == 6
+
+
+def huge_png():
+    """196 bytes of grey PNG whose header says 40000 x 40000: 1.6G pixels to decode."""
+
+    def chunk(kind, data):
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    header = (40000).to_bytes(4, "big") * 2 + bytes([8, 0, 0, 0, 0])
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(40001)))
+            + chunk(b"IEND", b""))
+
+
+def test_an_image_too_large_for_its_header_is_one_error_and_the_images_around_it_still_run(capsys, tmp_path):
+    huge = write(tmp_path / "huge.png", huge_png())
+    code, out, err = run(capsys, DATA_DIR / "dog.jpg", huge, DATA_DIR / "eagle.jpg", "-o", tmp_path / "out")
+    assert code == 2
+    assert [line.split(":")[0] for line in out.splitlines() if " detected in " in line] == [
+        str(DATA_DIR / "dog.jpg"), str(DATA_DIR / "eagle.jpg")]
+    assert err == (f"darkfold: error: {huge}: 40000 x 40000 = 1,600,000,000 pixels, more than the 268,435,456 "
+                   "darkfold decodes (raise it with --max-pixels, or darkfold.images.MAX_PIXELS)\n")
+
+
+def test_max_pixels_sets_the_largest_image_detect_decodes(capsys, tmp_path):
+    code, out, err = run(capsys, DATA_DIR / "dog.jpg", "--max-pixels", 768 * 576 - 1, "-o", tmp_path)
+    assert (code, out) == (2, "") and "768 x 576 = 442,368 pixels, more than the 442,367 darkfold decodes" in err
+    code, out, err = run(capsys, DATA_DIR / "dog.jpg", "--max-pixels", 768 * 576, "-o", tmp_path)
+    assert (code, err) == (0, "") and " 6 detected in " in out
+
+
+def test_a_file_name_with_control_characters_is_printed_escaped_on_one_line(capsys, tmp_path):
+    image = tmp_path / "dog\nfake: 99 detected\x1b[2J.jpg"
+    shutil.copy(DATA_DIR / "dog.jpg", image)
+    code, out, _ = run(capsys, image, "-o", tmp_path / "out")
+    header, *lines = out.splitlines()
+    assert code == 0 and len(lines) == 6
+    assert header.startswith(f"{tmp_path}/dog\\nfake: 99 detected\\x1b[2J.jpg: 6 detected in ")
+    assert header.endswith(f" -> {tmp_path}/out/dog\\nfake: 99 detected\\x1b[2J.jpg")
+
+
+def test_more_threads_than_cpus_are_capped_with_a_warning(capsys, tmp_path):
+    cpus = default_threads()
+    code, out, err = run(capsys, DATA_DIR / "dog.jpg", "--threads", cpus + 1, "--json", "-o", tmp_path)
+    assert code == 0 and len(json_lines(out)[0]["detections"]) == 6
+    assert err == (f"darkfold: warning: --threads {cpus + 1} is more than the {cpus} CPUs this process may use; "
+                   f"running {cpus} threads\n")
+
+
+def test_weights_holding_nan_are_an_error_naming_the_layer_that_holds_them(capsys, tmp_path, tiny_cfg, tiny_weights):
+    # They were "0 detected" and exit 0: NaN compares false with every threshold.
+    model = darkfold.load()
+    data = bytearray(tiny_weights.read_bytes())
+    batchnorm = 4 * model.layers[4].filters  # biases, scales, rolling_mean, rolling_variance, then weights
+    offset = model.header.size + 4 * (sum(layer.param_count for layer in model.layers[:4]) + batchnorm + 5)
+    data[offset:offset + 4] = np.float32("nan").tobytes()
+    weights = write(tmp_path / "nan.weights", bytes(data))
+    code, out, err = run(capsys, DATA_DIR / "dog.jpg", "--cfg", tiny_cfg, "--weights", weights, "-o", tmp_path)
+    assert (code, out) == (2, "")
+    assert err == (f"darkfold: error: {tiny_cfg}:49: layer 4 [convolutional] holds NaN in its weights (1 of "
+                   "18,432): the weights file is damaged (or its exporter wrote them); get it again\n")

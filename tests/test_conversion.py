@@ -66,7 +66,7 @@ def test_a_forced_convert_whose_check_fails_keeps_the_earlier_good_outputs(tiny_
     darkfold.convert(tiny_cfg, tiny_weights, out_cfg, out_weights, verify=True)
     good = out_cfg.read_bytes(), out_weights.read_bytes()
     broken = nan_weights(tiny_weights, tmp_path / "m.weights")
-    with pytest.raises(darkfold.ModelError, match="outputs NaN or inf"):
+    with pytest.raises(darkfold.ModelError, match=r"layer 22 \[convolutional\] holds NaN in its biases \(255 of 255\)"):
         darkfold.convert(tiny_cfg, broken, out_cfg, out_weights, force=True, verify=True)
     assert (out_cfg.read_bytes(), out_weights.read_bytes()) == good
     assert sorted(os.listdir(out_cfg.parent)) == ["m-folded.cfg", "m-folded.weights"]  # no temporary left

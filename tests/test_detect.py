@@ -7,6 +7,8 @@ score threshold and cv2.dnn.NMSBoxes) fed the very same network input, and with 
 own output on data/dog.jpg (DESIGN.md).
 """
 
+import warnings
+
 import cv2
 import numpy as np
 import oracle
@@ -376,3 +378,73 @@ def test_a_list_is_detected_in_batches_with_the_same_results_as_one_by_one(tiny_
         np.testing.assert_allclose([d.confidence for d in found], [a.confidence for a in alone], atol=1e-5)
     via_model = tiny_model.detect(paths)  # Model.detect of a list batches the same way
     assert [[d.class_id for d in found] for found in via_model] == [[d.class_id for d in found] for found in together]
+
+
+# --------------------------------------------------------------------------------------------
+# values that are not numbers, and weights that overflow
+
+
+@pytest.mark.parametrize("option", ["thresh", "nms"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -0.1, 1.5, True, "0.5", None])
+def test_thresh_and_nms_must_be_numbers_from_0_to_1(tiny_model, option, value):
+    with pytest.raises(ModelError) as error:
+        tiny_model.detect(str(DATA_DIR / "dog.jpg"), **{option: value})
+    assert str(error.value) == f"{option}={value!r}: expected a number from 0 to 1"
+
+
+def damaged(change):
+    """The bundled model with ``change(params)`` applied to copies of its arrays."""
+    model = darkfold.load()
+    model.params = [None if arrays is None else {name: np.array(a) for name, a in arrays.items()}
+                    for arrays in model.params]
+    change(model.params)
+    return model
+
+
+def detect_quietly(model):
+    """``model.detect`` on dog.jpg, failing on any warning numpy would print (RuntimeWarning)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return model.detect(str(DATA_DIR / "dog.jpg"))
+
+
+def test_a_parameter_far_past_any_trained_models_is_named_when_it_overflows_the_boxes(tiny_cfg):
+    # 1e30 in layer 0: the heads stay finite (6e29), the boxes do not: it was an internal error at rounding.
+    model = damaged(lambda params: params[0]["weights"].reshape(-1).__setitem__(0, 1e30))
+    with pytest.raises(ModelError) as error:
+        detect_quietly(model)
+    assert str(error.value) == (f"{tiny_cfg}:25: layer 0 [convolutional] holds values up to 1e+30 in its weights (1 of "
+                                "432), far past any trained model's: the weights file is damaged (or its exporter "
+                                "wrote them); get it again")
+    assert (error.value.layer, error.value.line) == (0, 25)
+
+
+def test_head_inputs_whose_boxes_overflow_name_the_head_and_the_layer_before_it(tiny_cfg):
+    # A bias of 200 on the first box's width: exp(200) is past float32, in Darknet too.
+    model = damaged(lambda params: params[15]["biases"].__setitem__(2, 200))
+    with pytest.raises(ModelError) as error:
+        detect_quietly(model)
+    assert str(error.value).startswith(f"{tiny_cfg}:132: layer 16 [yolo]: a box it decodes is NaN or inf in image "
+                                       "pixels: layer 15 outputs values up to 20")
+    assert error.value.layer == 16
+
+
+@pytest.mark.parametrize("name, value, what", [("weights", np.nan, "NaN"), ("biases", np.inf, "inf"),
+                                               ("rolling_variance", -1, "negative variances")])
+def test_parameters_that_make_nan_are_named_at_the_layer_holding_them(tiny_cfg, name, value, what):
+    model = damaged(lambda params: params[4][name].reshape(-1).__setitem__(3, value))
+    with pytest.raises(ModelError) as error:
+        detect_quietly(model)
+    assert str(error.value).startswith(f"{tiny_cfg}:49: layer 4 [convolutional] holds {what} in its {name} (1 of ")
+    assert error.value.layer == 4
+
+
+def test_finite_parameters_whose_outputs_overflow_name_the_first_layer_to_output_inf(tiny_cfg):
+    def huge(params):
+        for layer in (0, 2):
+            params[layer]["weights"][:] = 1e20  # 1e20 x 1e20 past float32 in layer 2, not before
+
+    with pytest.raises(ModelError) as error:
+        detect_quietly(damaged(huge))
+    assert str(error.value).startswith(f"{tiny_cfg}:37: layer 2 [convolutional] is the first layer to output NaN or "
+                                       "inf on this input, though every parameter is finite")

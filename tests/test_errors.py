@@ -85,6 +85,13 @@ def test_convert_output_errors_are_output_errors(tmp_path):
     assert error.value.path == str(tmp_path / "f.cfg") and error.value.found == "an existing file"
 
 
+def test_detect_names_a_symbolic_link_loop_as_reading_it_does(tmp_path, capsys):
+    (tmp_path / "a.jpg").symlink_to("b.jpg")
+    (tmp_path / "b.jpg").symlink_to("a.jpg")
+    assert main(["detect", str(tmp_path / "a.jpg"), "-o", str(tmp_path / "out")]) == 2
+    assert f"{tmp_path / 'a.jpg'}: a symbolic link loop" in capsys.readouterr().err
+
+
 def test_fold_without_weights_is_a_model_error():
     with pytest.raises(ModelError, match="fold needs the weights"):
         darkfold.load(darkfold.DEFAULT_CFG).fold()
@@ -182,9 +189,14 @@ CASES = [
     case("fraction for an integer", CFG(NET + "[maxpool]\nsize=1.5\n"), INFO, "bad.cfg:6",
          "size='1.5': expected an integer"),
     case("integer of 5000 digits", CFG(NET + "[maxpool]\nsize=" + "7" * 5000 + "\n"), INFO, "bad.cfg:6",
-         "': expected an integer"),
+         "' (5,000 characters): expected an integer"),
     case("infinite number", CFG(YOLO.replace("classes=1", "classes=1\nscale_x_y=1e999")), INFO, "bad.cfg:27",
          "scale_x_y='1e999': expected a number"),
+    case("number past float32", CFG(YOLO.replace("classes=1", "classes=1\nscale_x_y=1e39")), INFO, "bad.cfg:27",
+         "scale_x_y='1e39': expected a number that a float32 holds"),
+    case("cfg saved as UTF-16", {"bad.cfg": YOLO.encode("utf-16")}, INFO, "bad.cfg", "save it as UTF-8"),
+    case("more layers than any model", CFG(NET + "[dropout]\n" * 10_001), INFO, "bad.cfg:10005",
+         "more than 10,000 layers"),
     case("unknown activation", CFG(NET + "[convolutional]\nactivation=leakyy\n"), INFO, "bad.cfg:6",
          "unknown activation 'leakyy'; Darknet knows: "),
     case("duplicate key", CFG(NET + "[maxpool]\nsize=2\nsize=3\n"), INFO, "bad.cfg:7",
@@ -233,6 +245,8 @@ CASES = [
          "is a directory, expected a weights file"),
     case("weights empty", {"m.cfg": YOLO, "m.weights": b""}, "info m.cfg m.weights", "m.weights",
          "the weights file is empty"),
+    case("weights of only a header", {**M, "m.weights": HEADER.to_bytes()}, "info m.cfg m.weights", "m.weights",
+         "the file holds only the 20-byte header (version 0.2.0, seen 64000 images) and no weights"),
     case("weights shorter than a header", {**M, "m.weights": b"\0" * 10}, "info m.cfg m.weights", "m.weights",
          "10 bytes is too short for a Darknet weights header"),
     case("cfg given as the weights", {"m.cfg": YOLO}, "info m.cfg m.cfg", "m.cfg",
@@ -274,8 +288,8 @@ CASES = [
     case("convert a bad cfg", {**M, "m.cfg": YOLO.replace("filters=18", "filters=19")},
          "convert m.cfg m.weights -o out", "m.cfg:23", "set filters=18"),
     case("convert swapped inputs", M, "convert m.weights m.cfg -o out", "m.weights", "not a text cfg file"),
-    case("convert weights holding NaN", {**M, "m.weights": NAN}, "convert m.cfg m.weights -o out", "m.cfg",
-         "layer 2 outputs NaN or inf on the sample input, so no fold can be checked against it"),
+    case("convert weights holding NaN", {**M, "m.weights": NAN}, "convert m.cfg m.weights -o out", "m.cfg:6",
+         "layer 0 [convolutional] holds NaN in its biases (1 of 8): the weights file is damaged"),
     case("convert output exists", {**M, "out/m-folded.weights": "mine"}, "convert m.cfg m.weights -o out",
          "out/m-folded.weights", "already exists; use --force (force=True) to replace it"),
     case("convert output is the input", {"x.cfg": YOLO, "x-folded.cfg": lambda: weights_for(YOLO)},
@@ -293,8 +307,8 @@ CASES = [
     case("verify against another network", {**M, "c2.cfg": YOLO_2_CLASSES,
                                             "c2.weights": lambda: weights_for(YOLO_2_CLASSES)},
          "verify m.cfg m.weights c2.cfg c2.weights", "c2.cfg", "these are not the same network"),
-    case("verify weights holding NaN", {**M, "m.weights": NAN}, "verify m.cfg m.weights", "m.cfg",
-         "its weights hold NaN or inf (a damaged file?)"),
+    case("verify weights holding NaN", {**M, "m.weights": NAN}, "verify m.cfg m.weights", "m.cfg:6",
+         "layer 0 [convolutional] holds NaN in its biases (1 of 8)"),
     case("verify a layer the engine cannot run", {"l.cfg": LOCAL, "l.weights": lambda: weights_for(LOCAL)},
          "verify l.cfg l.weights", "l.cfg:5", "layer 0 [local] is not supported by darkfold's engine"),
     # ---- detect (the bundled model; nothing may appear in ./predictions)

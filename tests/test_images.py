@@ -1,14 +1,19 @@
 """Images: Darknet's preprocessing (resize_image, letterbox_image), reading, inputs, outputs."""
 
+import os
+import struct
+import zlib
+
 import cv2
 import numpy as np
 import pytest
 from conftest import DATA_DIR, write
 
-from darkfold import ImageError
+from darkfold import ImageError, images
 from darkfold.images import (
     Input,
     class_color,
+    header_size,
     letterbox_size,
     list_inputs,
     output_path,
@@ -97,6 +102,87 @@ def test_a_jpeg_without_its_end_marker_is_corrupt(tmp_path):
             read_image(str(cut))
     with pytest.raises(ImageError, match="empty file"):
         read_image(str(write(tmp_path / "c.png", b"")))
+
+
+def png_chunk(kind, data, crc=None):
+    crc = zlib.crc32(kind + data) if crc is None else crc
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+
+def grey_png(width, height, extra=b""):
+    """A grey 8-bit PNG of ``width`` x ``height`` as its header says, with one zero row of data;
+    ``extra``: chunks between the header and the data."""
+    header = png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+    data = png_chunk(b"IDAT", zlib.compress(b"\0" * (width + 1)))
+    return b"\x89PNG\r\n\x1a\n" + header + extra + data + png_chunk(b"IEND", b"")
+
+
+def with_jpeg_size(data, width, height):
+    """``data`` (a JPEG) with its frame header (SOF0) saying ``width`` x ``height``."""
+    sof = data.index(b"\xff\xc0")
+    return data[:sof + 5] + struct.pack(">HH", height, width) + data[sof + 9:]
+
+
+def test_the_size_of_a_png_or_jpeg_is_read_from_its_header():
+    dog = (DATA_DIR / "dog.jpg").read_bytes()
+    assert header_size(dog) == (768, 576) and header_size(with_jpeg_size(dog, 40000, 30000)) == (40000, 30000)
+    assert header_size(grey_png(40000, 20)) == (40000, 20)
+    assert header_size(b"BM" + bytes(60)) is None and header_size(dog[:100]) is None
+
+
+@pytest.mark.parametrize("name, data", [("huge.png", lambda: grey_png(40000, 40000)),
+                                        ("huge.jpg", lambda: with_jpeg_size((DATA_DIR / "dog.jpg").read_bytes(),
+                                                                            40000, 40000))])
+def test_an_image_whose_header_promises_too_many_pixels_is_refused_before_decoding(tmp_path, monkeypatch, name,
+                                                                                   data):
+    # 196 bytes of PNG claiming 40000 x 40000 ended in OpenCV's pixel limit as an internal error.
+    path = write(tmp_path / name, data())
+    monkeypatch.setattr(cv2, "imdecode", lambda *args: pytest.fail("decoded"))
+    with pytest.raises(ImageError) as error:
+        read_image(str(path))
+    assert str(error.value) == (f"{path}: 40000 x 40000 = 1,600,000,000 pixels, more than the 268,435,456 darkfold "
+                                "decodes (raise it with --max-pixels, or darkfold.images.MAX_PIXELS)")
+    assert (error.value.found, error.value.expected) == (1_600_000_000, "at most 268435456 pixels")
+
+
+def test_the_pixel_limit_can_be_raised_or_lowered_and_holds_for_formats_without_a_header_check(tmp_path,
+                                                                                               monkeypatch):
+    dog = str(DATA_DIR / "dog.jpg")
+    with pytest.raises(ImageError, match="768 x 576 = 442,368 pixels, more than the 442,367"):
+        read_image(dog, max_pixels=768 * 576 - 1)
+    bmp = tmp_path / "dog.bmp"
+    cv2.imwrite(str(bmp), cv2.imread(dog))
+    monkeypatch.setattr(images, "MAX_PIXELS", 1000)
+    with pytest.raises(ImageError, match="dog.bmp: 768 x 576 = 442,368 pixels, more than the 1,000"):
+        read_image(str(bmp))
+    assert read_image(str(bmp), max_pixels=768 * 576).shape == (576, 768, 3)
+
+
+def test_what_opencv_refuses_or_cannot_allocate_is_an_image_error(tmp_path, monkeypatch):
+    path = str(write(tmp_path / "big.png", grey_png(40000, 40000)))
+    with pytest.raises(ImageError, match="big.png: OpenCV refuses to decode this image of 40000 x 40000 pixels: more "
+                                         "than its limit of pixels"):
+        read_image(path, max_pixels=2**31)  # past OpenCV's own 2**30
+
+    def no_memory(*args):
+        error = cv2.error("Failed to allocate 1200000000 bytes")
+        error.code, error.err = cv2.Error.StsNoMem, "Failed to allocate 1200000000 bytes"
+        raise error
+
+    for failure in (no_memory, lambda *args: np.empty(2**62, np.uint8)):
+        monkeypatch.setattr(cv2, "imdecode", failure)
+        with pytest.raises(ImageError, match="big.png: not enough memory to decode this image of 40000 x 40000 pixels"):
+            read_image(path, max_pixels=2**31)
+
+
+def test_decoder_warnings_do_not_reach_stderr_but_other_output_does(tmp_path, capfd):
+    bad_crc = png_chunk(b"tEXt", b"Comment\0hello", crc=1)  # libpng warns "tEXt: CRC error", and decodes
+    path = write(tmp_path / "warns.png", grey_png(8, 1, extra=bad_crc))
+    assert read_image(str(path)).shape == (1, 8, 3)
+    assert capfd.readouterr().err == ""
+    with images._decoder_warnings_dropped():
+        os.write(2, b"libpng warning: dropped\nkept\n")
+    assert capfd.readouterr().err == "kept\n"
 
 
 def test_inputs_expand_folders_to_their_images_in_name_order(tmp_path):

@@ -7,8 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from darkfold import kernels
-from darkfold.threads import MIN_SPLIT_VALUES, Workers, default_threads
+from darkfold import ModelError, kernels
+from darkfold.threads import MIN_SPLIT_VALUES, Workers, default_threads, thread_count
 
 
 @pytest.fixture(params=[False, True], ids=["sleeping", "spinning"])
@@ -140,3 +140,15 @@ def test_close_ends_the_worker_threads():
     for thread in started:
         thread.join(timeout=5)
         assert not thread.is_alive()
+
+
+def test_thread_count_is_every_cpu_at_most_and_refuses_what_is_not_a_count():
+    # 100000 threads took 50 s to fail to start; 2048 made verify 50x slower than 2.
+    cpus = default_threads()
+    assert thread_count(None) == (cpus, None) and thread_count(1) == (1, None)
+    assert thread_count(np.int64(cpus)) == (cpus, None)
+    assert thread_count(100_000) == (cpus, f"100000 is more than the {cpus} CPUs this process may use; "
+                                           f"running {cpus} threads")
+    for bad in (0, -1, 2.0, True, "2"):
+        with pytest.raises(ModelError, match=f"threads={bad!r}: expected a whole number of at least 1"):
+            thread_count(bad)

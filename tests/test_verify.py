@@ -80,6 +80,21 @@ def test_threads_must_be_positive(capsys):
     assert "at least 1" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("tolerance", [float("nan"), float("inf"), -1, True, "1e-4"])
+def test_tolerance_must_be_a_finite_number_of_at_least_0(tiny_model, tolerance):
+    with pytest.raises(darkfold.ModelError, match=r"tolerance=.*: expected a finite number of at least 0"):
+        darkfold.verify(tiny_model, tolerance=tolerance)
+
+
+@pytest.mark.parametrize("tolerance", ["nan", "-1", "inf", "x"])
+def test_verify_command_refuses_a_tolerance_that_is_not_a_finite_number_of_at_least_0(capsys, tolerance):
+    # nan and -1 ran both models and then said "the folded model differs" (exit 1).
+    with pytest.raises(SystemExit) as exit_:
+        main(["verify", "--tolerance", tolerance])
+    assert exit_.value.code == 2
+    assert f"--tolerance: expected a number of at least 0, got '{tolerance}'" in capsys.readouterr().err
+
+
 def test_convert_verifies_what_it_wrote(tmp_cwd, capsys):
     assert main(["convert", "-o", "out"]) == 0
     assert "verified: outputs match the original within" in capsys.readouterr().out

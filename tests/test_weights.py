@@ -101,6 +101,15 @@ def test_file_ending_at_a_layer_boundary_suggests_a_partial_backbone(small_cfg, 
         darkfold.load(small_cfg, path)
 
 
+def test_a_file_of_only_a_header_says_so(small_cfg, tmp_path):
+    path = write(tmp_path / "empty.weights", Header(0, 2, 0, 0).to_bytes())
+    with pytest.raises(WeightsError) as error:
+        darkfold.load(small_cfg, path)
+    assert str(error.value).startswith(f"{path}: the file holds only the 20-byte header (version 0.2.0, seen 0 "
+                                       "images) and no weights, but layer 0 [convolutional]")
+    assert "after layer -1" not in str(error.value)
+
+
 def test_partial_backbone_loads_on_request_and_saves_what_it_has(small_cfg, tmp_path):
     path = write(tmp_path / "backbone.conv.1", small_weights(floats=SMALL_FLOATS[0]))
     model = darkfold.load(small_cfg, path, partial=True)
