@@ -7,13 +7,13 @@ import os
 import sys
 import time
 import traceback
-import unicodedata
 
 from . import __version__, convert, interrupts, load, outputs
 from .bundled import DEFAULT_CFG, DEFAULT_WEIGHTS, SAMPLE_IMAGE
 from .detect import check_probability
 from .errors import DarkfoldError, ModelError
 from .files import OutputFolder
+from .outputs import printable
 from .summary import layer_table, model_summary
 from .verify import TOLERANCE, VerificationError, check_tolerance, verify
 
@@ -50,7 +50,7 @@ def _run(args):
         _print_warnings(error)
         if args.debug:
             traceback.print_exc()
-        print(f"darkfold: error: {_printable(error)}", file=sys.stderr)
+        print(f"darkfold: error: {printable(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:  # outside interrupts.handled(): a thread other than the main one
         print("darkfold: interrupted", file=sys.stderr)
@@ -84,19 +84,9 @@ def _internal_error(error, args):
     if args.debug:
         traceback.print_exc()
     hint = "" if args.debug else " (rerun with --debug for the traceback)"
-    print(f"darkfold: internal error, please report it{hint}: {type(error).__name__}: {_printable(error)}",
+    print(f"darkfold: internal error, please report it{hint}: {type(error).__name__}: {printable(error)}",
           file=sys.stderr)
     return EXIT_INTERNAL
-
-
-def _printable(message):
-    """``message`` on one line: control characters and line separators escaped.
-
-    Messages quote the user's files, and a section name holding ESC or a
-    line separator must not reach the terminal as such.
-    """
-    return "".join(ch if unicodedata.category(ch) not in ("Cc", "Zl", "Zp") else ascii(ch)[1:-1]
-                   for ch in str(message))
 
 
 class _CommandParser(argparse.ArgumentParser):
@@ -261,7 +251,7 @@ def _model_paths(args):
 def _print_warnings(source):
     """Print the warnings of a Model or a DarkfoldError."""
     for warning in source.warnings:
-        print(f"darkfold: warning: {_printable(warning)}", file=sys.stderr)
+        print(f"darkfold: warning: {printable(warning)}", file=sys.stderr)
 
 
 def run_info(args):
@@ -312,8 +302,8 @@ def run_convert(args):
         print(json.dumps(summary))
         return 0
     print(f"folded {len(folded.folded)} BatchNorm layers; {len(folded.layers)} layers, {folded.bflops:.3f} BFLOPs")
-    print(f"{_printable(out_weights)}: {size_out:,} bytes ({size_in - size_out:,} fewer than {_printable(weights_path)})")
-    print(f"{_printable(out_cfg)}: batch_normalize=0 in the folded layers, every other line as in {_printable(cfg_path)}")
+    print(f"{printable(out_weights)}: {size_out:,} bytes ({size_in - size_out:,} fewer than {printable(weights_path)})")
+    print(f"{printable(out_cfg)}: batch_normalize=0 in the folded layers, every other line as in {printable(cfg_path)}")
     if check is not None:
         worst = check.worst
         print(f"verified: outputs match the original within {worst.relative:.1e} "
@@ -393,11 +383,11 @@ def run_detect(args):
             if result.error is not None:
                 failed = True
                 _Progress.clear()
-                print(f"darkfold: error: {_printable(result.error)}", file=sys.stderr)
+                print(f"darkfold: error: {printable(result.error)}", file=sys.stderr)
             shown = show(result)
             if shown:
                 _Progress.clear()
-                print("\n".join(_printable(line) for line in shown.split("\n")))  # names from the user's disk
+                print(shown)
             progress.advance(result)
     finally:
         run.close()

@@ -9,6 +9,17 @@ was printed.
 """
 
 import json
+import unicodedata
+
+
+def printable(message):
+    """``message`` on one line: control characters and line separators escaped (``\\x1b``).
+
+    Messages and lines quote the user's files, and a file or section name holding ESC or a
+    newline must neither reach the terminal as such nor fake a line of output.
+    """
+    return "".join(ch if unicodedata.category(ch) not in ("Cc", "Zl", "Zp") else ascii(ch)[1:-1]
+                   for ch in str(message))
 
 
 def text(prediction):
@@ -17,15 +28,16 @@ def text(prediction):
     frame, ``path: 2 frames -> predictions/clip.mp4``."""
     if prediction.error is not None:
         return ""
-    arrow = "" if prediction.output is None else f" -> {prediction.output}"
+    source = printable(prediction.source)
+    arrow = "" if prediction.output is None else f" -> {printable(prediction.output)}"
     found = len(prediction.detections)
     if prediction.frame is None:
-        lines = [f"{prediction.source}: {found} detected in {prediction.seconds * 1e3:.0f} ms{arrow}"]
+        lines = [f"{source}: {found} detected in {prediction.seconds * 1e3:.0f} ms{arrow}"]
     else:
-        lines = [f"{prediction.source} frame {prediction.frame}: {found} detected"]
-    lines += [detection.darknet_line() for detection in prediction.detections]
+        lines = [f"{source} frame {prediction.frame}: {found} detected"]
+    lines += [printable(detection.darknet_line()) for detection in prediction.detections]  # names files too
     if prediction.last:
-        lines.append(f"{prediction.source}: {prediction.frame + 1} frames{arrow}")
+        lines.append(f"{source}: {prediction.frame + 1} frames{arrow}")
     return "\n".join(lines)
 
 
