@@ -11,9 +11,50 @@ import numba
 import numpy as np
 from llvmlite import ir
 from numba.core import cgutils
-from numba.extending import intrinsic
+from numba.extending import intrinsic, register_jitable
 
 from . import blas
+from .activations import (
+    ACTIVATIONS,
+    ELU,
+    GELU,
+    HARD_MISH,
+    HARDTAN,
+    LEAKY,
+    LHTAN,
+    LINEAR,
+    LOGGY,
+    LOGISTIC,
+    MISH,
+    PLSE,
+    RAMP,
+    RELIE,
+    RELU,
+    RELU6,
+    SELU,
+    SWISH,
+    TANH,
+    clamp,
+    elu,
+    exp_by_squaring,
+    gelu,
+    hard_mish,
+    hardtan,
+    leaky,
+    lhtan,
+    logistic,
+    loggy,
+    mish,
+    plse,
+    ramp,
+    relie,
+    relu,
+    relu6,
+    selu,
+    stair,
+    swish,
+    tanh,
+)
 
 
 # Serial on purpose: the fold is bound by memory bandwidth, a second thread
@@ -43,10 +84,6 @@ def fold_batchnorm(weights, biases, scales, rolling_mean, rolling_variance, eps,
 # a 2-D view (batch * height * width, channels) is a GEMM operand as it is. Every kernel
 # releases the GIL (nogil) so the engine's worker threads run them side by side.
 
-# Activation codes (activations.ACTIVATIONS maps Darknet's names to them).
-LINEAR, LEAKY, RELU, LOGISTIC, MISH, SWISH, TANH, HARD_MISH, RELU6, ELU, SELU, GELU, RELIE, RAMP, \
-    LOGGY, PLSE, HARDTAN, LHTAN, STAIR = range(19)
-
 _F = np.float32  # constants in float32, so numba keeps the arithmetic in single precision
 
 
@@ -54,101 +91,52 @@ _F = np.float32  # constants in float32, so numba keeps the arithmetic in single
 # branch keeps LLVM from vectorising the loop.
 _math = numba.njit(cache=True, nogil=True, error_model="numpy")
 
-
-@_math
-def _exp(x):
-    """exp of a float32 in [-80, 80], in float64 so it vectorises (a libm expf call does not):
-    exp(x / 1024) by its Taylor series, squared 10 times; relative error below 1e-8."""
-    y = np.float64(x) * (1.0 / 1024.0)
-    p = 1.0 + y * (1.0 + y * (0.5 + y * (1.0 / 6 + y * (1.0 / 24 + y * (1.0 / 120 + y * (1.0 / 720))))))
-    p = p * p
-    p = p * p
-    p = p * p
-    p = p * p
-    p = p * p
-    p = p * p
-    p = p * p
-    p = p * p
-    p = p * p
-    return p * p
-
-
-@_math
-def _clamp(x, bound):
-    x = min(bound, x)
-    return max(-bound, x)
-
-
-@_math
-def _logistic(x):
-    return np.float32(1.0 / (1.0 + _exp(_clamp(-x, _F(80)))))
-
-
-@_math
-def _mish(x):
-    # x * tanh(softplus(x)) with one exp: tanh(log(1 + e)) = n / (n + 2), n = e * (e + 2).
-    # activations.c's softplus threshold 20: past it mish(x) is x.
-    e = _exp(_clamp(x, _F(20)))
-    n = e * (e + 2.0)
-    return x if x > 20 else np.float32(x * n / (n + 2.0))
+# activations.py's plain-Python formulas, compiled wherever a kernel calls them, with the
+# kernels' error model, so a formula's divisions do not stop vectorisation.
+for _function in {exp_by_squaring, clamp, *(activation.formula for activation in ACTIVATIONS.values())}:
+    register_jitable(error_model="numpy")(_function)
 
 
 @_math
 def activate(x, code):
     """Darknet's activation ``code`` of one float32 value (activations.h)."""
     if code == LEAKY:
-        return x if x > 0 else _F(0.1) * x
+        return leaky(x)
     if code == LINEAR:
         return x
     if code == RELU:
-        return x if x > 0 else _F(0)
+        return relu(x)
     if code == LOGISTIC:
-        return _logistic(x)
+        return logistic(x)
     if code == MISH:
-        return _mish(x)
+        return mish(x)
     if code == SWISH:
-        return x * _logistic(x)
+        return swish(x)
     if code == TANH:
-        return np.float32(2.0 / (1.0 + _exp(_clamp(_F(-2) * x, _F(80)))) - 1.0)
+        return tanh(x)
     if code == HARD_MISH:
-        if x > 0:
-            return x
-        if x > -2:
-            return x * x / _F(2) + x
-        return _F(0)
+        return hard_mish(x)
     if code == RELU6:
-        return min(max(x, _F(0)), _F(6))
+        return relu6(x)
     if code == ELU:
-        return x if x >= 0 else np.exp(x) - _F(1)
+        return elu(x)
     if code == SELU:
-        return _F(1.0507) * x if x >= 0 else _F(1.0507 * 1.6732) * (np.exp(x) - _F(1))
+        return selu(x)
     if code == GELU:
-        return _F(0.5) * x * (_F(1) + np.tanh(_F(0.797885) * x + _F(0.035677) * x * x * x))
+        return gelu(x)
     if code == RELIE:
-        return x if x > 0 else _F(0.01) * x
+        return relie(x)
     if code == RAMP:
-        return (x if x > 0 else _F(0)) + _F(0.1) * x
+        return ramp(x)
     if code == LOGGY:
-        return _F(2) / (_F(1) + np.exp(-x)) - _F(1)
+        return loggy(x)
     if code == PLSE:
-        if x < -4:
-            return _F(0.01) * (x + _F(4))
-        if x > 4:
-            return _F(0.01) * (x - _F(4)) + _F(1)
-        return _F(0.125) * x + _F(0.5)
+        return plse(x)
     if code == HARDTAN:
-        return min(max(x, _F(-1)), _F(1))
+        return hardtan(x)
     if code == LHTAN:
-        if x < 0:
-            return _F(0.001) * x
-        if x > 1:
-            return _F(0.001) * (x - _F(1)) + _F(1)
-        return x
-    # STAIR
-    n = np.floor(x)
-    if int(n) % 2 == 0:
-        return np.floor(x / _F(2))
-    return (x - n) + np.floor(x / _F(2))
+        return lhtan(x)
+    return stair(x)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -283,19 +271,19 @@ def activate_inplace(values, code):
     if code == LEAKY:
         for r in range(rows):
             for j in range(f):
-                values[r, j] = max(values[r, j], _F(0.1) * values[r, j])
+                values[r, j] = leaky(values[r, j])
     elif code == MISH:
         for r in range(rows):
             for j in range(f):
-                values[r, j] = _mish(values[r, j])
+                values[r, j] = mish(values[r, j])
     elif code == SWISH:
         for r in range(rows):
             for j in range(f):
-                values[r, j] = values[r, j] * _logistic(values[r, j])
+                values[r, j] = swish(values[r, j])
     elif code == LOGISTIC:
         for r in range(rows):
             for j in range(f):
-                values[r, j] = _logistic(values[r, j])
+                values[r, j] = logistic(values[r, j])
     else:
         for r in range(rows):
             for j in range(f):

@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from . import activations
 from .errors import CfgError
 
 # The arrays a BatchNorm stores after its biases, in .weights file order.
@@ -126,14 +127,6 @@ _HEAD_TRAINING_KEYS = (
     "thresh absolute log forced"
 ).split()
 
-# get_activation in Darknet's activations.c; any other name is an error here
-# (Darknet prints a warning and silently uses relu).
-ACTIVATIONS = frozenset(
-    "logistic swish mish hard_mish normalize_channels normalize_channels_softmax "
-    "normalize_channels_softmax_maxval loggy relu relu6 elu selu gelu relie plse hardtan lhtan "
-    "linear ramp revleaky leaky tanh stair".split()
-)
-
 # Darknet layer types darkfold recognises but cannot run or load.
 _UNSUPPORTED = frozenset(
     "crnn rnn gru lstm conv_lstm history crop lrn normalization contrastive "
@@ -207,9 +200,10 @@ class _Context:
 
     def activation(self, default):
         name = self.section.get_str("activation", default)
-        if name not in ACTIVATIONS:
-            raise _error(self.section, f"unknown activation '{name}'; Darknet knows: {', '.join(sorted(ACTIVATIONS))}",
-                         "activation", layer=self.index, expected="a Darknet activation", found=name)
+        if name not in activations.NAMES:
+            known = ", ".join(sorted(activations.NAMES))
+            raise _error(self.section, f"unknown activation '{name}'; Darknet knows: {known}", "activation",
+                         layer=self.index, expected="a Darknet activation", found=name)
         return name
 
     def refuse(self, *keys):

@@ -45,6 +45,15 @@ def test_info_on_a_cfg_alone_prints_no_weights_line(capsys):
     assert code == 0 and "Total BFLOPS 128.459" in out and "Weights:" not in out
 
 
+def test_info_imports_no_numba():
+    """Parsing and checking a model (activation names included) needs no kernel: numba's import
+    would double the command's start-up."""
+    script = ("import sys\nfrom darkfold.cli import main\nmain(['info'])\n"
+              "print('numba imported' if 'numba' in sys.modules else 'no numba', file=sys.stderr)\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=REPO)
+    assert "Total BFLOPS 5.571" in result.stdout and result.stderr.strip() == "no numba"
+
+
 def test_info_prints_unknown_keys_as_warnings(capsys, tmp_path):
     cfg = write(tmp_path / "typo.cfg", "[net]\nwidth=8\nheight=8\nchannels=3\n[convolutional]\nfliters=4\n")
     code, _, err = run(capsys, "info", cfg)

@@ -15,7 +15,7 @@ def test_activation_matches_darknets_formula(name):
     x = np.concatenate([np.linspace(-100, 100, 20001), [-80.0, -30.0, -20.0, -4.0, -2.0, -1.0, 0.0, 1.0, 4.0, 6.0, 20.0]])
     x = x.astype(np.float32)[None]
     out = x.copy()
-    kernels.bias_activate(out, np.zeros(x.shape[1], np.float32), ACTIVATIONS[name])
+    kernels.bias_activate(out, np.zeros(x.shape[1], np.float32), ACTIVATIONS[name].code)
     expected = oracle.activate(x.astype(np.float64), name)
     np.testing.assert_allclose(out, expected, rtol=2e-6, atol=2e-6)
 
