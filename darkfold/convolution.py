@@ -15,7 +15,7 @@ import numpy as np
 
 from . import kernels
 from .activations import NONDECREASING, activation_code
-from .fold import fold_own_batchnorm, runtime_batchnorm
+from .batchnorm import NO_BATCHNORM, fold_own_batchnorm, runtime_batchnorm
 
 # Tiles of fewer GEMM rows make BLAS repack the weights too often (PERF-NOTES.md); layers
 # with fewer rows than this per thread split by output channels instead.
@@ -34,8 +34,6 @@ MIN_WINOGRAD_TILES = 64
 MAX_SHARED_WEIGHT_BYTES = 6 << 20
 # Output maps at least this wide and high run as Winograd F(4x4, 3x3), smaller ones F(2x2, 3x3).
 MIN_F4_SIDE = 20
-# kernels.finish's BatchNorm argument for a folded one: (mean, deviation, scales), empty.
-NO_BATCHNORM = (np.empty(0, np.float32),) * 3
 
 
 def float32_array(array):

@@ -16,9 +16,9 @@ import numpy as np
 
 from . import kernels
 from .activations import activation_code
-from .convolution import NO_BATCHNORM, float32_array, make_convolution
+from .batchnorm import NO_BATCHNORM, runtime_batchnorm
+from .convolution import float32_array, make_convolution
 from .errors import ModelError
-from .fold import runtime_batchnorm
 from .threads import Workers, blas_threads, default_threads
 
 
