@@ -2,7 +2,7 @@
 kernel codes, which of them never decrease, and their formulas.
 
 Each formula is the function activations.h defines, of one float32 value, written in the
-Python that numba compiles: ``kernels.py`` compiles them into the engine's
+Python that numba compiles: ``kernels/activation.py`` compiles them into the engine's
 kernels. Constants are float32 (``f32``), so numba keeps the arithmetic in single precision
 where Darknet's is. Where Darknet's CPU build departs from activations.h, darkfold computes
 the function: ``activate()`` has no case for relu6 and returns 0 (AlexeyAB/darknet#6528),

@@ -344,7 +344,7 @@ def _verification_json(check):
 
 def _notice_first_compile():
     """numba compiles the kernels on the first run after install; say so rather than hang."""
-    from .kernels import cache_is_cold
+    from .kernels.cache import cache_is_cold  # numba and the kernels: only for the commands that run them
 
     if cache_is_cold():
         print("darkfold: compiling the numba kernels (first run only, about a minute at most; "

@@ -216,7 +216,7 @@ def nms(boxes, probs, thresh=NMS, kind="default", beta=0.6):
     ``beta``. "greedynms" compares box_diou, whose exponent is fixed at 0.6
     (diounms_sort); Darknet's default is do_nms_sort (IoU).
     """
-    from .kernels import nms_class
+    from .nms import nms_class  # numba: only once NMS runs
 
     diou = kind in ("greedynms", "diounms")
     beta = 0.6 if kind == "greedynms" else beta

@@ -6,7 +6,7 @@ import pytest
 
 import darkfold
 from darkfold.activations import ACTIVATIONS, NAMES, NONDECREASING
-from darkfold.kernels import activate_inplace
+from darkfold.kernels.activation import activate_inplace
 
 from conftest import write
 
