@@ -1,6 +1,8 @@
 """Shared fixtures: paths to the repository's models, cfgs and images."""
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -45,6 +47,14 @@ def write(path, data):
     path = Path(path)
     path.write_bytes(data.encode() if isinstance(data, str) else data)
     return path
+
+
+def modules_loaded_by(script, *names):
+    """Which of the modules ``names`` a new Python process has imported once it ran ``script``."""
+    check = f"\nimport sys\nprint('loaded:', *(name for name in {names!r} if name in sys.modules))\n"
+    result = subprocess.run([sys.executable, "-c", script + check], capture_output=True, text=True, check=True,
+                            cwd=REPO)
+    return set(result.stdout.rpartition("loaded:")[2].split())
 
 
 @pytest.fixture
