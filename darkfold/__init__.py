@@ -19,11 +19,13 @@ from .errors import (
     ImageError,
     ModelError,
     OutputError,
+    UnsupportedError,
     WeightsError,
 )
-from .model import Model, convert, load
-from .verify import verify
+from .conversion import convert
+from .model import Model, load
+from .verify import VerificationError, verify
 
 __all__ = ["load", "convert", "verify", "Model", "DarkfoldError", "CfgError", "WeightsError", "ModelError",
-           "ImageError", "OutputError", "DEFAULT_CFG", "DEFAULT_WEIGHTS", "COCO_NAMES"]
+           "ImageError", "OutputError", "UnsupportedError", "VerificationError", "DEFAULT_CFG", "DEFAULT_WEIGHTS", "COCO_NAMES"]
 __version__ = "0.1.0"

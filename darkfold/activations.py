@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import ModelError
+from .errors import UnsupportedError
 
 f32 = np.float32
 
@@ -196,9 +196,9 @@ NONDECREASING = frozenset(a.code for a in ACTIVATIONS.values() if a.nondecreasin
 
 
 def activation_code(layer):
-    """The engine's code for ``layer``'s activation; ModelError for one it does not run."""
+    """The engine's code for ``layer``'s activation; UnsupportedError for one it does not run."""
     name = layer.activation
     if name not in ACTIVATIONS:
-        raise ModelError.at_layer(layer, f": activation={name} is not supported by darkfold's engine",
-                                  expected="an activation the engine runs", found=name)
+        raise UnsupportedError.at_layer(layer, f": activation={name} is not supported by darkfold's engine",
+                                        expected="an activation the engine runs", found=name)
     return ACTIVATIONS[name].code

@@ -54,7 +54,7 @@ class Section:
         self.duplicates = []  # later Options whose key was already set
         self.comment_warnings = []  # header or string values Darknet would read with their comment
         self._read = set()
-        self._ignored = set()
+        self._allowed_unused = set()
 
     def __repr__(self):
         return f"<Section [{self.name}] at {self.where()}>"
@@ -134,22 +134,23 @@ class Section:
             raise self._bad(key, expected)
         return items
 
-    def ignore(self, *keys):
-        """Mark keys as known: Darknet reads them for training only."""
-        self._ignored.update(keys)
+    def allow_unused(self, *keys):
+        """Mark keys as known though no getter reads them: Darknet reads them for training
+        (or for the GPU), or another option of the layer makes them moot."""
+        self._allowed_unused.update(keys)
 
     def unread(self):
-        """Options no getter asked for and not ignored, in file order."""
+        """Options no getter asked for and ``allow_unused`` did not name, in file order."""
         known = self.known_keys()
         return [o for o in self.options.values() if o.key not in known]
 
     def known_keys(self):
-        """Every key a getter asked for or ``ignore`` named, present or not."""
-        return self._read | self._ignored
+        """Every key a getter asked for or ``allow_unused`` named, present or not."""
+        return self._read | self._allowed_unused
 
-    def is_ignored(self, key):
-        """True for a key marked by ``ignore`` that no getter read."""
-        return key in self._ignored and key not in self._read
+    def is_allowed_unused(self, key):
+        """True for a key ``allow_unused`` named that no getter read."""
+        return key in self._allowed_unused and key not in self._read
 
 
 # Darknet converts with atoi/atof; darkfold accepts the plain ASCII numbers those

@@ -1,7 +1,7 @@
 """The ``darkfold`` command: one function per subcommand, over the public API."""
 
 import argparse
-import contextlib
+import errno
 import json
 import os
 import sys
@@ -9,11 +9,12 @@ import time
 import traceback
 import unicodedata
 
-from . import __version__, convert, load
+from . import __version__, convert, interrupts, load
 from .bundled import DEFAULT_CFG, DEFAULT_WEIGHTS
 from .errors import DarkfoldError, ImageError, ModelError, OutputError
+from .files import InputFiles, OutputFolder
 from .summary import layer_table, model_summary
-from .verify import TOLERANCE, verify
+from .verify import TOLERANCE, VerificationError, verify
 
 _EXAMPLES = """\
 examples:
@@ -35,28 +36,56 @@ EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
 def main(argv=None):
     parser = _parser()
     args = parser.parse_args(argv)
+    with interrupts.handled():
+        return _run(args)
+
+
+def _run(args):
     try:
-        return args.run(args)
+        code = args.run(args)
+        sys.stdout.flush()  # a full disk or closed pipe shows here, not at exit
+        return code
     except DarkfoldError as error:
         _print_warnings(error)
         if args.debug:
             traceback.print_exc()
         print(f"darkfold: error: {_printable(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # outside interrupts.handled(): a thread other than the main one
         print("darkfold: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         # `darkfold info | head`: the reader left; stay quiet like other Unix tools.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _drop_stdout()
         return 141
+    except OSError as error:
+        # darkfold's own files report their errors as OutputErrors: one with no file name
+        # is stdout's (`darkfold info > /dev/full`).
+        if error.errno not in _STDOUT_ERRORS or error.filename is not None:
+            return _internal_error(error, args)
+        _drop_stdout()
+        print(f"darkfold: error: standard output: cannot write: {os.strerror(error.errno)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except Exception as error:  # noqa: BLE001 - anything else is a darkfold bug: say so, briefly
-        if args.debug:
-            traceback.print_exc()
-        hint = "" if args.debug else " (rerun with --debug for the traceback)"
-        print(f"darkfold: internal error, please report it{hint}: {type(error).__name__}: {_printable(error)}",
-              file=sys.stderr)
-        return EXIT_INTERNAL
+        return _internal_error(error, args)
+
+
+# What writing to a full disk, a quota or a failing device raises.
+_STDOUT_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
+
+
+def _drop_stdout():
+    """Point stdout at /dev/null, so the interpreter's last flush at exit cannot fail again."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _internal_error(error, args):
+    if args.debug:
+        traceback.print_exc()
+    hint = "" if args.debug else " (rerun with --debug for the traceback)"
+    print(f"darkfold: internal error, please report it{hint}: {type(error).__name__}: {_printable(error)}",
+          file=sys.stderr)
+    return EXIT_INTERNAL
 
 
 def _printable(message):
@@ -238,72 +267,40 @@ def run_convert(args):
     out_cfg, out_weights = (os.path.join(args.output, _stem(path) + "-folded" + suffix)
                             for path, suffix in ((cfg_path, ".cfg"), (weights_path, ".weights")))
     started = time.perf_counter()
-    created = _make_folder(args.output)
+    folder = OutputFolder(args.output)
     try:
-        folded = convert(cfg_path, weights_path, out_cfg, out_weights, force=args.force)
-        folding = time.perf_counter() - started
-        _print_warnings(folded)
-        check = None
-        if args.verify:  # removes the outputs if it fails
-            check = _verify_written(load(cfg_path, weights_path), folded, (out_cfg, out_weights), args)
-        elapsed = time.perf_counter() - started
-    except BaseException:
-        if created:
-            with contextlib.suppress(OSError):  # never hide the real error behind this one
-                os.rmdir(args.output)
+        folder.make()
+        if args.verify:
+            _notice_first_compile()
+        folded = convert(cfg_path, weights_path, out_cfg, out_weights, force=args.force, verify=args.verify,
+                         threads=args.threads)
+    except VerificationError as error:
+        print(_verification_table(error.verification), file=sys.stderr)
+        folder.remove_if_unused()
         raise
+    except BaseException:
+        folder.remove_if_unused()
+        raise
+    elapsed = time.perf_counter() - started
+    _print_warnings(folded)
+    check = folded.verification
     size_in, size_out = os.path.getsize(weights_path), os.path.getsize(out_weights)
     if args.json:
         summary = {"cfg": out_cfg, "weights": out_weights, "folded_layers": list(folded.folded),
-                   "bytes_in": size_in, "bytes_out": size_out, "seconds": round(elapsed, 3),
-                   "fold_seconds": round(folding, 3)}
+                   "bytes_in": size_in, "bytes_out": size_out, "seconds": round(elapsed, 3)}
         if check is not None:
             summary["verify"] = _verification_json(check)
         print(json.dumps(summary))
         return 0
     print(f"folded {len(folded.folded)} BatchNorm layers; {len(folded.layers)} layers, {folded.bflops:.3f} BFLOPs")
-    print(f"{out_weights}: {size_out:,} bytes ({size_in - size_out:,} fewer than {weights_path})")
-    print(f"{out_cfg}: batch_normalize=0 in the folded layers, every other line as in {cfg_path}")
+    print(f"{_printable(out_weights)}: {size_out:,} bytes ({size_in - size_out:,} fewer than {_printable(weights_path)})")
+    print(f"{_printable(out_cfg)}: batch_normalize=0 in the folded layers, every other line as in {_printable(cfg_path)}")
     if check is not None:
         worst = check.worst
         print(f"verified: outputs match the original within {worst.relative:.1e} "
               f"(tolerance {worst.tolerance:g}, relative to max(1, |output|))")
-    print(f"done in {elapsed:.2f} s ({folding:.2f} s folding and writing)")
+    print(f"done in {elapsed:.2f} s")
     return 0
-
-
-def _verify_written(original, folded, outputs, args):
-    """Run both models; on a mismatch remove the written files, which would mislead.
-
-    A model the engine cannot run (a [local] layer, say) is converted all the
-    same: the fold does not need the engine. It is then left unverified, with
-    a warning, rather than failing with its outputs written.
-    """
-    try:
-        original.engine(fold=False, threads=args.threads)  # the same engine verify runs first
-    except ModelError as error:
-        print(f"darkfold: warning: {_printable(error)}; the folded files are written but not verified",
-              file=sys.stderr)
-        return None
-    _notice_first_compile()
-    try:
-        check = verify(original, folded, threads=args.threads)
-    except BaseException:
-        _remove(outputs)
-        raise
-    if not check.ok:
-        _remove(outputs)
-        print(_verification_table(check), file=sys.stderr)
-        raise DarkfoldError(f"{outputs[1]}: the folded model does not reproduce {original.cfg.path} "
-                            f"(difference {check.worst.relative:.2e} > {check.worst.tolerance:g}); "
-                            "removed the output; please report this")
-    return check
-
-
-def _remove(paths):
-    for path in paths:
-        with contextlib.suppress(OSError):
-            os.remove(path)
 
 
 def run_verify(args):
@@ -351,20 +348,6 @@ def _notice_first_compile():
               "later runs load them from the cache)", file=sys.stderr)
 
 
-def _make_folder(folder):
-    """Create the output folder if missing; True if this call created it."""
-    if os.path.isdir(folder):
-        return False
-    if os.path.exists(folder):
-        raise OutputError(f"{folder}: output folder is a file", path=folder, expected="a folder", found="a file")
-    try:
-        os.makedirs(folder)
-    except OSError as error:
-        raise OutputError(f"{folder}: cannot create output folder: {error.strerror}", path=folder,
-                          found=error.strerror) from None
-    return True
-
-
 def _stem(path):
     return os.path.splitext(os.path.basename(path))[0]
 
@@ -383,14 +366,19 @@ def run_detect(args):
     detector = Detector(model, names=args.names, thresh=args.thresh, letterbox=args.letterbox or None,
                         threads=args.threads)
     _notice_first_compile()
-    model.engine(threads=args.threads)  # built once, before the first image's time is taken
+    detector.prepare()  # before the first image's time is taken
     inputs = images.list_inputs(args.inputs or [SAMPLE_IMAGE])
-    run = _DetectRun(detector, args, inputs)
-    for group in _image_batches(inputs, BATCH):
-        if group[0].kind == "image":
-            run.detect_images(group)
-        else:
-            run.detect(group[0])
+    # Every file the run reads, so that no annotated copy replaces one of them.
+    model_files = [path for path in (*model.sources, args.names) if path is not None]
+    run = _DetectRun(detector, args, inputs, model_files)
+    try:
+        for group in _image_batches(inputs, BATCH):
+            if group[0].kind == "image":
+                run.detect_images(group)
+            else:
+                run.detect(group[0])
+    finally:
+        run.folder.remove_if_unused()
     _Progress.clear()
     if args.json and run.results:
         print(json.dumps(run.results))
@@ -419,13 +407,14 @@ def _image_batches(inputs, size):
 class _DetectRun:
     """The state of one `darkfold detect`: outputs written so far, failures, JSON results."""
 
-    def __init__(self, detector, args, inputs):
+    def __init__(self, detector, args, inputs, model_files):
         from . import images
 
         self.images = images
         self.detector = detector
         self.args = args
-        self.sources = {os.path.realpath(item.path) for item in inputs if item.kind != "error"}
+        self.sources = InputFiles([item.path for item in inputs if item.kind != "error"] + model_files)
+        self.folder = OutputFolder(args.output)
         self.taken = set()
         self.results = []
         self.failed = 0
@@ -473,15 +462,18 @@ class _DetectRun:
             self._fail(error)
 
     def _output(self, path, video=False):
-        _make_folder(self.args.output)
+        self.folder.make()
         output = self.images.output_path(path, self.args.output, self.taken, video=video)
-        if os.path.realpath(output) in self.sources:
-            raise OutputError(f"{path}: its annotated copy {output} would overwrite an input; choose another -o",
-                              path=output, expected="a new file", found="an input")
+        source = self.sources.matching(output)
+        if source is not None:
+            what = "the image itself" if os.path.realpath(source) == os.path.realpath(path) else f"the input {source}"
+            raise OutputError(f"{output}: the annotated copy of {path} would overwrite {what}; choose another -o",
+                              path=output, expected="a file that is not an input", found=f"the input {source}")
         return output
 
     def _write_image(self, path, image, output, found, elapsed):
-        self.images.write_image(output, self.images.draw_detections(image, found, self.detector.classes))
+        self.images.write_image(output, self.images.draw_detections(image, found, self.detector.classes),
+                                inputs=self.sources)
         if self.args.json:
             self.results.append({"image": path, "detections": [d.as_dict() for d in found]})
             return
@@ -498,7 +490,8 @@ class _DetectRun:
             for number, frame in enumerate(video):
                 if writer is None:
                     output = self._output(path, video=True)
-                    writer = self.images.VideoOutput(output, video.fps, (frame.shape[1], frame.shape[0]))
+                    writer = self.images.VideoOutput(output, video.fps, (frame.shape[1], frame.shape[0]),
+                                                     inputs=self.sources)
                 found = self.detector.detect(frame)
                 writer.write(self.images.draw_detections(frame, found, self.detector.classes))
                 self._print_frame(path, number, found)

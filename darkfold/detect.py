@@ -21,6 +21,7 @@ import numpy as np
 from .bundled import COCO_NAMES, DEFAULT_CFG
 from .errors import DarkfoldError, ModelError
 from .files import read_bytes
+from .runtime import engine_for, forward
 
 THRESH = 0.25  # detector.c: -thresh default .25
 NMS = 0.45  # test_detector: nms = .45
@@ -76,9 +77,8 @@ def model_heads(model):
     """The model's detection heads, in layer order; ModelError if it has none it can decode."""
     heads = []
     for layer in model.layers:
-        if layer.type in ("Gaussian_yolo", "detection"):
-            raise ModelError.at_layer(layer, ": darkfold detect decodes [yolo] and [region] heads only",
-                                      expected="[yolo] or [region]", found=f"[{layer.type}]")
+        if not layer.is_head:
+            continue
         if layer.type == "yolo":
             anchors = np.array([layer.anchors[m] for m in layer.mask], np.float32)
             # parse_yolo (parser.c) knows greedynms and diounms; any other name is the default.
@@ -94,6 +94,9 @@ def model_heads(model):
                                           "coords=4 only", expected="coords=4", found=f"coords={layer.coords}")
             heads.append(Head(layer.index, "region", layer.classes, np.array(layer.anchors, np.float32),
                               softmax=layer.softmax, classfix=layer.classfix))
+        else:
+            raise ModelError.at_layer(layer, ": darkfold detect decodes [yolo] and [region] heads only",
+                                      expected="[yolo] or [region]", found=f"[{layer.type}]")
     if not heads:
         raise ModelError(f"{model.cfg.path}: no [yolo] or [region] layer: not a detection model",
                          path=model.cfg.path, expected="a [yolo] or [region] layer", found="none")
@@ -294,7 +297,7 @@ class Detector:
 
     ``names`` is a list or a .names file (default: COCO for the bundled
     model, the class ids otherwise); ``letterbox`` None follows the cfg's
-    ``[net] letter_box``; ``threads`` goes to ``Model.forward``.
+    ``[net] letter_box``; ``threads`` goes to the engine (default: every CPU).
     """
 
     def __init__(self, model, *, names=None, thresh=THRESH, nms=NMS, letterbox=None, threads=None):
@@ -322,6 +325,11 @@ class Detector:
         self.letterbox = bool(model.net.letter_box) if letterbox is None else bool(letterbox)
         self.threads = threads
 
+    def prepare(self):
+        """Build the engine now (numba's compile on a first run, the weights' layout), so that
+        the first image's time is the detection's alone."""
+        engine_for(self.model, threads=self.threads)
+
     def preprocess(self, image):
         """The (1, 3, H, W) network input for one BGR image."""
         from .images import preprocess
@@ -334,7 +342,7 @@ class Detector:
         from .images import as_bgr
 
         image = as_bgr(image)
-        outputs = self.model.forward(self.preprocess(image), threads=self.threads)
+        outputs = forward(self.model, self.preprocess(image), threads=self.threads)
         return self.decode(outputs, image.shape[1], image.shape[0])
 
     def detect_many(self, images, batch=BATCH):
@@ -350,7 +358,7 @@ class Detector:
             chunk = [read_image(os.fspath(item)) if isinstance(item, (str, os.PathLike)) else as_bgr(item)
                      for item in images[start:start + batch]]
             x = np.concatenate([self.preprocess(image) for image in chunk])
-            outputs = self.model.forward(x, threads=self.threads)
+            outputs = forward(self.model, x, threads=self.threads)
             for k, image in enumerate(chunk):
                 one = {index: output[k:k + 1] for index, output in outputs.items()}
                 found.append(self.decode(one, image.shape[1], image.shape[0]))

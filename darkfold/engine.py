@@ -17,7 +17,7 @@ import numpy as np
 from .activations import LINEAR, activation_code
 from .batchnorm import NO_BATCHNORM, runtime_batchnorm
 from .convolution import float32_array, make_convolution
-from .errors import ModelError
+from .errors import ModelError, UnsupportedError
 from .kernels.activation import activate_inplace, bias_or_batchnorm_activate
 from .kernels.merge import add_rows, copy_channels
 from .kernels.pooling import max_pool_2x2, pool_nhwc
@@ -236,7 +236,7 @@ class Softmax:
 
     def __init__(self, layer, arrays, fold):
         if layer.tree:
-            raise ModelError.at_layer(layer, ": tree= is not supported by darkfold's engine", found=layer.tree)
+            raise UnsupportedError.at_layer(layer, ": tree= is not supported by darkfold's engine", found=layer.tree)
         self.groups, self.temperature = layer.groups, layer.temperature
 
     def __call__(self, x, outputs, out, workers):
@@ -294,7 +294,7 @@ class Engine:
         for layer, arrays in zip(model.layers, model.params):
             step = STEPS.get(layer.type)
             if step is None:
-                raise ModelError.at_layer(layer, f" is not supported by darkfold's engine (it runs: "
+                raise UnsupportedError.at_layer(layer, f" is not supported by darkfold's engine (it runs: "
                                                  f"{', '.join(sorted(STEPS))})",
                                           expected="a layer type the engine runs", found=layer.type)
             if layer.params and arrays is None:

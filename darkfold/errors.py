@@ -85,6 +85,10 @@ class ModelError(DarkfoldError):
     """A request the model cannot serve: folding or saving weights it was loaded without."""
 
 
+class UnsupportedError(ModelError):
+    """A valid layer, option or activation that a runtime (darkfold's engine) does not run."""
+
+
 class ImageError(DarkfoldError):
     """An image file that cannot be read or decoded."""
 

@@ -65,11 +65,10 @@ def fold_model(model):
     ``model`` is not changed. The new model's ``folded`` lists the indices
     (in ``model``) of the layers whose BatchNorm was folded.
     """
-    from .model import Model
-
     plan = plan_fold(model)
-    result = Model(plan.cfg, model.header, list(folded_params(model, plan)))
+    result = type(model)(plan.cfg, model.header, list(folded_params(model, plan)))
     result.folded = plan.folded
+    result.sources = model.sources  # unfolded layers' arrays are still the input file's
     result.warnings = model.warnings  # with the input's line numbers, which the user edits
     return result
 
@@ -81,12 +80,12 @@ def _has_own_batchnorm(model, layer):
 
 def _is_mergeable_batchnorm(model, layer):
     """A [batchnorm] right after a linear convolution that nothing else reads."""
-    if layer.type != "batchnorm" or layer.index == 0 or model.params[layer.index] is None:
+    if layer.type != "batchnorm" or not layer.inputs or model.params[layer.index] is None:
         return False
-    before = model.layers[layer.index - 1]
+    before = model.layers[layer.inputs[0]]  # the layer before, all a [batchnorm] reads
     if before.type != "convolutional" or before.activation != "linear":
         return False
-    return not any(before.index in other.sources for other in model.layers)
+    return all(other is layer for other in model.layers if before.index in other.inputs)
 
 
 def _renumber_references(cfg, layers, dropped):
@@ -101,7 +100,7 @@ def _renumber_references(cfg, layers, dropped):
 
     sections = cfg.sections[1:]
     for layer in layers:
-        key = layer.source_key
+        key = layer.kind.source_key
         if key is None or layer.index in dropped:
             continue
         section = sections[layer.index]

@@ -18,7 +18,7 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 import cv2
 
 from .errors import ImageError, OutputError
-from .files import atomic_outputs, check_readable, read_bytes
+from .files import atomic_outputs, check_readable, discard, read_bytes, temporary_beside
 from .resize import resize_bgr_to_rgb
 
 # What cv2.imread decodes (OpenEXR is off in OpenCV's wheels); a folder's other files are skipped.
@@ -204,24 +204,24 @@ def output_path(input_path, folder, taken, video=False):
 _KEPT_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 
 
-def write_image(path, image):
-    """Encode ``image`` by the extension of ``path`` and write it atomically."""
+def write_image(path, image, inputs=None):
+    """Encode ``image`` by the extension of ``path`` and write it atomically, never over ``inputs``."""
     ok, encoded = cv2.imencode(os.path.splitext(path)[1], image)
     if not ok:
         raise OutputError(f"{path}: OpenCV cannot encode an image of this type", path=path)
-    with atomic_outputs(path) as (temporary,):
+    with atomic_outputs(path, inputs=inputs) as (temporary,):
         encoded.tofile(temporary)
 
 
 class VideoOutput:
     """An .mp4 written frame by frame to a hidden file, renamed to ``path`` on ``close()``."""
 
-    def __init__(self, path, fps, size):
+    def __init__(self, path, fps, size, inputs=None):
         self.path = path
-        folder, name = os.path.split(os.path.abspath(path))
-        # VideoWriter picks the container from the extension, so the
-        # temporary name keeps it.
-        self._temporary = os.path.join(folder, f".darkfold-{os.getpid()}-{name}")
+        self._inputs = inputs
+        # VideoWriter picks the container from the extension, so the temporary name keeps it;
+        # the rest of it is short, so that a long output name still fits beside it.
+        self._temporary = temporary_beside(path, suffix=".mp4")
         self._writer = cv2.VideoWriter(self._temporary, cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
         if not self._writer.isOpened():
             self._discard()
@@ -233,7 +233,7 @@ class VideoOutput:
     def close(self):
         self._writer.release()
         try:
-            with atomic_outputs(self.path) as (temporary,):
+            with atomic_outputs(self.path, inputs=self._inputs) as (temporary,):
                 os.replace(self._temporary, temporary)
         finally:
             self._discard()
@@ -243,8 +243,7 @@ class VideoOutput:
         self._discard()
 
     def _discard(self):
-        if os.path.exists(self._temporary):
-            os.unlink(self._temporary)
+        discard(self._temporary)
 
 
 # --------------------------------------------------------------------------------------------

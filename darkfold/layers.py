@@ -1,18 +1,23 @@
-"""Layer specs from cfg sections: options, output shapes, parameters and BFLOPs.
+"""Darknet's layer types: one registry entry per type, and the layer specs built from a cfg.
 
-One parse function per layer type, in the spirit of Darknet's parser.c, and one
-table (``PARSERS``) from section name to parse function. Each function reads the
-options its layer uses with typed getters, marks the training-only options
-Darknet reads as known, and returns a ``Layer`` with its output shape, the
-parameter arrays it stores in the .weights file (in file order) and the BFLOPs
-Darknet counts for it. The weights reader, the fold and ``darkfold info`` all
-work from these specs.
+``TYPES`` holds one ``LayerType`` per Darknet section type, in the spirit of
+parser.c's table: its section names, its parse function, how ``darkfold info``
+describes it, which layers it reads and whether it is a detection head. A parse
+function reads the options its layer uses with typed getters, marks the
+training-only options Darknet reads as known, and returns a ``Layer`` with its
+output shape, the parameter arrays it stores in the .weights file (in file
+order) and the BFLOPs Darknet counts for it. The weights reader, the fold,
+detection and ``darkfold info`` all work from these specs and entries; the
+runtime finds the step that runs a type by the entry's ``name``.
+
+Adding a layer type: its parse (and describe) function and its ``TYPES``
+entry here, its step in ``engine.py``, its kernel, and its tests.
 """
 
 import difflib
 import math
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 from . import activations
 from .errors import CfgError
@@ -47,12 +52,11 @@ class Layer:
     """A layer as the cfg describes it, with shapes inferred by Darknet's rules."""
 
     index: int
-    type: str  # Darknet's section name, e.g. "convolutional"
+    kind: "LayerType"  # its entry in TYPES
     section: object  # the cfg.Section it came from
     input: Shape
     output: Shape
-    sources: tuple = ()  # absolute indices of other layers it reads (route, shortcut, ...)
-    source_key: str = None  # the cfg key that lists them ("layers" or "from")
+    sources: tuple = ()  # absolute indices of the layers its kind.source_key lists (route, shortcut, ...)
     params: tuple = ()  # Param specs, in .weights file order
     bflops: float = 0.0
     options: dict = field(default_factory=dict)  # typed options the layer uses
@@ -62,6 +66,29 @@ class Layer:
             return self.__dict__["options"][name]
         except KeyError:
             raise AttributeError(name) from None
+
+    @property
+    def type(self):
+        """Darknet's section name for the type, e.g. "convolutional" (the long one of two spellings)."""
+        return self.kind.name
+
+    @property
+    def is_head(self):
+        """A detection head: [yolo], [Gaussian_yolo], [region] or [detection]."""
+        return self.kind.head
+
+    @property
+    def inputs(self):
+        """Indices of the layers whose outputs this layer reads, in the order Darknet reads them.
+
+        The layer before (except for a type that reads only the layers it lists, [route]),
+        then the layers its cfg lists in ``layers=`` or ``from=``; a layer listed twice
+        is read twice. The network input is not a layer and has no index here: layer 0
+        reads it, and no other layer can (``layers=`` and ``from=`` name earlier layers
+        only), so ``inputs`` is empty for layer 0 and for no other layer.
+        """
+        previous = (self.index - 1,) if self.index > 0 and self.kind.reads_previous else ()
+        return previous + self.sources
 
     @property
     def where(self):
@@ -135,18 +162,17 @@ _UNSUPPORTED = frozenset(
 
 
 class _Context:
-    """What a parse function may look at: its index, input, and earlier layers."""
+    """What a parse function may look at: its type, index, input, and earlier layers."""
 
-    def __init__(self, section, index, input_shape, layers):
+    def __init__(self, kind, section, index, input_shape, layers):
+        self.kind = kind
         self.section = section
         self.index = index
         self.input = input_shape
         self.layers = layers
 
     def layer(self, output, **fields):
-        if fields.get("sources"):
-            fields["source_key"] = self.source_key
-        layer = Layer(self.index, self.section.name, self.section, self.input, Shape(*output), **fields)
+        layer = Layer(self.index, self.kind, self.section, self.input, Shape(*output), **fields)
         self._check_limits(layer)
         return layer
 
@@ -177,9 +203,9 @@ class _Context:
         return _error(self.section, f"layer {self.index} [{self.section.name}]: {message}", key,
                       layer=self.index, expected=expected, found=found)
 
-    def resolve(self, key):
-        """Absolute indices of the layers listed in ``key`` (negative = relative)."""
-        self.source_key = key
+    def resolve(self):
+        """Absolute indices of the layers the type's ``source_key`` lists (negative = relative)."""
+        key = self.kind.source_key
         indices = []
         for value in self.section.get_ints(key):
             absolute = self.index + value if value < 0 else value
@@ -192,8 +218,9 @@ class _Context:
             indices.append(absolute)
         return indices
 
-    def resolve_one(self, key):
-        indices = self.resolve(key)
+    def resolve_one(self):
+        key = self.kind.source_key
+        indices = self.resolve()
         if len(indices) != 1:
             raise self.error(f"{key}= takes one layer here, not {len(indices)}", key)
         return indices[0]
@@ -241,7 +268,7 @@ def parse_net(section):
                      "channels" if "channels" in s else "inputs", expected=f"at most {MAX_VALUES} values",
                      found=values)
     letter_box = s.get_int("letter_box", 0)
-    s.ignore(*_NET_TRAINING_KEYS)
+    s.allow_unused(*_NET_TRAINING_KEYS)
     return Net(width, height, channels, letter_box, section)
 
 
@@ -257,13 +284,13 @@ def parse_convolutional(ctx):
     stride_x = s.get_int("stride_x", stride, minimum=1)
     stride_y = s.get_int("stride_y", stride, minimum=1)
     dilation = 1 if size == 1 else s.get_int("dilation", 1, minimum=1)
-    s.ignore("dilation")
+    s.allow_unused("dilation")
     pad = s.get_int("pad", 0)
     padding = size // 2 if pad else s.get_int("padding", 0, minimum=0)
-    s.ignore("padding")
+    s.allow_unused("padding")
     activation = ctx.activation("logistic")
     batch_normalize = 1 if s.get_int("batch_normalize", 0) or s.get_int("cbn", 0) else 0
-    s.ignore("assisted_excitation", "dot", "angle", "grad_centr", "reverse", "stream", "wait_stream")
+    s.allow_unused("assisted_excitation", "dot", "angle", "grad_centr", "reverse", "stream", "wait_stream")
 
     w, h, c = ctx.input
     if c % groups or filters % groups:
@@ -286,6 +313,17 @@ def parse_convolutional(ctx):
     return ctx.layer((out_w, out_h, filters), params=tuple(params), bflops=bflops, options=options)
 
 
+def describe_convolutional(layer):
+    filters = "%5d/%4d " % (layer.filters, layer.groups) if layer.groups > 1 else "%5d      " % layer.filters
+    if layer.stride_x != layer.stride_y:
+        kernel = "%2dx%2d/%2dx%2d " % (layer.size, layer.size, layer.stride_x, layer.stride_y)
+    elif layer.dilation > 1:
+        kernel = "%2d x%2d/%2d(%1d)" % (layer.size, layer.size, layer.stride_x, layer.dilation)
+    else:
+        kernel = "%2d x%2d/%2d   " % (layer.size, layer.size, layer.stride_x)
+    return "conv  " + filters + kernel
+
+
 def parse_connected(ctx):
     s = ctx.section
     output = s.get_int("output", 1, minimum=1)
@@ -299,6 +337,10 @@ def parse_connected(ctx):
     options = dict(output=output, activation=activation, batch_normalize=batch_normalize)
     # connected_layer.c never sets l.bflops, so Darknet's total leaves it out.
     return ctx.layer((1, 1, output), params=tuple(params), options=options)
+
+
+def describe_connected(layer):
+    return f"{'connected':<17s}" + "%5d" % layer.output.c
 
 
 def parse_local(ctx):
@@ -332,7 +374,7 @@ def _parse_pool(ctx, kind):
     padding = s.get_int("padding", size - 1, minimum=0)
     if kind == "maxpool":
         ctx.refuse("maxpool_depth", "antialiasing")
-        s.ignore("out_channels", "maxpool_zero_nonmax")
+        s.allow_unused("out_channels", "maxpool_zero_nonmax")
     w, h, c = ctx.input
     # maxpool_layer.c: out = (in + padding - size) / stride + 1; the window
     # starts at -padding/2, so the extra padding falls on the right and bottom.
@@ -353,6 +395,20 @@ def parse_local_avgpool(ctx):
     return _parse_pool(ctx, "local_avgpool")
 
 
+def _describe_pool(layer, name):
+    if layer.stride_x != layer.stride_y:
+        return f"{name:<17s}" + "%2dx%2d/%2dx%2d " % (layer.size, layer.size, layer.stride_x, layer.stride_y)
+    return f"{name:<18s}" + "%2dx%2d/%2d   " % (layer.size, layer.size, layer.stride_x)
+
+
+def describe_maxpool(layer):
+    return _describe_pool(layer, "max")
+
+
+def describe_local_avgpool(layer):
+    return _describe_pool(layer, "avg")
+
+
 def parse_avgpool(ctx):
     ctx.need_image()
     return ctx.layer((1, 1, ctx.input.c))
@@ -360,10 +416,10 @@ def parse_avgpool(ctx):
 
 def parse_route(ctx):
     s = ctx.section
-    sources = ctx.resolve("layers")
+    sources = ctx.resolve()  # layers=
     groups = s.get_int("groups", 1, minimum=1)
     group_id = s.get_int("group_id", 0, minimum=0)
-    s.ignore("stream", "wait_stream")
+    s.allow_unused("stream", "wait_stream")
     if group_id >= groups:
         raise ctx.error(f"group_id={group_id} must be less than groups={groups}", "group_id")
     shapes = [ctx.layers[i].output for i in sources]
@@ -382,9 +438,15 @@ def parse_route(ctx):
     return ctx.layer((first.w, first.h, channels), sources=tuple(sources), options=options)
 
 
+def describe_route(layer):
+    if layer.groups > 1:
+        return "route " + " ".join(str(i) for i in layer.sources) + f"  {layer.group_id}/{layer.groups}"
+    return describe_sources(layer)
+
+
 def parse_shortcut(ctx):
     s = ctx.section
-    sources = ctx.resolve("from")
+    sources = ctx.resolve()  # from=
     activation = ctx.activation("linear")
     weights_type = s.get_str("weights_type", "none",
                              choices={"none", "per_feature", "per_layer", "per_channel"})
@@ -425,7 +487,7 @@ def parse_scale_channels(ctx):
     # each channel (or, with scale_wh, each position) multiplied by the
     # matching value of the layer before.
     s = ctx.section
-    source = ctx.resolve_one("from")
+    source = ctx.resolve_one()  # from=
     scale_wh = s.get_int("scale_wh", 0)
     activation = ctx.activation("linear")
     output = ctx.layers[source].output
@@ -438,11 +500,16 @@ def parse_scale_channels(ctx):
 
 
 def parse_sam(ctx):
-    source = ctx.resolve_one("from")
+    source = ctx.resolve_one()  # from=
     activation = ctx.activation("linear")
     if ctx.layers[source].output != ctx.input:
         raise ctx.error(f"from: layer {source} outputs {ctx.layers[source].output}, expected {ctx.input}", "from")
     return ctx.layer(ctx.input, sources=(source,), options=dict(activation=activation))
+
+
+def describe_sources(layer):
+    """The type and the layers its cfg lists: [route], [shortcut], [scale_channels], [sam]."""
+    return f"{layer.type} " + " ".join(str(i) for i in layer.sources)
 
 
 def parse_upsample(ctx):
@@ -461,6 +528,11 @@ def parse_upsample(ctx):
             raise ctx.error(f"stride={stride} does not divide the {w} x {h} input", "stride")
         output = (w // -stride, h // -stride, c)
     return ctx.layer(output, options=dict(stride=stride, scale=scale))
+
+
+def describe_upsample(layer):
+    name = "upsample" if layer.stride > 0 else "downsample"
+    return f"{name:<24s}" + "%2dx  " % abs(layer.stride)
 
 
 def _parse_reorg(ctx, planes_of):
@@ -493,6 +565,10 @@ def parse_reorg(ctx):
 
 def parse_reorg3d(ctx):
     return _parse_reorg(ctx, "output")  # reorg_layer.c: reorg_cpu on l.out_w, l.out_h, l.out_c
+
+
+def describe_reorg(layer):
+    return f"{'reorg':<24s}" + "/%2d  " % layer.stride  # [reorg3d] too, as Darknet prints it
 
 
 def _anchors(ctx, count):
@@ -529,7 +605,7 @@ def _parse_yolo_head(ctx, values_per_box):
     nms_kind = s.get_str("nms_kind", "default",
                          choices={"default", "greedynms", "diounms", "cornersnms"})
     beta_nms = s.get_float("beta_nms", 0.6)
-    s.ignore(*_HEAD_TRAINING_KEYS, "yolo_point")
+    s.allow_unused(*_HEAD_TRAINING_KEYS, "yolo_point")
     _check_head_input(ctx, classes + values_per_box, len(mask),
                       f"classes={classes} with {len(mask)} masked anchors")
     options = dict(classes=classes, num=num, mask=tuple(mask), anchors=anchors, boxes=len(mask),
@@ -556,7 +632,7 @@ def parse_region(ctx):
     anchors = _anchors(ctx, num)
     tree = s.get_str("tree", "")
     classfix = s.get_int("classfix", 0)
-    s.ignore(*_HEAD_TRAINING_KEYS, "map", "sqrt")
+    s.allow_unused(*_HEAD_TRAINING_KEYS, "map", "sqrt")
     _check_head_input(ctx, coords + 1 + classes, num, f"coords={coords}, classes={classes}, num={num}")
     options = dict(coords=coords, classes=classes, num=num, boxes=num, softmax=softmax, anchors=anchors,
                    tree=tree, classfix=classfix)
@@ -571,7 +647,7 @@ def parse_detection(ctx):
     side = s.get_int("side", 7, minimum=1)
     softmax = s.get_int("softmax", 0)
     sqrt = s.get_int("sqrt", 0)  # boxes store sqrt(w), sqrt(h)
-    s.ignore(*_HEAD_TRAINING_KEYS, "reorg")
+    s.allow_unused(*_HEAD_TRAINING_KEYS, "reorg")
     inputs = ctx.input.w * ctx.input.h * ctx.input.c
     expected = side * side * ((1 + coords) * num + classes)
     if inputs != expected:
@@ -584,7 +660,7 @@ def parse_detection(ctx):
 def parse_dropout(ctx):
     s = ctx.section
     probability = s.get_float("probability", 0.2)
-    s.ignore("dropblock", "dropblock_size_rel", "dropblock_size_abs")
+    s.allow_unused("dropblock", "dropblock_size_rel", "dropblock_size_abs")
     return ctx.layer(ctx.input, options=dict(probability=probability))
 
 
@@ -600,14 +676,14 @@ def parse_softmax(ctx):
                         "groups", expected=f"a divisor of {inputs}", found=groups)
     if temperature == 0:
         raise ctx.error("temperature=0: the softmax divides by it; expected a non-zero number", "temperature")
-    s.ignore("spatial", "noloss")
+    s.allow_unused("spatial", "noloss")
     return ctx.layer(ctx.input, options=dict(groups=groups, temperature=temperature, tree=tree))
 
 
 def parse_cost(ctx):
     s = ctx.section
     s.get_str("type", "sse", choices={"sse", "masked", "smooth", "L1", "seg", "wgan"})
-    s.ignore("scale", "ratio", "noobject_scale", "thresh")
+    s.allow_unused("scale", "ratio", "noobject_scale", "thresh")
     return ctx.layer(ctx.input)
 
 
@@ -617,39 +693,73 @@ def parse_batchnorm(ctx):
     return ctx.layer(ctx.input, params=params)
 
 
-PARSERS = {
-    "convolutional": parse_convolutional,
-    "conv": parse_convolutional,
-    "connected": parse_connected,
-    "conn": parse_connected,
-    "local": parse_local,
-    "maxpool": parse_maxpool,
-    "max": parse_maxpool,
-    "local_avgpool": parse_local_avgpool,
-    "local_avg": parse_local_avgpool,
-    "avgpool": parse_avgpool,
-    "avg": parse_avgpool,
-    "route": parse_route,
-    "shortcut": parse_shortcut,
-    "scale_channels": parse_scale_channels,
-    "sam": parse_sam,
-    "upsample": parse_upsample,
-    "reorg": parse_reorg,
-    "reorg3d": parse_reorg3d,
-    "yolo": parse_yolo,
-    "Gaussian_yolo": parse_gaussian_yolo,
-    "region": parse_region,
-    "detection": parse_detection,
-    "dropout": parse_dropout,
-    "softmax": parse_softmax,
-    "soft": parse_softmax,
-    "cost": parse_cost,
-    "batchnorm": parse_batchnorm,
-}
+def describe_name(layer):
+    """The type's name alone: the row of a type whose options Darknet's table does not show."""
+    return layer.type
 
-# Darknet spells some types two ways; darkfold reports the long name.
-_CANONICAL = {"conv": "convolutional", "conn": "connected", "max": "maxpool", "avg": "avgpool",
-              "soft": "softmax", "local_avg": "local_avgpool"}
+
+@dataclass(frozen=True)
+class LayerType:
+    """Everything darkfold knows about one Darknet layer type, in one place.
+
+    ``parse(ctx)`` reads the type's cfg keys and returns its ``Layer`` (shape, parameters in
+    .weights order, BFLOPs); ``describe(layer)`` gives the name and option columns (29
+    characters) of its row in Darknet's layer table, as ``darkfold info`` prints it.
+    ``Layer.inputs`` follows from ``reads_previous`` (whether it reads the output of the layer
+    before, which Darknet's forward pass hands every layer as its input and a route ignores)
+    and ``source_key`` (the key listing the other layers it reads: ``layers`` or ``from``). A ``head`` is a detection head, whose output detection
+    decodes into boxes (Darknet's fill_network_boxes, network.c, asks the layers of these
+    four types); the type's name is its kind: yolo, Gaussian_yolo, region, detection.
+    """
+
+    name: str  # the section name darkfold reports
+    parse: Callable
+    describe: Callable = describe_name
+    aliases: tuple = ()  # other section names Darknet's string_to_layer_type accepts for it
+    reads_previous: bool = True
+    source_key: str = None
+    head: bool = False
+
+    def __repr__(self):
+        return f"<LayerType [{self.name}]>"
+
+    @property
+    def section_names(self):
+        return (self.name, *self.aliases)
+
+
+TYPES = {kind.name: kind for kind in (
+    LayerType("convolutional", parse_convolutional, describe_convolutional, aliases=("conv",)),
+    LayerType("connected", parse_connected, describe_connected, aliases=("conn",)),
+    LayerType("local", parse_local),
+    LayerType("maxpool", parse_maxpool, describe_maxpool, aliases=("max",)),
+    LayerType("local_avgpool", parse_local_avgpool, describe_local_avgpool, aliases=("local_avg",)),
+    LayerType("avgpool", parse_avgpool, aliases=("avg",)),
+    LayerType("route", parse_route, describe_route, reads_previous=False, source_key="layers"),
+    LayerType("shortcut", parse_shortcut, describe_sources, source_key="from"),
+    # Both read the layer before (the scales, the attention map) and multiply from= by it.
+    LayerType("scale_channels", parse_scale_channels, describe_sources, source_key="from"),
+    LayerType("sam", parse_sam, describe_sources, source_key="from"),
+    LayerType("upsample", parse_upsample, describe_upsample),
+    LayerType("reorg", parse_reorg, describe_reorg),
+    LayerType("reorg3d", parse_reorg3d, describe_reorg),
+    LayerType("yolo", parse_yolo, head=True),
+    LayerType("Gaussian_yolo", parse_gaussian_yolo, head=True),
+    LayerType("region", parse_region, head=True),
+    LayerType("detection", parse_detection, head=True),
+    LayerType("dropout", parse_dropout),
+    LayerType("softmax", parse_softmax, aliases=("soft",)),
+    LayerType("cost", parse_cost),
+    LayerType("batchnorm", parse_batchnorm),
+)}
+
+# Every section name a layer may have, long or short, to its entry.
+_BY_SECTION_NAME = {name: kind for kind in TYPES.values() for name in kind.section_names}
+
+
+def layer_type(section_name):
+    """The ``LayerType`` of a section named ``section_name`` (either spelling), or None."""
+    return _BY_SECTION_NAME.get(section_name)
 
 
 def build_layers(cfg):
@@ -672,14 +782,13 @@ def build_layers(cfg):
         shape = net.input
         params = 0
         for index, section in enumerate(rest):
-            parser = PARSERS.get(section.name)
-            if parser is None:
+            kind = layer_type(section.name)
+            if kind is None:
                 raise _unknown_type(section, index)
-            ctx = _Context(section, index, shape, layers)
+            ctx = _Context(kind, section, index, shape, layers)
             ctx.refuse("dontload", "dontloadscales")
-            section.ignore(*_COMMON_TRAINING_KEYS)
-            layer = parser(ctx)
-            layer.type = _CANONICAL.get(layer.type, layer.type)
+            section.allow_unused(*_COMMON_TRAINING_KEYS)
+            layer = kind.parse(ctx)
             params += layer.param_count
             if params > MAX_VALUES:
                 raise ctx.error(f"the model would have {params:,} parameters up to here, more than the "
@@ -714,7 +823,7 @@ def _section_notes(section):
         first = section.options[option.key]
         message = (f"{section.path}:{option.line}: duplicate key '{option.key}' in [{section.name}] "
                    f"(first set on line {first.line})")
-        if section.is_ignored(option.key):
+        if section.is_allowed_unused(option.key):
             notes.append((f"{message}; the first is used, as in Darknet", False, section, option.line))
         else:
             notes.append((message, True, section, option.line))
@@ -739,7 +848,7 @@ def _unknown_type(section, index):
     if name in _UNSUPPORTED:
         return _error(section, f"layer {index}: layer type [{name}] is not supported by darkfold", layer=index,
                       expected="a layer type darkfold supports", found=f"[{name}]")
-    known = ", ".join(sorted(n for n in PARSERS if n not in _CANONICAL))
+    known = ", ".join(sorted(TYPES))
     return _error(section, f"layer {index}: unknown layer type [{name}]; darkfold knows: {known}", layer=index,
                   expected="a Darknet layer type", found=f"[{name}]")
 

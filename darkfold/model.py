@@ -6,11 +6,9 @@ import numpy as np
 
 from .bundled import DEFAULT_CFG, DEFAULT_WEIGHTS
 from .cfg import read_cfg
-from .errors import DarkfoldError, ModelError, OutputError
-from .files import atomic_outputs
+from .errors import DarkfoldError, ModelError
+from .files import InputFiles, atomic_outputs
 from .layers import build_layers
-
-HEAD_TYPES = ("yolo", "region", "Gaussian_yolo", "detection")
 from .weights import read_weights, write_weights
 
 
@@ -29,7 +27,7 @@ class Model:
         self.header = header
         self.params = params if params is not None else [None] * len(self.layers)
         self.folded = ()  # indices of layers whose BatchNorm fold() folded
-        self._engines = {}
+        self.sources = ()  # the files it was read from, which save() never writes over
 
     def __repr__(self):
         return f"<darkfold.Model {self.cfg.path}: {len(self.layers)} layers, {self.bflops:.3f} BFLOPs>"
@@ -63,14 +61,17 @@ class Model:
         """Write the cfg, and the weights if a path is given.
 
         Both files are written to temporary names and renamed into place only
-        when both are complete, so a failure leaves no partial output.
+        when both are complete, so a failure leaves no partial output. An
+        existing file is replaced, but never one the model was read from.
         """
         if weights_path is not None and not self.has_weights:
             raise ModelError(f"{self.cfg.path}: this model was loaded without weights; there are none to save",
                              path=self.cfg.path, expected="a model loaded with weights", found="no weights")
         if weights_path is not None:
             self.check_params()
-        _write_model(self.cfg, cfg_path, weights_path, self.header, self.layers, self.params)
+        paths = [cfg_path] if weights_path is None else [cfg_path, weights_path]
+        with atomic_outputs(*paths, inputs=InputFiles(self.sources)) as temporaries:
+            write_files(self.cfg, *temporaries, self.header, self.layers, self.params)
 
     def check_params(self):
         """Raise a ModelError unless every array has the shape the cfg gives it.
@@ -101,8 +102,8 @@ class Model:
 
     @property
     def head_inputs(self):
-        """Indices of the layers whose outputs the detection heads decode."""
-        heads = [layer.index - 1 for layer in self.layers if layer.type in HEAD_TYPES and layer.index > 0]
+        """Indices of the layers whose outputs the detection heads decode (the last layer's without heads)."""
+        heads = [source for layer in self.layers if layer.is_head for source in layer.inputs]
         return heads or [len(self.layers) - 1]
 
     def forward(self, x, layers=None, *, fold=True, threads=None):
@@ -113,28 +114,15 @@ class Model:
         Returns ``{layer index: float32 array (batch, c, h, w)}`` for the layers
         feeding the [yolo]/[region] heads, or for the indices in ``layers``.
         ``fold=False`` applies each BatchNorm as Darknet does at run time instead
-        of folding it into the weights; ``threads`` defaults to every CPU.
+        of folding it into the weights; ``threads`` defaults to every CPU. The
+        engine is built on the first call and kept by ``darkfold.runtime``.
         """
-        wanted = self.head_inputs if layers is None else self._check_indices(layers)
-        x = self._check_input(x)
-        engine = self.engine(fold=fold, threads=threads)
-        if engine.fused.intersection(wanted):  # an output that a fused [maxpool] never stores
-            engine = self.engine(fold=fold, threads=threads, fuse=False)
-        return engine.forward(x, wanted)
+        # Imported here, not at the top: the runtime loads numba (a quarter of a second,
+        # and seconds more on a first run), which `import darkfold` and `darkfold info`
+        # must not pay. The runtime does not import this module.
+        from .runtime import forward
 
-    def engine(self, *, fold=True, threads=None, fuse=True):
-        """The engine that runs this model (built on first use, then reused). With ``fuse``,
-        convolutions apply the 2x2 [maxpool] after them and do not keep their own output."""
-        from .engine import Engine  # imports numba: only when a model runs
-
-        key = (fold, threads, fuse)
-        if key not in self._engines:
-            if not self.has_weights:
-                raise ModelError(f"{self.cfg.path}: running the model needs its .weights file",
-                                 path=self.cfg.path, expected="a model loaded with weights", found="no weights")
-            self.check_params()  # the kernels trust these shapes
-            self._engines[key] = Engine(self, fold=fold, threads=threads, fuse=fuse)
-        return self._engines[key]
+        return forward(self, x, layers, fold=fold, threads=threads)
 
     def detect(self, image, thresh=0.25, nms=0.45, *, names=None, letterbox=None, threads=None):
         """Detect objects as Darknet's ``detector test`` does; see ``darkfold.detect``.
@@ -147,43 +135,18 @@ class Model:
         ``letterbox``: None follows the cfg's ``letter_box``; ``threads``: as
         for ``forward``.
         """
+        # Imported here for the same reason as in forward(): detection loads numba and OpenCV.
         from .detect import detect
 
         return detect(self, image, thresh, nms, names=names, letterbox=letterbox, threads=threads)
 
-    def _check_input(self, x):
-        expected = (self.net.channels, self.net.height, self.net.width)
-        if not isinstance(x, np.ndarray):
-            raise ModelError(f"input: expected a numpy array (batch, {', '.join(map(str, expected))}), "
-                             f"got {type(x).__name__}", expected="a numpy array", found=type(x).__name__)
-        if x.dtype != np.float32:
-            raise ModelError(f"input: expected float32 values, got {x.dtype}; use x.astype(np.float32)",
-                             expected="float32", found=str(x.dtype))
-        if x.ndim != 4 or x.shape[1:] != expected or x.shape[0] < 1:
-            raise ModelError(f"input: expected shape (batch, {', '.join(map(str, expected))}) as "
-                             f"{self.cfg.path} [net] says, got {x.shape}", expected=("batch", *expected),
-                             found=x.shape)
-        x = np.ascontiguousarray(x)
-        return x if x.flags.writeable else x.copy()  # a read-only array would compile the kernels again
 
-    def _check_indices(self, indices):
-        indices = sorted({int(i) for i in indices})
-        for index in indices:
-            if not 0 <= index < len(self.layers):
-                raise ModelError(f"{self.cfg.path}: layer {index} does not exist "
-                                 f"(layers 0 to {len(self.layers) - 1})", path=self.cfg.path,
-                                 expected=f"0 to {len(self.layers) - 1}", found=index)
-        return indices
-
-
-def _write_model(cfg, cfg_path, weights_path, header, layers, params):
-    """Write the cfg and (if ``weights_path``) the weights; both appear together or neither."""
-    paths = [cfg_path] if weights_path is None else [cfg_path, weights_path]
-    with atomic_outputs(*paths) as temporaries:
-        with open(temporaries[0], "wb") as file:
-            file.write(cfg.to_bytes())
-        if weights_path is not None:
-            write_weights(temporaries[1], header, layers, params)
+def write_files(cfg, cfg_path, weights_path=None, header=None, layers=(), params=()):
+    """Write the cfg and (if ``weights_path``) the weights, as they are: no temporary names."""
+    with open(cfg_path, "wb") as file:
+        file.write(cfg.to_bytes())
+    if weights_path is not None:
+        write_weights(weights_path, header, layers, params)
 
 
 def load(cfg_path=None, weights_path=None, *, partial=False):
@@ -201,6 +164,7 @@ def load(cfg_path=None, weights_path=None, *, partial=False):
         cfg_path, weights_path = DEFAULT_CFG, DEFAULT_WEIGHTS
     cfg = read_cfg(os.fspath(cfg_path))
     model = Model(cfg)
+    model.sources = (os.fspath(cfg_path),) if weights_path is None else (os.fspath(cfg_path), os.fspath(weights_path))
     if weights_path is not None:
         try:
             model.header, model.params = read_weights(os.fspath(weights_path), model.layers, partial=partial)
@@ -208,42 +172,3 @@ def load(cfg_path=None, weights_path=None, *, partial=False):
             error.warnings = model.warnings  # a misspelt batch_normalize changes the size
             raise
     return model
-
-
-def convert(cfg_path, weights_path, out_cfg_path, out_weights_path, *, force=False):
-    """Fold a model's BatchNorms and write the folded pair, one layer at a time.
-
-    The same files as ``load(cfg_path, weights_path).fold().save(...)``, but
-    each folded layer is written and dropped before the next is computed, so
-    memory stays near the size of the input file. The inputs are checked
-    first; an input is never overwritten, an existing output only with
-    ``force=True``, and the two outputs appear together or not at all.
-    Returns the folded model, read back from the written files.
-    """
-    from .fold import folded_params, plan_fold
-
-    model = load(cfg_path, weights_path)
-    if os.path.abspath(out_cfg_path) == os.path.abspath(out_weights_path):
-        raise OutputError(f"{out_cfg_path}: the folded cfg and weights need two different paths", path=out_cfg_path,
-                          expected="two output paths", found="one")
-    _check_outputs((out_cfg_path, out_weights_path), (cfg_path, weights_path), force)
-    plan = plan_fold(model)
-    _, layers, _ = build_layers(plan.cfg)
-    _write_model(plan.cfg, out_cfg_path, out_weights_path, model.header, layers, folded_params(model, plan))
-    folded = load(out_cfg_path, out_weights_path)
-    folded.folded = plan.folded
-    folded.warnings = model.warnings  # line numbers of the input, which the user edits
-    return folded
-
-
-def _check_outputs(outputs, inputs, force):
-    for output in outputs:
-        if not os.path.exists(output):
-            continue
-        for source in inputs:
-            if os.path.samefile(source, output):
-                raise OutputError(f"{output}: output would overwrite the input {source}", path=output,
-                                  expected="a new file", found=f"the input {source}")
-        if not force:
-            raise OutputError(f"{output}: already exists; use --force (force=True) to replace it", path=output,
-                              expected="a new file", found="an existing file")

@@ -46,6 +46,15 @@ class Verification:
         return max(self.outputs, key=lambda output: output.relative)
 
 
+class VerificationError(ModelError):
+    """A folded model that does not reproduce its original; ``verification`` holds the differences."""
+
+    def __init__(self, message, verification, **fields):
+        super().__init__(message, expected=f"differences within {verification.worst.tolerance:g}",
+                         found=verification.worst.relative, **fields)
+        self.verification = verification
+
+
 def sample_input(model, seed=0):
     """A fixed 1-image input of uniform [0, 1) values, the range of a normalised image."""
     shape = (1, model.net.channels, model.net.height, model.net.width)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import WeightsError
-from .files import check_readable
+from .files import check_readable, reason
 
 _FLOAT = np.dtype("<f4")
 _MAX_VERSION = 65535  # generous: real files say 0.1.0, 0.2.0 or 0.2.5 (transposed: > 1000)
@@ -82,13 +82,13 @@ def read_weights(path, layers, partial=False):
     """Read the parameters of ``layers`` from the weights file at ``path``.
 
     Returns ``(header, params)``: ``params[i]`` is a dict from array name to a
-    read-only float32 array (a view into the memory-mapped file) for every
+    read-only float32 array (a view into one buffer holding the file) for every
     layer that stores parameters, else ``{}``. With ``partial=True`` a file
     that ends at a layer boundary (a backbone such as ``darknet53.conv.74``)
     is accepted and the layers past its end get ``None``.
     """
     check_readable(path, "weights")
-    data = _map(path)
+    data = _read(path)
     header = read_header(data, path)
     params = []
     offset = header.size
@@ -109,10 +109,38 @@ def read_weights(path, layers, partial=False):
     return header, params
 
 
-def _map(path):
-    if os.path.getsize(path) == 0:
-        raise WeightsError(f"{path}: the weights file is empty", path=path, expected="a weights file", found="0 bytes")
-    return np.memmap(path, dtype=np.uint8, mode="r")
+def _read(path):
+    """The file's bytes as a read-only uint8 array.
+
+    Read, not memory-mapped: Darknet rewrites ``*_last.weights`` in place while
+    it trains, and a mapped file that shrinks kills the process with SIGBUS at
+    the next access to a lost page, long after loading. A copy costs one read
+    of the file (a few ms for yolov3-tiny's 35 MB) and can change under no one.
+    """
+    try:
+        with open(path, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            if size == 0:
+                raise WeightsError(f"{path}: the weights file is empty", path=path, expected="a weights file",
+                                   found="0 bytes")
+            data = np.empty(size, np.uint8)
+            view, done = memoryview(data), 0
+            while done < size:
+                count = file.readinto(view[done:])
+                if not count:
+                    break
+                done += count
+            grown = file.read(1)
+    except OSError as error:
+        raise WeightsError(f"{path}: cannot read weights file: {reason(error)}", path=path,
+                           found=reason(error)) from None
+    if done != size or grown:
+        raise WeightsError(f"{path}: the file changed size while it was read ({size} bytes at the start, "
+                           f"{'more' if grown else done} at the end): is a training run still writing it? Load a "
+                           "copy, or wait until it is written", path=path, expected=f"{size} bytes",
+                           found=f"{'more' if grown else done} bytes")
+    data.flags.writeable = False
+    return data
 
 
 def _layer_arrays(data, offset, layer, header):
@@ -209,7 +237,7 @@ def _folding_hint(layers, actual, header):
     if with_batchnorm and surplus == -12 * sum(l.params[0].size for l in with_batchnorm):
         return ("The file is exactly the size of this model with its BatchNorm folded: these are folded "
                 "weights (darkfold convert); use them with the folded cfg, which says batch_normalize=0.")
-    heads = {l.index - 1 for l in layers if "boxes" in l.options}
+    heads = {source for l in layers if l.is_head for source in l.inputs}
     foldable = [l for l in layers if l.type == "convolutional" and not l.batch_normalize and l.index not in heads]
     if foldable and surplus == 12 * sum(l.filters for l in foldable):
         return ("The file is exactly the size of this model with BatchNorm in every convolution before the "
@@ -223,8 +251,10 @@ def _classes_hint(layers, actual, header):
     The [convolutional] before each [yolo]/[region] layer has filters =
     boxes * (classes + values per box); the file size is linear in classes.
     """
-    heads = [l for l in layers if "boxes" in l.options]
-    convs = [layers[h.index - 1] for h in heads if h.index > 0 and layers[h.index - 1].type == "convolutional"]
+    # A [detection] head (YOLOv1) has boxes * (coords + 1) + classes values per cell: its
+    # size grows by one filter per class, not by one per box.
+    heads = [l for l in layers if l.is_head and l.type != "detection"]
+    convs = [layers[i] for h in heads for i in h.inputs if layers[i].type == "convolutional"]
     if not heads or len(convs) != len(heads):
         return ""
     classes = heads[0].classes

@@ -87,7 +87,7 @@ def test_missing_required_key_names_the_section():
 def test_unread_lists_what_no_getter_asked_for():
     section = Cfg(SMALL, "small.cfg").sections[1]
     section.get_int("filters")
-    section.ignore("size")
+    section.allow_unused("size")
     assert [o.key for o in section.unread()] == ["anchors"]
 
 

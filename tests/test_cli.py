@@ -3,12 +3,14 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import darkfold
 from darkfold.cli import main
 
 from conftest import CFG_DIR, REPO, modules_loaded_by, write
+from fixtures import NET
 
 
 def run(capsys, *argv):
@@ -82,7 +84,6 @@ def test_errors_are_one_line_on_stderr_with_exit_code_2(capsys, argv, message):
     assert err.startswith("darkfold: error: ") and message in err and err.count("\n") == 1
 
 
-NET = "[net]\nwidth=32\nheight=32\nchannels=3\n"
 BAD_CFGS = {
     "unknown layer type": (NET + "[convolution]\nfilters=4\n", "bad.cfg:5: layer 0: unknown layer type [convolution]"),
     "bad value": (NET + "[convolutional]\nfilters=four\n", "bad.cfg:6: [convolutional] filters='four': expected an integer"),
@@ -165,6 +166,32 @@ def test_convert_of_bad_weights_leaves_no_file_behind(capsys, tmp_path, tiny_cfg
     code, _, err = run(capsys, "convert", tiny_cfg, cut, "-o", out_dir)
     assert code == 2 and "truncated" in err
     assert not out_dir.exists()  # convert created it, and removes it again
+
+
+def test_a_failed_convert_removes_every_folder_level_it_created(capsys, tmp_path, tiny_cfg, tiny_weights):
+    cut = write(tmp_path / "cut.weights", tiny_weights.read_bytes()[:-100])
+    code, _, _ = run(capsys, "convert", tiny_cfg, cut, "-o", tmp_path / "a" / "b" / "c")
+    assert code == 2 and sorted(os.listdir(tmp_path)) == ["cut.weights"]
+
+
+def test_a_forced_convert_whose_check_fails_keeps_the_earlier_outputs(capsys, tmp_path, tiny_cfg, tiny_weights):
+    assert run(capsys, "convert", "-o", tmp_path)[0] == 0
+    outputs = {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)}
+    broken = bytearray(tiny_weights.read_bytes())
+    broken[-4:] = np.float32(np.nan).tobytes()  # the right size, NaN in the last layer
+    (tmp_path / "source").mkdir()
+    weights = write(tmp_path / "source" / "yolov3-tiny.weights", bytes(broken))
+    code, _, err = run(capsys, "convert", tiny_cfg, weights, "-o", tmp_path, "--force")
+    assert code == 2 and "outputs NaN or inf" in err
+    assert {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path) if name != "source"} == outputs
+
+
+def test_info_to_a_full_disk_is_one_error_not_a_crash(tmp_path):
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, "-m", "darkfold", "info"], cwd=REPO, stdout=full,
+                                stderr=subprocess.PIPE, text=True)
+    assert result.returncode == 2
+    assert result.stderr == "darkfold: error: standard output: cannot write: No space left on device\n"
 
 
 def test_convert_with_a_missing_input_is_one_error_even_with_force(capsys, tmp_path):

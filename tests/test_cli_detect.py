@@ -2,12 +2,14 @@
 
 import io
 import json
+import os
 import shutil
 
 import cv2
 import numpy as np
 import pytest
 from conftest import CFG_DIR, DATA_DIR, write
+from fixtures import NET
 
 import darkfold
 from darkfold.cli import main
@@ -130,9 +132,39 @@ def test_an_annotated_copy_never_replaces_an_input(capsys, tmp_path):
     shutil.copy(DATA_DIR / "dog.jpg", image)
     code, _, err = run(capsys, image, "-o", tmp_path)
     assert code == 2
-    assert err == (f"darkfold: error: {image}: its annotated copy {image} would overwrite an input; "
+    assert err == (f"darkfold: error: {image}: the annotated copy of {image} would overwrite the image itself; "
                    "choose another -o\n")
     assert image.read_bytes() == (DATA_DIR / "dog.jpg").read_bytes()
+
+
+def test_an_annotated_copy_never_replaces_the_model_files(capsys, tmp_path, tiny_cfg, tiny_weights):
+    # The reproduction: weights saved under the name the annotated copy of dog.jpg takes.
+    out = tmp_path / "out"
+    out.mkdir()
+    weights = out / "dog.jpg"
+    shutil.copy(tiny_weights, weights)
+    code, _, err = run(capsys, DATA_DIR / "dog.jpg", "--cfg", tiny_cfg, "--weights", weights, "-o", out)
+    assert code == 2
+    assert err == (f"darkfold: error: {weights}: the annotated copy of {DATA_DIR / 'dog.jpg'} would overwrite the "
+                   f"input {weights}; choose another -o\n")
+    assert weights.read_bytes() == tiny_weights.read_bytes()
+    names = write(tmp_path / "dog.jpg", "\n".join(f"class {i}" for i in range(80)))
+    code, _, err = run(capsys, DATA_DIR / "dog.jpg", "--names", names, "-o", tmp_path)
+    assert code == 2 and "would overwrite the input" in err and names.read_text().startswith("class 0")
+
+
+def test_a_run_that_writes_nothing_leaves_no_output_folder(capsys, tmp_path):
+    code, _, _ = run(capsys, tmp_path / "missing.jpg", write(tmp_path / "bad.jpg", "not a jpeg"),
+                     "-o", tmp_path / "a" / "out")
+    assert code == 2 and sorted(os.listdir(tmp_path)) == ["bad.jpg"]
+
+
+def test_a_video_with_a_long_name_is_written(capsys, tmp_path):
+    # The temporary name was ".darkfold-<pid>-" + the name: past 255 bytes for a long name.
+    video = make_video(tmp_path / ("v" * 240 + ".avi"), frames=1)
+    code, _, err = run(capsys, video, "-o", tmp_path / "out", "--json")
+    assert code == 0 and err == ""
+    assert os.listdir(tmp_path / "out") == ["v" * 240 + ".mp4"]
 
 
 def test_same_named_inputs_get_distinct_outputs(capsys, tmp_path):
@@ -152,7 +184,7 @@ def test_a_names_file_names_the_classes_of_another_model(capsys, tmp_path, tiny_
     assert out.splitlines()[1].startswith("class16: 81%")
 
 
-NO_HEAD_CFG = "[net]\nwidth=32\nheight=32\nchannels=3\n[convolutional]\nfilters=4\nsize=3\nactivation=leaky\n"
+NO_HEAD_CFG = NET + "[convolutional]\nfilters=4\nsize=3\nactivation=leaky\n"
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -22,6 +22,7 @@ from darkfold.detect import (
     correct_boxes,
     decode_region,
     decode_yolo,
+    model_heads,
     nms,
     to_detections,
 )
@@ -200,6 +201,15 @@ def test_yolo9000s_tree_softmax_is_refused():
         Detector(model)
     last = model.layers[-1]
     assert (error.value.path, error.value.line, error.value.layer) == (last.section.path, last.section.line, last.index)
+
+
+@pytest.mark.parametrize("name, head", [("Gaussian_yolov3_BDD.cfg", "Gaussian_yolo"), ("yolov1.cfg", "detection")])
+def test_heads_detect_does_not_decode_are_refused_by_name(name, head):
+    model = darkfold.load(CFG_DIR / name)
+    first = next(layer for layer in model.layers if layer.is_head)
+    with pytest.raises(ModelError, match=rf"layer {first.index} \[{head}\]: darkfold detect decodes \[yolo\] and "
+                                         r"\[region\] heads only"):
+        model_heads(model)
 
 
 def test_letterbox_follows_the_cfg_unless_asked_for():

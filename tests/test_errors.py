@@ -26,6 +26,8 @@ from darkfold.errors import (
 from darkfold.layers import build_layers
 from darkfold.weights import Header
 
+from fixtures import LOCAL, NET, SMALL_YOLO as YOLO
+
 # --------------------------------------------------------------------------------------------
 # the error classes
 
@@ -89,38 +91,12 @@ def test_fold_without_weights_is_a_model_error():
 
 
 # --------------------------------------------------------------------------------------------
-# small models to break
+# small models to break: YOLO is fixtures.SMALL_YOLO
 
-NET = "[net]\nwidth=32\nheight=32\nchannels=3\n"
-YOLO = NET + """
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-stride=1
-pad=1
-activation=leaky
-
-[maxpool]
-size=2
-stride=2
-
-[convolutional]
-filters=18
-size=1
-activation=linear
-
-[yolo]
-mask=0,1,2
-anchors=10,14, 23,27, 37,58
-classes=1
-num=3
-"""
 YOLO_2_CLASSES = YOLO.replace("filters=18", "filters=21").replace("classes=1", "classes=2")
 YOLO_FOLDED = YOLO.replace("batch_normalize=1", "batch_normalize=0")
 # A NaN as the first bias: the right size, garbage inside.
 NAN = lambda: weights_for(YOLO)[:20] + np.float32("nan").tobytes() + weights_for(YOLO)[24:]
-LOCAL = NET + "[local]\nfilters=2\nsize=3\npad=1\n"
 
 
 HEADER = Header(0, 2, 0, 64000)

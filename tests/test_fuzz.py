@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 import darkfold
 from darkfold.cfg import Cfg
 from darkfold.cli import main
-from darkfold.layers import PARSERS, build_layers
+from darkfold.layers import TYPES, build_layers
+from darkfold.runtime import release
 from darkfold.summary import layer_table, model_summary
 from darkfold.verify import sample_input
 from darkfold.weights import Header
@@ -164,7 +165,8 @@ KEYS = sorted({"filters", "size", "stride", "pad", "padding", "groups", "group_i
                "batch_normalize", "mask", "anchors", "classes", "num", "coords", "width", "height", "channels",
                "inputs", "output", "dilation", "stride_x", "stride_y", "reverse", "scale_x_y", "new_coords",
                "weights_type", "weights_normalization", "side", "scale_wh", "xnor", "probability", "type"})
-SECTIONS = sorted(set(PARSERS) | {"net", "network", "lstm", "crop", "convolution", "", "yolo]", "[net"})
+SECTION_NAMES = {name for kind in TYPES.values() for name in kind.section_names}
+SECTIONS = sorted(SECTION_NAMES | {"net", "network", "lstm", "crop", "convolution", "", "yolo]", "[net"})
 VALUES = st.one_of(
     st.integers(-(2**33), 2**33).map(str),
     st.integers(-3, 40).map(str),
@@ -468,8 +470,7 @@ def test_fuzzed_cfgs_run_or_raise_a_darkfold_error(scratch, text, fold, threads)
     except darkfold.DarkfoldError:
         return
     finally:
-        for engine in model._engines.values():
-            engine.close()  # its worker threads
+        release(model)  # the worker threads of the engines it built
     for index, output in outputs.items():
         w, h, c = model.layers[index].output
         assert output.shape == (1, c, h, w) and output.dtype == np.float32

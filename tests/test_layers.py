@@ -4,16 +4,14 @@ import darkfold
 
 from darkfold.cfg import Cfg, read_cfg
 from darkfold.errors import CfgError
-from darkfold.layers import Param, Shape, build_layers
+from darkfold.layers import TYPES, Param, Shape, build_layers
 
 from conftest import CFG_DIR, all_cfgs
+from fixtures import NET, ONE_OF_EACH_TYPE
 
 
 def build(text, path="t.cfg"):
     return build_layers(Cfg(text, path))
-
-
-NET = "[net]\nwidth=32\nheight=32\nchannels=3\n"
 
 
 @pytest.mark.parametrize("path", all_cfgs(), ids=lambda p: p.name)
@@ -37,6 +35,64 @@ def test_yolov3_tiny_shapes_follow_darknet():
     assert layers[16].type == "yolo" and layers[16].mask == (3, 4, 5)
     assert layers[20].sources == (19, 8) and layers[20].output == Shape(26, 26, 384)
     assert layers[19].output == Shape(26, 26, 128)
+
+
+@pytest.mark.parametrize("name", sorted(TYPES))
+def test_every_registry_type_parses_under_each_of_its_section_names(name):
+    kind = TYPES[name]
+    before, _, after = ONE_OF_EACH_TYPE[name].rpartition(f"[{name}]")
+    for section_name in kind.section_names:
+        _, layers, warnings = build(before + f"[{section_name}]" + after)
+        assert layers[-1].kind is kind and layers[-1].type == name and warnings == []
+
+
+def test_the_four_detection_heads_and_nothing_else_are_heads():
+    heads = {name for name, text in ONE_OF_EACH_TYPE.items() if build(text)[1][-1].is_head}
+    assert heads == {"yolo", "Gaussian_yolo", "region", "detection"}
+
+
+INPUTS_CFG = NET + """
+[convolutional]
+filters=8
+
+[maxpool]
+
+[route]
+layers=-1,0,-2
+
+[convolutional]
+filters=8
+size=1
+
+[shortcut]
+from=0, -2
+
+[avgpool]
+
+[scale_channels]
+from=4
+
+[sam]
+from=-3
+
+[convolutional]
+filters=18
+size=1
+
+[yolo]
+mask=0,1,2
+anchors=1,2,3,4,5,6
+num=3
+classes=1
+"""
+
+
+def test_inputs_are_the_layer_before_then_the_layers_the_cfg_lists_as_darknet_reads_them():
+    _, layers, _ = build(INPUTS_CFG)
+    # Layer 0 reads the network input, which is no layer; a route reads its layers= only, a
+    # layer listed twice twice; shortcut, scale_channels and sam read the layer before and from=.
+    assert [layer.inputs for layer in layers] == [(), (0,), (1, 0, 0), (2,), (3, 0, 2), (4,), (5, 4), (6, 4),
+                                                  (7,), (8,)]
 
 
 def test_convolution_params_are_listed_in_weights_file_order():

@@ -20,6 +20,12 @@ def test_options_are_attributes_of_a_layer(tiny_model):
         conv.no_such_option
 
 
+@pytest.mark.parametrize("name, expected", [("yolov3-tiny.cfg", [15, 22]), ("yolov4-tiny-3l.cfg", [29, 36, 43]),
+                                            ("yolov2.cfg", [30]), ("yolov1.cfg", [30]), ("darknet19.cfg", [26])])
+def test_head_inputs_are_what_the_detection_heads_read_or_the_last_layer(name, expected):
+    assert darkfold.load(CFG_DIR / name).head_inputs == expected
+
+
 def test_fold_returns_a_new_model_and_leaves_the_original_alone(tiny_model):
     before = {name: array.copy() for name, array in tiny_model.params[0].items()}
     folded = tiny_model.fold()
@@ -61,22 +67,6 @@ def test_model_warnings_list_unknown_keys(tmp_path):
     assert darkfold.load(cfg).warnings == [f"{cfg}:5: unknown key 'foo' in [net] (ignored)"]
 
 
-def test_convert_streams_the_same_files_as_fold_then_save(tiny_model, tiny_cfg, tiny_weights, tmp_path):
-    tiny_model.fold().save(tmp_path / "a.cfg", tmp_path / "a.weights")
-    folded = darkfold.convert(tiny_cfg, tiny_weights, tmp_path / "b.cfg", tmp_path / "b.weights")
-    assert (tmp_path / "b.weights").read_bytes() == (tmp_path / "a.weights").read_bytes()
-    assert (tmp_path / "b.cfg").read_bytes() == (tmp_path / "a.cfg").read_bytes()
-    assert folded.folded == tiny_model.fold().folded and len(folded.layers) == 24
-
-
-def test_convert_refuses_to_write_over_its_input(tiny_cfg, tiny_weights, tmp_path):
-    weights = tmp_path / "copy.weights"
-    weights.write_bytes(tiny_weights.read_bytes())
-    with pytest.raises(darkfold.DarkfoldError, match="output would overwrite the input"):
-        darkfold.convert(tiny_cfg, weights, tmp_path / "out.cfg", weights)
-    assert weights.read_bytes() == tiny_weights.read_bytes()
-
-
 def test_failure_while_writing_weights_leaves_no_output(tiny_model, tmp_path, monkeypatch):
     def half_then_disk_full(path, *args):
         with open(path, "wb") as file:
@@ -112,22 +102,6 @@ def test_outputs_change_together_when_the_second_rename_fails(tiny_model, tmp_pa
         assert sorted(p.name for p in tmp_path.iterdir()) == ["out.cfg", "out.weights"]
     else:
         assert list(tmp_path.iterdir()) == []
-
-
-def test_convert_replaces_existing_outputs_only_with_force(tiny_cfg, tiny_weights, tmp_path):
-    out_cfg, out_weights = tmp_path / "f.cfg", tmp_path / "f.weights"
-    out_cfg.write_text("mine")
-    with pytest.raises(darkfold.DarkfoldError, match="f.cfg: already exists; use --force"):
-        darkfold.convert(tiny_cfg, tiny_weights, out_cfg, out_weights)
-    assert out_cfg.read_text() == "mine" and not out_weights.exists()
-    darkfold.convert(tiny_cfg, tiny_weights, out_cfg, out_weights, force=True)
-    assert darkfold.load(out_cfg, out_weights).fold().folded == ()  # nothing left to fold
-
-
-def test_convert_needs_two_different_output_paths(tiny_cfg, tiny_weights, tmp_path):
-    with pytest.raises(darkfold.DarkfoldError, match="need two different paths"):
-        darkfold.convert(tiny_cfg, tiny_weights, tmp_path / "same", tmp_path / "same")
-    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("change", ["shorter biases", "missing scales", "wrong weights shape"])

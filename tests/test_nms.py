@@ -8,8 +8,11 @@ from darkfold.nms import box_diou, box_iou, nms_class
 
 
 def test_nms_loads_neither_the_engine_nor_blas():
-    script = ("import numpy as np\nfrom darkfold.detect import nms\n"
-              "nms(np.array([[.5, .5, .2, .2], [.5, .5, .2, .2]], np.float32), np.array([[.9], [.8]], np.float32))")
+    script = ("import numpy as np\nfrom darkfold.nms import nms_class\n"
+              "boxes = np.array([[.5, .5, .2, .2], [.5, .5, .2, .2]], np.float32)\n"
+              "probs = np.array([[.9], [.8]], np.float32)\n"
+              "nms_class(boxes, np.arange(2), probs, 0, np.float32(.45), False, np.float32(.6))\n"
+              "assert probs[1, 0] == 0")
     assert modules_loaded_by(script, "darkfold.nms", "darkfold.blas", "darkfold.engine") == {"darkfold.nms"}
 
 

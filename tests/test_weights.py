@@ -1,3 +1,7 @@
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -182,3 +186,29 @@ def test_a_file_cut_by_four_bytes_is_not_taken_for_a_header_shift(small_cfg, tmp
     with pytest.raises(WeightsError, match="A truncated download") as error:
         darkfold.load(small_cfg, write(tmp_path / "cut.weights", small_weights()[:-4]))
     assert "seen" not in str(error.value)
+
+
+def test_a_file_that_shrinks_while_read_is_one_clear_error(small_cfg, tmp_path, monkeypatch):
+    path = write(tmp_path / "w.weights", small_weights())
+    real_fstat = os.fstat
+
+    def size_at_open_was_larger(fd):
+        status = real_fstat(fd)
+        return os.stat_result((*status[:6], status.st_size + 100, *status[7:]))
+
+    monkeypatch.setattr(os, "fstat", size_at_open_was_larger)
+    with pytest.raises(WeightsError, match="w.weights: the file changed size while it was read .*still writing it"):
+        darkfold.load(small_cfg, path)
+
+
+def test_a_loaded_model_survives_its_file_being_truncated(tmp_path):
+    # Darknet rewrites *_last.weights in place while training. A memory-mapped file that shrinks
+    # kills the process with SIGBUS at the next access, so this runs in a child process.
+    weights = tmp_path / "m.weights"
+    weights.write_bytes(open(darkfold.DEFAULT_WEIGHTS, "rb").read())
+    script = ("import sys, numpy as np, darkfold\n"
+              "model = darkfold.load(darkfold.DEFAULT_CFG, sys.argv[1])\n"
+              "open(sys.argv[1], 'r+b').truncate(16)\n"
+              "print(float(np.abs(model.params[22]['weights']).sum()) > 0, model.fold().loaded_layers)\n")
+    result = subprocess.run([sys.executable, "-c", script, weights], capture_output=True, text=True, timeout=120)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "True 24\n", "")

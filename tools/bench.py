@@ -54,6 +54,7 @@ import numba
 import numpy as np
 
 import darkfold
+from darkfold.runtime import engine_for
 from darkfold.threads import CAN_SET_BLAS_THREADS, blas_threads
 
 CFGS = {
@@ -292,7 +293,7 @@ def profile_layers(row, folder, runs, threads, sgemm):
     peers = Peers(cfg, weights, batch, threads)
     peers.darkfold()  # builds the engine and its buffers
     layers = peers.model.layers
-    engine = peers.model.engine(threads=threads)
+    engine = engine_for(peers.model, threads=threads)
     steps = engine.steps
     times = [[] for _ in layers]
     steps[:] = [TimedStep(step, t) for step, t in zip(steps, times)]

@@ -17,7 +17,7 @@ folders (NUMBA_CACHE_DIR), so no kernel compiled earlier in the source tree is u
 
 For cold and warm the child also times its own steps: import darkfold, load the
 model, import darkfold.engine (numba and the kernel modules: darkfold imports them
-only when a model first runs), build the engine (``model.engine()``: weights reordered
+only when a model first runs), build the engine (``darkfold.runtime.engine_for(model)``: weights reordered
 and folded, by numba kernels too), the first forward and a second ("steady") one. The
 first-call cost is engine import + engine build + first - steady: what a process pays
 once, before its first result, beyond a normal forward; with a cold cache it includes
@@ -52,9 +52,9 @@ imported = time.perf_counter()
 model = darkfold.load()
 x = np.random.default_rng(0).random((1, 3, model.net.height, model.net.width), np.float32)
 loaded = time.perf_counter()
-import darkfold.engine
+import darkfold.runtime
 engine = time.perf_counter()
-model.engine()
+darkfold.runtime.engine_for(model)
 built = time.perf_counter()
 model.forward(x)
 first = time.perf_counter()
