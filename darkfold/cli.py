@@ -10,12 +10,12 @@ import traceback
 
 from . import __version__, convert, interrupts, load, outputs
 from .bundled import DEFAULT_CFG, DEFAULT_WEIGHTS, SAMPLE_IMAGE
-from .detect import check_probability
 from .errors import DarkfoldError, ModelError
 from .files import OutputFolder
 from .outputs import printable
 from .summary import layer_table, model_summary
-from .verify import TOLERANCE, VerificationError, check_tolerance, verify
+from .options import check_probability, check_tolerance, thread_count
+from .verify import TOLERANCE, VerificationError, verify
 
 _EXAMPLES = """\
 examples:
@@ -227,7 +227,6 @@ def _positive_int(text):
 
 
 def _threads(text):
-    from .threads import thread_count  # imports numba: only for the commands that run a model
 
     count, capped = thread_count(_positive_int(text))
     if capped:
@@ -350,7 +349,7 @@ def _verification_json(check):
 
 def _notice_first_compile():
     """numba compiles the kernels on the first run after install; say so rather than hang."""
-    from .kernels import cache_is_cold
+    from .kernels.cache import cache_is_cold  # numba and the kernels: only for the commands that run them
 
     if cache_is_cold():
         print("darkfold: compiling the numba kernels (first run only, about a minute at most; "

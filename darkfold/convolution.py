@@ -13,9 +13,11 @@ from types import MappingProxyType
 
 import numpy as np
 
-from . import kernels
 from .activations import NONDECREASING, activation_code
-from .fold import fold_own_batchnorm, runtime_batchnorm
+from .batchnorm import NO_BATCHNORM, fold_own_batchnorm, runtime_batchnorm
+from .kernels.activation import bias_or_batchnorm_activate
+from .kernels.im2col import NCHW_PLANES, NHWC_WINDOWS, POINTWISE, conv_rows, im2col_nchw, im2col_nhwc
+from .kernels.winograd import winograd_channels, winograd_input, winograd_tiles
 
 # Tiles of fewer GEMM rows make BLAS repack the weights too often (PERF-NOTES.md); layers
 # with fewer rows than this per thread split by output channels instead.
@@ -34,8 +36,6 @@ MIN_WINOGRAD_TILES = 64
 MAX_SHARED_WEIGHT_BYTES = 6 << 20
 # Output maps at least this wide and high run as Winograd F(4x4, 3x3), smaller ones F(2x2, 3x3).
 MIN_F4_SIDE = 20
-# kernels.finish's BatchNorm argument for a folded one: (mean, deviation, scales), empty.
-NO_BATCHNORM = (np.empty(0, np.float32),) * 3
 
 
 def float32_array(array):
@@ -100,32 +100,32 @@ class Convolution:
             return NO_BATCHNORM
         return tuple(array[f0:f1] for array in self.batchnorm)
 
-    def _finish(self, gemm, out, col0, f0, f1):
+    def _bias_activate_into(self, gemm, out, col0, f0, f1):
         """Bias (or BatchNorm) and activation of GEMM columns f0:f1, then into out[:, col0:]."""
-        kernels.finish(gemm, self.biases[f0:f1], self._batchnorm(f0, f1), self.code)
+        bias_or_batchnorm_activate(gemm, self.biases[f0:f1], self._batchnorm(f0, f1), self.code)
         out[:, col0:col0 + (f1 - f0)] = gemm
 
     def _im2col(self, x, row0, row1, cols):
-        kernel = kernels.im2col_nchw if self.reads_planes else kernels.im2col_nhwc
+        kernel = im2col_nchw if self.reads_planes else im2col_nhwc
         kernel(x, row0, row1, *self.geometry, cols)
 
     def _by_rows(self, x, flat, out, workers, matrix, col0, f0):
-        """Each thread takes every T-th tile of rows (kernels.conv_rows): im2col, product, finish
-        (and pool), all in one numba call per thread."""
+        """Each thread takes every T-th tile of rows (kernels.im2col.conv_rows): im2col, product,
+        bias and activation (and pool), all in one numba call per thread."""
         rows, (k, f) = self._rows(x.shape[0]), matrix.shape
         threads = workers.threads
         band = 2 * self.layer.output.w if self.pool else 1  # pooled tiles: whole pairs of lines
         tile = max(MIN_TILE_ROWS, min(MAX_TILE_ROWS, TILE_VALUES // k))
         tiles = threads * math.ceil(rows / (threads * tile))
         tile = band * math.ceil(rows / (tiles * band))
-        kind = 0 if self.pointwise else 2 if self.reads_planes else 1
+        left = POINTWISE if self.pointwise else NCHW_PLANES if self.reads_planes else NHWC_WINDOWS
         biases, batchnorm = self.biases[f0:f0 + f], self._batchnorm(f0, f0 + f)
 
         def task(part):
             cols = workers.buffer("cols", 0 if self.pointwise else tile * k)
             product = workers.buffer("gemm", tile * f)
-            kernels.conv_rows(x, kind, self.geometry, matrix, biases, batchnorm, self.code, out, col0, self.pool,
-                              self.pool_first, part * tile, threads * tile, tile, cols, product, workers.started)
+            conv_rows(x, left, self.geometry, matrix, biases, batchnorm, self.code, out, col0, self.pool,
+                      self.pool_first, part * tile, threads * tile, tile, cols, product, workers.started)
 
         workers.run(task, threads, announces=True)
 
@@ -147,7 +147,7 @@ class Convolution:
             b0, b1, block = blocks[part]
             gemm = workers.buffer("gemm", rows * (b1 - b0)).reshape(rows, b1 - b0)
             np.matmul(left, block, out=gemm)
-            self._finish(gemm, out, col0 + b0, f0 + b0, f0 + b1)
+            self._bias_activate_into(gemm, out, col0 + b0, f0 + b0, f0 + b1)
 
         workers.run(task, len(blocks))
 
@@ -275,7 +275,7 @@ class WinogradConvolution:
         contiguous, one for each thread of ``_by_channels``. In a block, for each position,
         there is a row of weights per input channel, as BLAS reads them fastest; or, for a
         layer that runs by channels on one image, a row per output channel (``transposed``),
-        for kernels.matmul_streaming. That one is 1.3x faster than BLAS on few tiles and many
+        for kernels.gemm.matmul_streaming. That one is 1.3x faster than BLAS on few tiles and many
         channels, and 0.25-0.7x on the 16-128 channels of the layers that run by tiles.
 
         Where a thread's block was a strided view (rows of 2 KB, 4 KB apart), the hardware
@@ -297,7 +297,7 @@ class WinogradConvolution:
         del self._taps
 
     def block(self, b):
-        """Block ``b`` of the weights, as kernels.winograd_block finds it."""
+        """Block ``b`` of the weights, as kernels.winograd.winograd_weight_block finds it."""
         f0, f1 = self.edges[b:b + 2]
         shape = (f1 - f0, self.channels) if self.transposed else (self.channels, f1 - f0)
         return self.weights[self.positions * self.channels * f0:self.positions * self.channels * f1].reshape(
@@ -326,8 +326,8 @@ class WinogradConvolution:
         return tiles >= threads * MIN_WINOGRAD_TILES and self.weight_bytes <= MAX_SHARED_WEIGHT_BYTES
 
     def _by_tiles(self, x, out, workers, grid, tiles):
-        """Each thread takes every T-th chunk of tiles (kernels.winograd_tiles): transforms and
-        products, all in one numba call per thread."""
+        """Each thread takes every T-th chunk of tiles (kernels.winograd.winograd_tiles):
+        transforms and products, all in one numba call per thread."""
         positions, c, f = self.positions, self.channels, int(self.edges[-1])
         threads = workers.threads
         chunk = max(MIN_WINOGRAD_TILES, min(512, TILE_VALUES // (positions * c)))
@@ -336,9 +336,9 @@ class WinogradConvolution:
         def task(part):
             v = workers.buffer("cols", positions * chunk * c)
             m = workers.buffer("gemm", positions * chunk * f)
-            kernels.winograd_tiles(x, *grid, self.bt, self.at, self.weights, self.edges, self.transposed, self.biases,
-                                   self.code, out, self.out_offset, self.pool, self.pool_first, part * chunk,
-                                   threads * chunk, chunk, v, m, workers.started)
+            winograd_tiles(x, *grid, self.bt, self.at, self.weights, self.edges, self.transposed, self.biases,
+                           self.code, out, self.out_offset, self.pool, self.pool_first, part * chunk,
+                           threads * chunk, chunk, v, m, workers.started)
 
         workers.run(task, threads, announces=True)
 
@@ -346,14 +346,14 @@ class WinogradConvolution:
         """Few tiles: transform the input once, then each thread one block of output channels."""
         positions, c = self.positions, self.channels
         v = workers.shared(positions * tiles * c).reshape(positions, tiles, c)
-        workers.split(lambda a, b: kernels.winograd_input(x, a, b, *grid, self.bt, v, a), tiles, v.size)
+        workers.split(lambda a, b: winograd_input(x, a, b, *grid, self.bt, v, a), tiles, v.size)
 
         blocks, threads = self.edges.size - 1, workers.threads
 
         def task(part):  # a block per thread, unless this step was prepared for more threads
             m = workers.buffer("gemm", positions * tiles * self.widest_block)
-            kernels.winograd_channels(v, *grid, self.at, self.weights, self.edges, self.biases, self.code, out,
-                                      self.out_offset, self.pool, self.pool_first, part, threads, m, workers.started)
+            winograd_channels(v, *grid, self.at, self.weights, self.edges, self.biases, self.code, out,
+                              self.out_offset, self.pool, self.pool_first, part, threads, m, workers.started)
 
         workers.run(task, min(blocks, threads), announces=True)
 

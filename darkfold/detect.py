@@ -13,13 +13,13 @@ Detection per box and class whose probability clears the threshold.
     detector.detect(cv2.imread("dog.jpg"))      # -> [Detection, ...]
 """
 
-import numbers
 import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from .bundled import COCO_NAMES, DEFAULT_CFG
+from .options import check_probability
 from .errors import DarkfoldError, ModelError
 from .files import read_bytes
 from .runtime import check_finite, damaged_parameters, engine_for, forward
@@ -223,7 +223,7 @@ def nms(boxes, probs, thresh=NMS, kind="default", beta=0.6):
     ``beta``. "greedynms" compares box_diou, whose exponent is fixed at 0.6
     (diounms_sort); Darknet's default is do_nms_sort (IoU).
     """
-    from .kernels import nms_class
+    from .nms import nms_class  # numba: only once NMS runs
 
     diou = kind in ("greedynms", "diounms")
     beta = 0.6 if kind == "greedynms" else beta
@@ -415,14 +415,6 @@ class Detector:
                      "is far too large")
         return ModelError.at_layer(self.model.layers[head.index], f": a box it decodes is NaN or inf in image "
                                    f"pixels: {cause}", expected="finite boxes", found="NaN or inf")
-
-
-def check_probability(name, value):
-    """``value`` as a float if it is a number from 0 to 1 (not NaN); else a ModelError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1:
-        raise ModelError(f"{name}={value!r}: expected a number from 0 to 1", expected="a number from 0 to 1",
-                         found=repr(value))
-    return float(value)
 
 
 def detect(model, image, thresh=THRESH, nms=NMS, *, names=None, letterbox=None, threads=None):

@@ -14,11 +14,14 @@ import weakref
 
 import numpy as np
 
-from . import kernels
-from .activations import activation_code
-from .convolution import NO_BATCHNORM, float32_array, make_convolution
+from .activations import LINEAR, activation_code
+from .batchnorm import NO_BATCHNORM, runtime_batchnorm
+from .convolution import float32_array, make_convolution
 from .errors import ModelError, UnsupportedError
-from .fold import runtime_batchnorm
+from .kernels.activation import activate_inplace, bias_or_batchnorm_activate
+from .kernels.merge import add_rows, copy_channels
+from .kernels.pooling import max_pool_2x2, pool_nhwc
+from .kernels.resample import downsample_nhwc, upsample_nhwc
 from .threads import Workers, blas_threads, default_threads
 
 
@@ -36,7 +39,7 @@ class Connected:
         flat = np.ascontiguousarray(x.transpose(0, 3, 1, 2)).reshape(x.shape[0], -1)
         gemm = out.reshape(flat.shape[0], -1)
         np.matmul(flat, self.weights, out=gemm)
-        kernels.finish(gemm, self.biases, self.batchnorm, self.code)
+        bias_or_batchnorm_activate(gemm, self.biases, self.batchnorm, self.code)
 
 
 class BatchNorm:
@@ -48,7 +51,7 @@ class BatchNorm:
 
     def __call__(self, x, outputs, out, workers):
         out[...] = x
-        kernels.batchnorm_activate(out.reshape(-1, out.shape[-1]), *self.batchnorm, self.biases, kernels.LINEAR)
+        bias_or_batchnorm_activate(out.reshape(-1, out.shape[-1]), self.biases, self.batchnorm, LINEAR)
 
 
 def is_aligned_2x2(pool):
@@ -70,11 +73,10 @@ class Pool:
         layer = self.layer
         if self.aligned_2x2:
             lines, pooled = x.reshape(-1, *x.shape[2:]), out.reshape(-1, *out.shape[2:])
-            workers.split(lambda a, b: kernels.max_pool_2x2(lines[2 * a:2 * b], pooled[a:b]), pooled.shape[0],
-                          out.size)
+            workers.split(lambda a, b: max_pool_2x2(lines[2 * a:2 * b], pooled[a:b]), pooled.shape[0], out.size)
             return
-        workers.split(lambda a, b: kernels.pool_nhwc(x, layer.size, layer.stride_x, layer.stride_y, layer.padding,
-                                                     self.average, a, b, out), out.shape[0] * out.shape[1],
+        workers.split(lambda a, b: pool_nhwc(x, layer.size, layer.stride_x, layer.stride_y, layer.padding,
+                                             self.average, a, b, out), out.shape[0] * out.shape[1],
                       out.size * layer.size**2)
 
 
@@ -107,7 +109,7 @@ class Route:
             for index, source in sources:
                 step = source.shape[1] // layer.groups
                 if index not in self.in_place:
-                    kernels.copy_channels(source, layer.group_id * step, step, out_pixels, offset, a, b)
+                    copy_channels(source, layer.group_id * step, step, out_pixels, offset, a, b)
                 offset += step
 
         workers.split(band, out_pixels.shape[0], out.size)
@@ -128,7 +130,7 @@ class Shortcut:
         if self.weights is not None:
             _weighted_sum(x, sources, self.weights, out)
             flat = out.reshape(-1, out.shape[-1])
-            workers.split(lambda a, b: kernels.activate_inplace(flat[a:b], self.code), flat.shape[0], flat.size)
+            workers.split(lambda a, b: activate_inplace(flat[a:b], self.code), flat.shape[0], flat.size)
             return
         flat = out.reshape(-1, out.shape[-1])
         source_rows = [s.reshape(flat.shape[0], -1) for s in sources]
@@ -136,9 +138,9 @@ class Shortcut:
         def band(a, b):
             flat[a:b] = x.reshape(flat.shape)[a:b]
             for rows in source_rows:
-                kernels.add_rows(flat, rows, a, b)
-            if self.code != kernels.LINEAR:
-                kernels.activate_inplace(flat[a:b], self.code)
+                add_rows(flat, rows, a, b)
+            if self.code != LINEAR:
+                activate_inplace(flat[a:b], self.code)
 
         workers.split(band, flat.shape[0], flat.size)
 
@@ -175,7 +177,7 @@ class Upsample:
         self.stride, self.scale = layer.stride, np.float32(layer.scale)
 
     def __call__(self, x, outputs, out, workers):
-        kernel = kernels.upsample_nhwc if self.stride > 0 else kernels.downsample_nhwc
+        kernel = upsample_nhwc if self.stride > 0 else downsample_nhwc
         stride = abs(self.stride)
         workers.split(lambda a, b: kernel(x, stride, self.scale, a, b, out), out.shape[0] * out.shape[1], out.size)
 
@@ -224,9 +226,9 @@ class Multiply:
 
     def __call__(self, x, outputs, out, workers):
         np.multiply(outputs[self.layer.sources[0]], x, out=out)
-        if self.code != kernels.LINEAR:
+        if self.code != LINEAR:
             flat = out.reshape(-1, out.shape[-1])
-            workers.split(lambda a, b: kernels.activate_inplace(flat[a:b], self.code), flat.shape[0], flat.size)
+            workers.split(lambda a, b: activate_inplace(flat[a:b], self.code), flat.shape[0], flat.size)
 
 
 class Softmax:

@@ -1,54 +1,16 @@
 """Fold BatchNorm into the layer before it, and rewrite the cfg to match.
 
-At inference a BatchNorm is a per-channel affine map, so it can be merged into
-the weights and biases of the convolution (or connected layer) it follows:
-
-    s  = scales / sqrt(rolling_variance + eps)
-    w' = w * s              (per output filter)
-    b' = biases - rolling_mean * s
-
-Darknet stores BatchNorm's beta in ``biases`` when ``batch_normalize=1``, so
-the folded layer keeps ``biases`` + ``weights`` and loses the three BN arrays;
-its cfg line becomes ``batch_normalize=0``. A standalone ``[batchnorm]`` layer
-directly after a linear convolution is merged into that convolution and its
-section removed, with later layer references renumbered.
+Which layers fold, and how their cfg changes; the arithmetic is batchnorm.py's. The folded
+layer keeps ``biases`` + ``weights`` and loses the three BN arrays; its cfg line becomes
+``batch_normalize=0``. A standalone ``[batchnorm]`` layer directly after a linear convolution
+is merged into that convolution and its section removed, with later layer references
+renumbered.
 """
 
 from dataclasses import dataclass
 
-import numpy as np
-
+from .batchnorm import fold_own_batchnorm, merge_batchnorm
 from .errors import ModelError
-from .kernels import fold_batchnorm
-from .layers import BATCHNORM_ARRAYS
-
-# Darknet (AlexeyAB) fuse_conv_batchnorm: sqrt(rolling_variance + .00001).
-EPS = 1e-5
-
-
-def fold_arrays(weights, biases, scales, rolling_mean, rolling_variance):
-    """Folded ``(weights, biases)``: new float32 arrays, inputs untouched."""
-    # One array type for every call (read-only, C-contiguous float32), so numba
-    # compiles and caches a single specialization.
-    flat, biases, scales, rolling_mean, rolling_variance = (
-        _readonly(a) for a in (weights.reshape(weights.shape[0], -1), biases, scales, rolling_mean,
-                               rolling_variance))
-    # The kernel does not check bounds: one value per filter in each vector, or no call.
-    vectors = (biases, scales, rolling_mean, rolling_variance)
-    if any(vector.shape != (flat.shape[0],) for vector in vectors):
-        raise ModelError(f"BatchNorm fold: weights for {flat.shape[0]} filters, but biases, scales, rolling_mean "
-                         f"and rolling_variance of shapes {', '.join(str(v.shape) for v in vectors)}",
-                         expected=(flat.shape[0],), found=[v.shape for v in vectors])
-    out_weights = np.empty(flat.shape, np.float32)
-    out_biases = np.empty(biases.shape, np.float32)
-    fold_batchnorm(flat, biases, scales, rolling_mean, rolling_variance, EPS, out_weights, out_biases)
-    return out_weights.reshape(weights.shape), out_biases
-
-
-def _readonly(array):
-    view = np.ascontiguousarray(array, dtype=np.float32).view()
-    view.flags.writeable = False
-    return view
 
 
 @dataclass(frozen=True)
@@ -93,7 +55,7 @@ def folded_params(model, plan):
         if _has_own_batchnorm(model, layer):
             arrays = fold_own_batchnorm(arrays)
         if layer.index + 1 in plan.merged:
-            arrays = _merge_batchnorm(arrays, model.params[layer.index + 1])
+            arrays = merge_batchnorm(arrays, model.params[layer.index + 1])
         yield arrays
 
 
@@ -116,22 +78,6 @@ def _has_own_batchnorm(model, layer):
             and model.params[layer.index] is not None)
 
 
-def fold_own_batchnorm(arrays):
-    """A layer's ``biases`` and ``weights`` with its own BatchNorm arrays folded in."""
-    weights, biases = fold_arrays(arrays["weights"], arrays["biases"], *(arrays[n] for n in BATCHNORM_ARRAYS))
-    return {"biases": biases, "weights": weights}
-
-
-def runtime_batchnorm(arrays):
-    """``(rolling_mean, deviation, scales)`` float32 for BatchNorm applied as Darknet's forward
-    pass applies it, ``(x - rolling_mean) / deviation * scales + biases`` with
-    ``deviation = sqrt(rolling_variance + .00001f)`` in float (batchnorm_layer.c)."""
-    # copies: writable arrays, the type the kernels are compiled for (a file's are read-only)
-    rolling_mean, rolling_variance, scales = (np.array(arrays[name], dtype=np.float32)
-                                              for name in ("rolling_mean", "rolling_variance", "scales"))
-    return rolling_mean, np.sqrt(rolling_variance + np.float32(EPS)), scales
-
-
 def _is_mergeable_batchnorm(model, layer):
     """A [batchnorm] right after a linear convolution that nothing else reads."""
     if layer.type != "batchnorm" or not layer.inputs or model.params[layer.index] is None:
@@ -140,16 +86,6 @@ def _is_mergeable_batchnorm(model, layer):
     if before.type != "convolutional" or before.activation != "linear":
         return False
     return all(other is layer for other in model.layers if before.index in other.inputs)
-
-
-def _merge_batchnorm(conv, batchnorm):
-    # batchnorm_layer.c: y = scales * (x - mean) / sqrt(var + eps) + biases,
-    # applied to the convolution's output x = w * input + conv biases.
-    scales, mean, variance = (batchnorm[n].astype(np.float64) for n in BATCHNORM_ARRAYS)
-    factor = scales / np.sqrt(variance + EPS)
-    weights, _ = fold_arrays(conv["weights"], conv["biases"], *(batchnorm[n] for n in BATCHNORM_ARRAYS))
-    biases = batchnorm["biases"] + factor * (conv["biases"].astype(np.float64) - mean)
-    return {"biases": biases.astype(np.float32), "weights": weights}
 
 
 def _renumber_references(cfg, layers, dropped):

@@ -23,7 +23,7 @@ import cv2
 
 from .errors import ImageError, OutputError
 from .files import atomic_outputs, check_readable, discard, read_bytes, temporary_beside
-from .kernels import resize_bgr_to_rgb
+from .resize import resize_bgr_to_rgb
 
 # What cv2.imread decodes (OpenEXR is off in OpenCV's wheels); a folder's other files are skipped.
 IMAGE_EXTENSIONS = frozenset({".bmp", ".dib", ".jpeg", ".jpg", ".jpe", ".jp2", ".png", ".webp", ".avif", ".pbm",

@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
 
+from . import activations
 from .errors import CfgError, quoted, shortened
 
 # The arrays a BatchNorm stores after its biases, in .weights file order.
@@ -153,14 +154,6 @@ _HEAD_TRAINING_KEYS = (
     "thresh absolute log forced"
 ).split()
 
-# get_activation in Darknet's activations.c; any other name is an error here
-# (Darknet prints a warning and silently uses relu).
-ACTIVATIONS = frozenset(
-    "logistic swish mish hard_mish normalize_channels normalize_channels_softmax "
-    "normalize_channels_softmax_maxval loggy relu relu6 elu selu gelu relie plse hardtan lhtan "
-    "linear ramp revleaky leaky tanh stair".split()
-)
-
 # Darknet layer types darkfold recognises but cannot run or load.
 _UNSUPPORTED = frozenset(
     "crnn rnn gru lstm conv_lstm history crop lrn normalization contrastive "
@@ -234,9 +227,9 @@ class _Context:
 
     def activation(self, default):
         name = self.section.get_str("activation", default)
-        if name not in ACTIVATIONS:
+        if name not in activations.NAMES:
             raise _error(self.section, f"unknown activation {quoted(name)}; Darknet knows: "
-                         f"{', '.join(sorted(ACTIVATIONS))}", "activation", layer=self.index,
+                         f"{', '.join(sorted(activations.NAMES))}", "activation", layer=self.index,
                          expected="a Darknet activation", found=shortened(name))
         return name
 

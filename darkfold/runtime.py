@@ -16,8 +16,8 @@ import numpy as np
 
 from .engine import Engine
 from .errors import ModelError, shortened
-from .fold import EPS
-from .threads import thread_count
+from .batchnorm import EPS
+from .options import thread_count
 
 _engines = weakref.WeakKeyDictionary()  # model -> {(fold, threads, fuse): Engine}
 _building = threading.Lock()

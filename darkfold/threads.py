@@ -8,46 +8,18 @@ stall the next layer's workers (measured in PERF-NOTES.md: 3x slower).
 """
 
 import contextlib
-import numbers
-import os
 import threading
 
 import numpy as np
 
-from . import blas, kernels
-from .errors import ModelError
+from . import blas
+from .options import default_threads
+from .thread_flags import CALLER_ASLEEP, DONE, JOB, SPINNING, STARTED, spin_until, worker_wait
 
 # Handing a part to a worker and waiting for it (12-40 us) costs more than pooling, upsampling or
 # copying fewer values takes. Measured on yolov3-tiny 416: splitting from 128K values made a pass
 # 0.3 ms faster than from 512K; from 64K, only 0.1 ms.
 MIN_SPLIT_VALUES = 1 << 17
-
-
-def default_threads():
-    """The CPUs this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
-
-
-def thread_count(threads):
-    """The worker threads to run for a ``threads=`` argument: every CPU for None, else ``threads``
-    capped at the CPUs this process may use. Returns ``(count, note)``, ``note`` saying why
-    ``threads`` was capped (None if it was not).
-
-    More threads than CPUs only wait for one another (see ``Workers.spinning``), and each is
-    an OS thread with its own stack: 100000 of them took 50 s to fail to start.
-    """
-    cpus = default_threads()
-    if threads is None:
-        return cpus, None
-    if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 1:
-        raise ModelError(f"threads={threads!r}: expected a whole number of at least 1 (or None: every CPU)",
-                         expected="a whole number >= 1", found=repr(threads))
-    if threads > cpus:
-        return cpus, f"{threads} is more than the {cpus} CPUs this process may use; running {cpus} threads"
-    return int(threads), None
 
 
 _set_blas_threads = blas.set_threads
@@ -78,11 +50,11 @@ class Workers:
     and wait for all of them. The caller takes part 0 itself.
 
     Inside ``spinning()`` (a forward pass) a thread that waits, for the next layer or for the
-    others to finish, first spins on the flags (kernels.SPINNING...) without the GIL: waking a
+    others to finish, first spins on the flags (thread_flags.py) without the GIL: waking a
     sleeping thread costs 30-60 us on this project's VMs, and a forward pass waits ~25 times.
     Outside it, and after ~1 ms without work, they sleep on a condition. A spinning worker
     takes the GIL for a new job only once the caller's kernel has started (``started``, which
-    the kernels set: kernels.announce), and marks its job done without it (kernels.worker_wait).
+    the kernels set: thread_flags.announce), and marks its job done without it (worker_wait).
     """
 
     SPINS = 2_000_000  # ~1 ms
@@ -92,8 +64,8 @@ class Workers:
         self.threads = threads
         self.scratch = threading.local()  # per-thread reusable buffers
         self._shared = np.empty(0, np.float32)
-        self._flags = np.zeros(kernels.DONE + threads, np.int64)
-        self.started = self._flags[kernels.STARTED:kernels.STARTED + 1]  # for kernels.announce
+        self._flags = np.zeros(DONE + threads, np.int64)
+        self.started = self._flags[STARTED:STARTED + 1]  # for thread_flags.announce
         self._wake = threading.Condition()
         self._job = (0, None, 0)  # (job number, task, parts): read as one, so never mixed
         self._errors = [None] * threads
@@ -105,10 +77,10 @@ class Workers:
         _single_threaded_blas()
         flags, done = self._flags, 0
         while True:
-            if not kernels.worker_wait(flags, worker, done, self.SPINS, self.START_SPINS):
+            if not worker_wait(flags, worker, done, self.SPINS, self.START_SPINS):
                 with self._wake:
                     self._wake.notify_all()  # a caller asleep in _wait_for
-                    while flags[kernels.JOB] == done and not self._closed:
+                    while flags[JOB] == done and not self._closed:
                         self._wake.wait()
             if self._closed:
                 return
@@ -126,11 +98,11 @@ class Workers:
         """Waiting threads spin instead of sleeping while the block runs, unless there are more
         threads than CPUs: a spinning thread would then hold a CPU that a working one needs
         (measured: 3 threads on 2 CPUs took 2.1x as long as 2 threads when they spun)."""
-        self._flags[kernels.SPINNING] = self.threads <= default_threads()
+        self._flags[SPINNING] = self.threads <= default_threads()
         try:
             yield
         finally:
-            self._flags[kernels.SPINNING] = 0
+            self._flags[SPINNING] = 0
 
     def run(self, task, parts, announces=False):
         """Call ``task(part)`` for ``part`` in ``range(parts)`` (at most ``threads``) across the
@@ -148,8 +120,8 @@ class Workers:
         with self._wake:
             job = self._job[0] + 1
             self._job = (job, task, parts)
-            flags[kernels.STARTED] = not announces
-            flags[kernels.JOB] = job
+            flags[STARTED] = not announces
+            flags[JOB] = job
             self._wake.notify_all()
         errors = []
         try:
@@ -166,17 +138,17 @@ class Workers:
 
     def _wait_for(self, worker, job):
         flags = self._flags
-        if flags[kernels.SPINNING] and kernels.spin_until(flags, kernels.DONE + worker, job, self.SPINS):
+        if flags[SPINNING] and spin_until(flags, DONE + worker, job, self.SPINS):
             return
         # Asleep, the caller needs a notify: a spinning worker that sees CALLER_ASLEEP leaves
         # its spin to give one (marking its job done came first, so a late one is not missed).
         with self._wake:
-            flags[kernels.CALLER_ASLEEP] = 1
+            flags[CALLER_ASLEEP] = 1
             try:
-                while flags[kernels.DONE + worker] != job:
+                while flags[DONE + worker] != job:
                     self._wake.wait()
             finally:  # also on KeyboardInterrupt: set, it would keep the workers from spinning
-                flags[kernels.CALLER_ASLEEP] = 0
+                flags[CALLER_ASLEEP] = 0
 
     def split(self, task, count, values):
         """Call ``task(start, stop)`` over ``range(count)`` cut into one band per thread; for a

@@ -5,12 +5,11 @@ compared with ``tolerance * max(1, max |original output|)``: float32 rounding
 grows with the size of the values, and outputs near zero need an absolute floor.
 """
 
-import math
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
 
+from .options import check_tolerance
 from .errors import ModelError
 
 TOLERANCE = 1e-4
@@ -55,15 +54,6 @@ class VerificationError(ModelError):
         super().__init__(message, expected=f"differences within {verification.worst.tolerance:g}",
                          found=verification.worst.relative, **fields)
         self.verification = verification
-
-
-def check_tolerance(tolerance):
-    """``tolerance`` as a float, if it is a finite number of at least 0; else a ModelError."""
-    if (isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real) or not math.isfinite(tolerance)
-            or tolerance < 0):
-        raise ModelError(f"tolerance={tolerance!r}: expected a finite number of at least 0",
-                         expected="a finite number >= 0", found=repr(tolerance))
-    return float(tolerance)
 
 
 def sample_input(model, seed=0):

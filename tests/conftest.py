@@ -1,6 +1,8 @@
 """Shared fixtures: paths to the repository's models, cfgs and images."""
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -57,6 +59,14 @@ def make_video(path, frames=3, fourcc="MJPG"):
         writer.write(np.roll(image, 8 * i, axis=1))
     writer.release()
     return path
+
+
+def modules_loaded_by(script, *names):
+    """Which of the modules ``names`` a new Python process has imported once it ran ``script``."""
+    check = f"\nimport sys\nprint('loaded:', *(name for name in {names!r} if name in sys.modules))\n"
+    result = subprocess.run([sys.executable, "-c", script + check], capture_output=True, text=True, check=True,
+                            cwd=REPO)
+    return set(result.stdout.rpartition("loaded:")[2].split())
 
 
 @pytest.fixture

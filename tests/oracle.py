@@ -267,6 +267,16 @@ def darknet_fuse(weights, biases, scales, rolling_mean, rolling_variance):
     return flat.astype(np.float32).reshape(weights.shape), bias.astype(np.float32)
 
 
+def assert_fused_biases_close(actual, arrays):
+    """Within float32 rounding of Darknet's double-precision folded bias."""
+    _, expected = darknet_fuse(*(arrays[k] for k in ("weights", "biases", "scales", "rolling_mean",
+                                                       "rolling_variance")))
+    f = {k: arrays[k].astype(np.float64) for k in arrays}
+    shift = np.abs(f["scales"] * f["rolling_mean"] / np.sqrt(f["rolling_variance"] + DARKNET_EPS))
+    bound = 2.0 ** -22 * (np.abs(f["biases"]) + shift + np.abs(expected))
+    assert np.all(np.abs(actual.astype(np.float64) - expected) <= bound)
+
+
 def activate(x, name):
     """Darknet's activation ``name`` on a float64 array (the subset the test nets use)."""
     if name == "linear":

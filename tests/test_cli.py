@@ -9,7 +9,7 @@ import pytest
 import darkfold
 from darkfold.cli import main
 
-from conftest import CFG_DIR, REPO, write
+from conftest import CFG_DIR, REPO, modules_loaded_by, write
 from fixtures import NET
 
 
@@ -45,6 +45,14 @@ def test_info_json_lists_layers_totals_and_header(capsys):
 def test_info_on_a_cfg_alone_prints_no_weights_line(capsys):
     code, out, _ = run(capsys, "info", CFG_DIR / "yolov4.cfg")
     assert code == 0 and "Total BFLOPS 128.459" in out and "Weights:" not in out
+
+
+def test_info_imports_no_numba():
+    """Parsing and checking a model (activation names included) runs no kernel, so it does not
+    pay for numba's import."""
+    loaded = modules_loaded_by("from darkfold.cli import main\nassert main(['info']) == 0", "darkfold.layers",
+                               "numba")
+    assert loaded == {"darkfold.layers"}
 
 
 def test_info_prints_unknown_keys_as_warnings(capsys, tmp_path):

@@ -380,17 +380,6 @@ def test_convolutions_that_apply_the_next_maxpool_agree_with_running_both(tiny_m
     np.testing.assert_array_equal(separate[0].reshape(2, 16, 208, 2, 208, 2).max(axis=(3, 5)), separate[1])
 
 
-def test_the_first_run_notice_looks_only_at_kernels_the_bundled_model_runs():
-    """With a kernel the bundled model never compiles, the CLI's compile notice (cache_is_cold)
-    came back on every run. In a new process a kernel has signatures only once it ran."""
-    script = ("import numpy as np, darkfold\n"
-              "from darkfold import kernels\n"
-              "darkfold.load().forward(np.zeros((1, 3, 416, 416), np.float32))\n"
-              "print(' '.join(k.__name__ for k in kernels.FIRST_RUN_KERNELS if not k.signatures))\n")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=REPO)
-    assert result.stdout.strip() == ""
-
-
 def test_the_engine_runs_on_the_portable_sgemm_where_numpys_openblas_is_not_found(tiny_model, tmp_path):
     """blas.py gives the kernels a plain numba GEMM when numpy has no bundled OpenBLAS. A new
     process registers it in OpenBLAS's place before any kernel loads, and runs the bundled model."""

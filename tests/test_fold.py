@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 import darkfold
-from darkfold.fold import fold_arrays
 
 import oracle
 from conftest import CFG_DIR, DATA_DIR, write
@@ -181,16 +180,6 @@ def folded_layer_arrays(pair):
     return zip(pair.model.layers, original, folded)
 
 
-def assert_biases_close(actual, arrays):
-    """Within float32 rounding of Darknet's double-precision folded bias."""
-    _, expected = oracle.darknet_fuse(*(arrays[k] for k in ("weights", "biases", "scales", "rolling_mean",
-                                                               "rolling_variance")))
-    f = {k: arrays[k].astype(np.float64) for k in arrays}
-    shift = np.abs(f["scales"] * f["rolling_mean"] / np.sqrt(f["rolling_variance"] + 1e-5))
-    bound = 2.0 ** -22 * (np.abs(f["biases"]) + shift + np.abs(expected))
-    assert np.all(np.abs(actual.astype(np.float64) - expected) <= bound)
-
-
 def test_folded_weights_are_darknets_fuse_conv_batchnorm_bit_for_bit(pair):
     for layer, before, after in folded_layer_arrays(pair):
         if layer.index in pair.folded.folded:
@@ -198,7 +187,7 @@ def test_folded_weights_are_darknets_fuse_conv_batchnorm_bit_for_bit(pair):
                                              before["rolling_mean"], before["rolling_variance"])
             assert sorted(after) == ["biases", "weights"]
             np.testing.assert_array_equal(after["weights"], weights, err_msg=f"layer {layer.index} weights")
-            assert_biases_close(after["biases"], before)
+            oracle.assert_fused_biases_close(after["biases"], before)
         else:
             assert sorted(after) == sorted(before)
             for name in before:
@@ -285,62 +274,7 @@ def test_fold_leaves_the_original_model_and_files_unchanged(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------
-# 6. the kernel
-
-
-def random_batchnorm(shape, seed):
-    """Weights of ``shape`` and per-filter BN arrays with a wide range of magnitudes and signs."""
-    rng = np.random.default_rng(seed)
-    filters = shape[0]
-    weights = (rng.standard_normal(shape) * 10.0 ** rng.uniform(-3, 3, shape)).astype(np.float32)
-    biases = rng.normal(0, 3, filters).astype(np.float32)
-    scales = rng.normal(0, 2, filters).astype(np.float32)
-    mean = rng.normal(0, 5, filters).astype(np.float32)
-    variance = (10.0 ** rng.uniform(-7, 3, filters)).astype(np.float32)
-    variance[0] = 0.0  # eps alone
-    return weights, biases, scales, mean, variance
-
-
-@pytest.mark.parametrize("shape", [
-    (16, 3, 3, 3),  # first conv
-    (64, 4, 3, 3),  # groups=32 over 128 input channels: (filters, c/groups, k, k)
-    (48, 1, 3, 3),  # depthwise
-    (255, 128, 1, 1),
-    (7, 5, 5, 5),
-    (10, 48),  # connected
-    (1, 1, 1, 1),
-])
-def test_fold_arrays_weights_equal_darknet_fuse_conv_batchnorm_bitwise(shape):
-    arrays = random_batchnorm(shape, seed=sum(shape))
-    inputs = [a.copy() for a in arrays]
-    out_weights, out_biases = fold_arrays(*arrays)
-    expected_weights, _ = oracle.darknet_fuse(*arrays)
-    assert out_weights.dtype == out_biases.dtype == np.float32
-    assert out_weights.shape == shape and out_biases.shape == (shape[0],)
-    np.testing.assert_array_equal(out_weights.view(np.uint32), expected_weights.view(np.uint32))
-    assert_biases_close(out_biases, dict(zip(("weights", "biases", "scales", "rolling_mean", "rolling_variance"),
-                                             arrays)))
-    for before, after in zip(inputs, arrays):
-        np.testing.assert_array_equal(after, before)
-
-
-def test_fold_arrays_biases_equal_darknet_fuse_conv_batchnorm_bitwise():
-    arrays = random_batchnorm((4096, 1, 1, 1), seed=5)
-    _, out_biases = fold_arrays(*arrays)
-    _, expected_biases = oracle.darknet_fuse(*arrays)
-    np.testing.assert_array_equal(out_biases.view(np.uint32), expected_biases.view(np.uint32))
-
-
-def test_fold_arrays_uses_darknets_eps_inside_the_square_root():
-    # scale 1, variance 0, mean 1: bias' = -1/sqrt(1e-5), weight' = 1/sqrt(1e-5)
-    one = np.ones(1, np.float32)
-    weights, biases = fold_arrays(one.reshape(1, 1, 1, 1), np.zeros(1, np.float32), one, one, np.zeros(1, np.float32))
-    assert biases[0] == np.float32(-1 / np.sqrt(1e-5))
-    assert weights.reshape(-1)[0] == np.float32(1 / np.sqrt(1e-5))
-
-
-# --------------------------------------------------------------------------------------------
-# 7. a standalone [batchnorm] after a linear convolution (OpenCV's importer has no [batchnorm])
+# 6. a standalone [batchnorm] after a linear convolution (OpenCV's importer has no [batchnorm])
 #
 # Layers: 0 conv+BN leaky, 1 conv linear, 2 [batchnorm] (merges into 1), 3 conv+BN leaky,
 # 4 shortcut from=-4 (layer 0), 5 route 2,-2 (the [batchnorm] by absolute index, layer 3),

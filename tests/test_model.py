@@ -121,11 +121,3 @@ def test_arrays_replaced_by_hand_with_the_wrong_shape_never_reach_the_kernel(tin
                                                       r"params\['\w+'\] has shape .*, the cfg needs"):
             action()
     assert list(tmp_path.iterdir()) == []
-
-
-def test_the_fold_kernel_is_not_called_with_vectors_of_the_wrong_length():
-    from darkfold.fold import fold_arrays
-
-    ones = np.ones(4, np.float32)
-    with pytest.raises(darkfold.ModelError, match="weights for 4 filters, but biases, scales"):
-        fold_arrays(np.ones((4, 9), np.float32), ones, ones, ones[:3], ones)

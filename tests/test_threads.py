@@ -7,8 +7,10 @@ import time
 import numpy as np
 import pytest
 
-from darkfold import ModelError, kernels
-from darkfold.threads import MIN_SPLIT_VALUES, Workers, default_threads, thread_count
+from darkfold import ModelError
+from darkfold.thread_flags import announce
+from darkfold.options import default_threads, thread_count
+from darkfold.threads import MIN_SPLIT_VALUES, Workers
 
 
 @pytest.fixture(params=[False, True], ids=["sleeping", "spinning"])
@@ -71,7 +73,7 @@ def test_parts_that_announce_their_kernel_run_and_those_that_fail_first_do_not_s
 
     def task(part):
         if part == 0:
-            kernels.announce(workers.started)
+            announce(workers.started)
         ran.append(part)
 
     def failing(part):
@@ -86,12 +88,6 @@ def test_parts_that_announce_their_kernel_run_and_those_that_fail_first_do_not_s
 
     _finishes_within(30, jobs)
     assert sorted(ran) == sorted(list(range(workers.threads)) * 50)
-
-
-def test_announce_sets_started():
-    started = np.zeros(1, np.int64)
-    kernels.announce(started)
-    assert started[0] == 1
 
 
 def test_an_error_in_a_worker_reaches_the_caller(workers):

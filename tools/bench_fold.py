@@ -8,7 +8,7 @@ is deleted afterwards). All cases of a part run interleaved round by round
 after warm-up rounds (see tools/_bench.py); times are medians with (min-max).
 
 (a) Fold throughput, in this process, page cache warm, numba kernel loaded.
-    Work: darkfold.fold.fold_arrays on every layer that has a BatchNorm
+    Work: darkfold.batchnorm.fold_arrays on every layer that has a BatchNorm
     (conv/connected with batch_normalize=1), on the memory-mapped arrays that
     darkfold.load returns.
       fold (keep)   the outputs of every layer are kept until the pass ends,
@@ -65,7 +65,7 @@ _bench.use_repo_darkfold()
 import numpy as np  # noqa: E402
 
 import darkfold  # noqa: E402
-from darkfold.fold import fold_arrays  # noqa: E402
+from darkfold.batchnorm import fold_arrays  # noqa: E402
 from darkfold.weights import Header  # noqa: E402
 
 YOLOV4_CFG = os.path.join(_bench.REPO, "cfg", "yolov4.cfg")
@@ -223,7 +223,7 @@ def bench_convert(cfg, weights, tmp, repeat):
     out_dir = os.path.join(tmp, "out")
     copy_path = os.path.join(tmp, "copy.weights")
     log = os.path.join(tmp, "child.log")
-    kernel = ("import numpy as np, darkfold.cli; from darkfold.fold import fold_arrays\n"
+    kernel = ("import numpy as np, darkfold.cli; from darkfold.batchnorm import fold_arrays\n"
               "a = [np.ones(s, np.float32) for s in ((4, 9), 4, 4, 4, 4)]\n"
               "for x in a: x.flags.writeable = False\n"
               "fold_arrays(a[0].reshape(4, 1, 3, 3), *a[1:])")

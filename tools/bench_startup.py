@@ -16,7 +16,7 @@ folders (NUMBA_CACHE_DIR), so no kernel compiled earlier in the source tree is u
                  every later process pays
 
 For cold and warm the child also times its own steps: import darkfold, load the
-model, import darkfold.engine (numba and the kernels module: darkfold imports them
+model, import darkfold.engine (numba and the kernel modules: darkfold imports them
 only when a model first runs), build the engine (``darkfold.runtime.engine_for(model)``: weights reordered
 and folded, by numba kernels too), the first forward and a second ("steady") one. The
 first-call cost is engine import + engine build + first - steady: what a process pays
