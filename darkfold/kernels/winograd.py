@@ -71,7 +71,11 @@ def winograd_channels(v, tiles_h, tiles_w, at, weights, edges, biases, code, out
     for block in range(first, edges.size - 1, step):
         f0, f1 = edges[block], edges[block + 1]
         m = m_buffer[:positions * tiles * (f1 - f0)].reshape(positions, tiles, f1 - f0)
-        winograd_products(v, winograd_weight_block(weights, edges, True, block, positions, c), True, m)
+        # The argument types winograd_tiles passes, so that numba compiles one copy of the products:
+        # a typed bool (a literal True is a type of its own), and m as a strided view (all of it).
+        transposed = np.bool_(True)
+        block_weights = winograd_weight_block(weights, edges, transposed, block, positions, c)
+        winograd_products(v, block_weights, transposed, m[:, :, :f1 - f0])
         winograd_output(m, np.int64(0), tiles_h, tiles_w, at, biases[f0:f1], code, out, col0 + f0, pool, pool_first)
 
 
