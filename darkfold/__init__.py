@@ -10,9 +10,15 @@
     darkfold.verify(model, darkfold.load("yolov4-folded.cfg", "yolov4-folded.weights")).ok
     for result in darkfold.predict(["photos/", "clip.mp4"], output="predictions"):  # `darkfold detect`
         print(result.source, result.frame, result.detections)
+    darkfold.warmup()  # compile the kernels ahead (`darkfold warmup`): once per install
+
+numba compiles the kernels on their first run after installing; that is logged on the
+``darkfold`` logger (``logging.basicConfig(level=logging.INFO)`` shows it).
 
 ``darkfold.load()`` with no arguments loads the bundled YOLOv3-tiny (COCO).
 """
+
+import logging
 
 from .bundled import COCO_NAMES, DEFAULT_CFG, DEFAULT_WEIGHTS
 from .errors import (
@@ -28,17 +34,23 @@ from .conversion import convert
 from .model import Model, load
 from .verify import VerificationError, verify
 
-__all__ = ["load", "convert", "verify", "predict", "Prediction", "Model", "DarkfoldError", "CfgError",
+__all__ = ["load", "convert", "verify", "predict", "Prediction", "warmup", "Model", "DarkfoldError", "CfgError",
            "WeightsError", "ModelError", "ImageError", "OutputError", "UnsupportedError", "VerificationError",
            "DEFAULT_CFG", "DEFAULT_WEIGHTS", "COCO_NAMES"]
 __version__ = "0.1.0"
 
+logging.getLogger(__name__).addHandler(logging.NullHandler())  # a library's logger: the app decides what shows
+
 
 def __getattr__(name):
-    # predict and Prediction live with detection, which loads OpenCV and the engine: resolved
-    # on first use, so that `import darkfold` (and `darkfold info`) does not pay for them.
+    # predict, Prediction and warmup live with detection, which loads OpenCV and the engine:
+    # resolved on first use, so that `import darkfold` (and `darkfold info`) does not pay for them.
     if name in ("predict", "Prediction"):
         from . import prediction
 
         return getattr(prediction, name)
+    if name == "warmup":
+        from . import detect
+
+        return detect.warmup
     raise AttributeError(f"module 'darkfold' has no attribute {name!r}")

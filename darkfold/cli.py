@@ -3,6 +3,7 @@
 import argparse
 import errno
 import json
+import logging
 import os
 import sys
 import time
@@ -27,6 +28,7 @@ examples:
   darkfold verify yolov4.cfg yolov4.weights out/yolov4-folded.cfg out/yolov4-folded.weights
                                                   check the folded pair reproduces the original
   darkfold detect photos/                         detect objects, write predictions/*.jpg
+  darkfold warmup                                 compile the kernels ahead (a container image's build)
 """
 
 
@@ -37,8 +39,32 @@ EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
 def main(argv=None):
     parser = _parser()
     args = parser.parse_args(argv)
+    _show_log()
     with interrupts.handled():
         return _run(args)
+
+
+def _show_log():
+    """Print what darkfold logs at INFO and above (numba's one-time compile) on stderr, as
+    ``darkfold: ...`` lines."""
+    logger = logging.getLogger("darkfold")
+    if not any(isinstance(handler, _StderrHandler) for handler in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("darkfold: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to ``sys.stderr`` as it is when a record comes (a caller may have replaced it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _):
+        pass
 
 
 def _run(args):
@@ -201,6 +227,20 @@ def _parser():
                              "(default: darkfold.images.MAX_PIXELS, 16384 x 16384)")
     _add_threads(detect)
     detect.set_defaults(run=run_detect)
+
+    warmup = commands.add_parser(
+        "warmup", help="compile the kernels a model runs, ahead of its first run (once per install)",
+        description="Have numba compile every kernel the model runs to detect, and keep them in its\n"
+                    "cache, so that the first `darkfold detect` starts at once: for a container\n"
+                    "image's build (RUN darkfold warmup). Without CFG, the bundled YOLOv3-tiny; a\n"
+                    "model whose layers the bundled one lacks needs a warmup of its own.",
+        epilog="examples:\n  darkfold warmup\n  darkfold warmup yolov4.cfg yolov4.weights",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    warmup.add_argument("cfg", nargs="?", metavar="CFG", help="Darknet .cfg file (default: the bundled model)")
+    warmup.add_argument("weights", nargs="?", metavar="WEIGHTS", help="Darknet .weights file for CFG")
+    _add_threads(warmup)
+    warmup.set_defaults(run=run_warmup)
     return parser
 
 
@@ -278,8 +318,6 @@ def run_convert(args):
     folder = OutputFolder(args.output)
     try:
         folder.make()
-        if args.verify:
-            _notice_first_compile()
         folded = convert(cfg_path, weights_path, out_cfg, out_weights, force=args.force, verify=args.verify,
                          threads=args.threads)
     except VerificationError as error:
@@ -322,7 +360,6 @@ def run_verify(args):
     original = load(*_model_paths(args))
     folded = None if args.folded_cfg is None else load(args.folded_cfg, args.folded_weights)
     _print_warnings(original)
-    _notice_first_compile()
     check = verify(original, folded, tolerance=args.tolerance, threads=args.threads)
     if args.json:
         print(json.dumps(_verification_json(check)))
@@ -347,13 +384,21 @@ def _verification_json(check):
          "tolerance": o.tolerance, "ok": o.ok} for o in check.outputs]}
 
 
-def _notice_first_compile():
-    """numba compiles the kernels on the first run after install; say so rather than hang."""
-    from .kernels.cache import cache_is_cold  # numba and the kernels: only for the commands that run them
+def run_warmup(args):
+    # The engine and its kernels: only the commands that run a model load them.
+    from .detect import warmup
+    from .kernels.cache import cache_folder
 
-    if cache_is_cold():
-        print("darkfold: compiling the numba kernels (first run only, about a minute at most; "
-              "later runs load them from the cache)", file=sys.stderr)
+    if args.cfg is not None and args.weights is None:
+        raise ModelError(f"{args.cfg}: warmup runs the model, so it needs the weights too: darkfold warmup CFG WEIGHTS",
+                         path=args.cfg, expected="WEIGHTS", found="none")
+    cfg_path, weights_path = _model_paths(args)
+    model = load(cfg_path, weights_path)
+    _print_warnings(model)
+    warmup(model, threads=args.threads)  # logs the compile, if it compiled
+    print(f"{printable(cfg_path)}: the kernels it runs are compiled, in numba's cache under "
+          f"{printable(cache_folder())}")
+    return 0
 
 
 def _stem(path):
@@ -373,7 +418,6 @@ def run_detect(args):
     run = predict(args.inputs or [SAMPLE_IMAGE], model, names=args.names, thresh=args.thresh,
                   letterbox=args.letterbox or None, threads=args.threads, output=args.output, draw=args.draw,
                   max_pixels=args.max_pixels)
-    _notice_first_compile()
     show = outputs.json_line if args.json else outputs.text
     progress = _Progress(run.images)
     failed = False

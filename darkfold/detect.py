@@ -22,7 +22,9 @@ from .bundled import COCO_NAMES, DEFAULT_CFG
 from .options import check_probability
 from .errors import DarkfoldError, ModelError
 from .files import read_bytes
-from .runtime import check_finite, damaged_parameters, engine_for, forward
+from .kernels.cache import cache_is_cold
+from .model import load
+from .runtime import check_finite, damaged_parameters, forward, warm_up
 
 THRESH = 0.25  # detector.c: -thresh default .25
 NMS = 0.45  # test_detector: nms = .45
@@ -334,10 +336,19 @@ class Detector:
         self.letterbox = bool(model.net.letter_box) if letterbox is None else bool(letterbox)
         self.threads = threads
 
-    def prepare(self):
-        """Build the engine now (numba's compile on a first run, the weights' layout), so that
-        the first image's time is the detection's alone."""
-        engine_for(self.model, threads=self.threads)
+    def prepare(self, everything=False):
+        """Build the engine and have numba compile, or load from its cache, the kernels detection
+        runs (runtime.warm_up, which logs a compile), so that the first image's time is the
+        detection's alone. Returns the seconds it took when it compiled, else 0."""
+        return warm_up(self.model, threads=self.threads, everything=everything, first_calls=(self._first_calls,))
+
+    def _first_calls(self):
+        """Detection's own kernels called once, on a tiny image and two boxes, with the argument
+        types a detection calls them with: Darknet's resize, and the NMS."""
+        self.preprocess(np.zeros((2, 2, 3), np.uint8))
+        boxes = np.array([[0.5, 0.5, 0.2, 0.2]] * 2, np.float32)
+        last = self.heads[-1]
+        nms(boxes, np.ones((2, 1), np.float32), NMS, last.nms_kind, last.beta_nms)
 
     def preprocess(self, image):
         """The (1, 3, H, W) network input for one BGR image."""
@@ -422,7 +433,23 @@ def detect(model, image, thresh=THRESH, nms=NMS, *, names=None, letterbox=None, 
     from .images import read_image
 
     detector = Detector(model, names=names, thresh=thresh, nms=nms, letterbox=letterbox, threads=threads)
-
+    if cache_is_cold():  # the first run after installing: compile the kernels as prepare does, faster
+        detector.prepare()
     if isinstance(image, (list, tuple)):
         return detector.detect_many(list(image))
     return detector.detect(read_image(os.fspath(image)) if isinstance(image, (str, os.PathLike)) else image)
+
+
+def warmup(model=None, *, threads=None):
+    """``darkfold.warmup``: have numba compile every kernel ``model`` (default: the bundled
+    one) runs to detect, ahead of its first image: in a container image's build, or as an
+    app starts. numba keeps them in its cache (once per install: the package's
+    ``__pycache__`` folders, or ``NUMBA_CACHE_DIR``), where later processes load them from.
+    Returns the seconds spent compiling, 0 when the cache held every kernel. A model that
+    darkfold does not detect with gets the kernels of its forward pass."""
+    model = load() if model is None else model
+    try:
+        detector = Detector(model, threads=threads)
+    except ModelError:  # not a detection model, or no weights (which warm_up reports)
+        return warm_up(model, threads=threads, everything=True)
+    return detector.prepare(everything=True)

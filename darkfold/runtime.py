@@ -6,9 +6,12 @@ by the options, behind a lock, so that threads whose first calls arrive
 together build one engine, not one each.
 """
 
+import contextlib
+import logging
 import math
 import operator
 import threading
+import time
 import warnings
 import weakref
 
@@ -17,7 +20,10 @@ import numpy as np
 from .engine import Engine
 from .errors import ModelError, shortened
 from .batchnorm import EPS
+from .kernels import cache
 from .options import thread_count
+
+log = logging.getLogger("darkfold")
 
 _engines = weakref.WeakKeyDictionary()  # model -> {(fold, threads, fuse): Engine}
 _building = threading.Lock()
@@ -52,10 +58,42 @@ def release(model):
         engine.close()
 
 
+def warm_up(model, *, fold=True, threads=None, everything=False, first_calls=()):
+    """Build ``model``'s engine and have numba compile the kernels it runs, or load them from
+    numba's cache, before its first input, and log the compile (logger ``darkfold``, INFO).
+    Returns the seconds it took when it compiled, else 0.
+
+    On a cold cache (kernels.cache.cache_is_cold: the first run after installing), a helper
+    process compiles half of the heaviest kernels while this one compiles the other half and
+    makes ``first_calls`` (callables: the first calls of the caller's own kernels, such as
+    detection's); then one forward pass on zeros compiles whatever else the model runs. With
+    ``everything``, that pass runs on a warm cache too: a model may run kernels that the
+    bundled model, which filled the cache, never ran.
+    """
+    started = time.perf_counter()
+    compiled = cache.compiled_seconds()
+    cold = cache.cache_is_cold()
+    with cache.Helper() if cold else contextlib.nullcontext():
+        engine = engine_for(model, fold=fold, threads=threads)
+        cache.compile_kernels(cache.OWN_SHARE if cold else cache.SIGNATURES)
+        for call in first_calls:
+            call()
+    if cold or everything:
+        net = model.net
+        engine.forward(np.zeros((1, net.channels, net.height, net.width), np.float32), ())
+    if not cold and cache.compiled_seconds() == compiled:
+        return 0
+    seconds = time.perf_counter() - started
+    log.info("compiled kernels in %.1f s (once per install)", seconds)
+    return seconds
+
+
 def forward(model, x, layers=None, *, fold=True, threads=None):
     """``Model.forward``: raw outputs of the head inputs, or of ``layers``, for NCHW float32 ``x``."""
     wanted = model.head_inputs if layers is None else check_indices(model, layers)
     x = check_input(model, x)
+    if cache.cache_is_cold():  # the first run after installing: compile as warm_up does, faster
+        warm_up(model, fold=fold, threads=threads)
     engine = engine_for(model, fold=fold, threads=threads)
     if engine.fused.intersection(wanted):  # an output that a fused [maxpool] never stores
         engine = engine_for(model, fold=fold, threads=threads, fuse=False)

@@ -272,3 +272,10 @@ def test_convert_of_a_model_the_engine_cannot_run_writes_it_unverified_with_a_wa
     assert err == ("darkfold: warning: l.cfg:5: layer 0 [local] is not supported by darkfold's engine (it runs: "
                    f"{', '.join(sorted(STEPS))}); the folded files are written but not verified\n")
     assert sorted(os.listdir("out")) == ["l-folded.cfg", "l-folded.weights"]
+
+
+def test_warmup_of_a_cfg_without_its_weights_is_one_error(capsys, tiny_cfg):
+    code, out, err = run(capsys, "warmup", tiny_cfg)
+    assert code == 2 and out == ""
+    assert err == (f"darkfold: error: {tiny_cfg}: warmup runs the model, so it needs the weights too: "
+                   "darkfold warmup CFG WEIGHTS\n")

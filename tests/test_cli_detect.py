@@ -3,13 +3,16 @@
 import io
 import json
 import os
+import re
 import shutil
+import subprocess
+import sys
 import zlib
 
 import cv2
 import numpy as np
 import pytest
-from conftest import CFG_DIR, DATA_DIR, make_video, write
+from conftest import CFG_DIR, DATA_DIR, REPO, make_video, write
 from fixtures import NET
 
 import darkfold
@@ -311,3 +314,26 @@ def test_weights_holding_nan_are_an_error_naming_the_layer_that_holds_them(capsy
     assert (code, out) == (2, "")
     assert err == (f"darkfold: error: {tiny_cfg}:49: layer 4 [convolutional] holds NaN in its weights (1 of "
                    "18,432): the weights file is damaged (or its exporter wrote them); get it again\n")
+
+
+def test_a_first_run_compiles_before_the_first_image_and_says_so_apart_from_the_detection(tmp_path):
+    """An empty numba cache is a first run after installing: the kernels compile before the first
+    image, with a line saying how long that took, and the detection line times the detection. A
+    later run compiles nothing, and `darkfold warmup` says where the compiled kernels are."""
+    cache = tmp_path / "numba-cache"
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache))
+
+    def run_darkfold(*argv):
+        return subprocess.run([sys.executable, "-m", "darkfold", *argv], cwd=REPO, env=env, capture_output=True,
+                              text=True, check=True)
+
+    first = run_darkfold("detect", "--no-draw")
+    assert re.fullmatch(r"darkfold: compiling the numba kernels \(once per install; `darkfold warmup` compiles them "
+                        r"ahead\)\ndarkfold: compiled kernels in \d+\.\d s \(once per install\)\n", first.stderr)
+    assert re.match(r".*dog\.jpg: 6 detected in \d+ ms\n", first.stdout)
+    later = run_darkfold("detect", "--no-draw")
+    assert later.stderr == ""
+    assert later.stdout.splitlines()[1:] == first.stdout.splitlines()[1:]
+    warmup = run_darkfold("warmup")
+    assert warmup.stderr == ""
+    assert warmup.stdout == f"{darkfold.DEFAULT_CFG}: the kernels it runs are compiled, in numba's cache under {cache}\n"

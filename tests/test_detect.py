@@ -7,13 +7,17 @@ score threshold and cv2.dnn.NMSBoxes) fed the very same network input, and with 
 own output on data/dog.jpg (DESIGN.md).
 """
 
+import os
+import re
+import subprocess
+import sys
 import warnings
 
 import cv2
 import numpy as np
 import oracle
 import pytest
-from conftest import CFG_DIR, DATA_DIR
+from conftest import CFG_DIR, DATA_DIR, REPO
 
 import darkfold
 from darkfold import DarkfoldError, ModelError
@@ -447,3 +451,23 @@ def test_finite_parameters_whose_outputs_overflow_name_the_first_layer_to_output
         detect_quietly(damaged(huge))
     assert str(error.value).startswith(f"{tiny_cfg}:37: layer 2 [convolutional] is the first layer to output NaN or "
                                        "inf on this input, though every parameter is finite")
+
+
+def test_warmup_compiles_every_kernel_detection_runs_and_logs_it(tmp_path):
+    """darkfold.warmup on an empty numba cache (a first run after installing) compiles, and says
+    so on the logger "darkfold"; detecting then compiles nothing, and a second warmup neither."""
+    script = ("import logging, sys, cv2, darkfold\n"
+              "from darkfold.kernels.cache import compiled_seconds\n"
+              "logging.basicConfig(stream=sys.stdout, format='%(name)s %(levelname)s %(message)s')\n"
+              "logging.getLogger('darkfold').setLevel(logging.INFO)\n"
+              "first = darkfold.warmup()\n"
+              "before = compiled_seconds()\n"
+              "found = darkfold.load().detect(cv2.imread(darkfold.bundled.SAMPLE_IMAGE))\n"
+              "print(len(found), 'detected; compiled meanwhile:', compiled_seconds() - before)\n"
+              "print('first warmup', first > 0, 'second', darkfold.warmup())\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True,
+                            env=dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path)))
+    assert re.fullmatch(r"darkfold INFO compiling the numba kernels \(.*\)\n"
+                        r"darkfold INFO compiled kernels in \d+\.\d s \(once per install\)\n"
+                        r"6 detected; compiled meanwhile: 0.0\n"
+                        r"first warmup True second 0\n", result.stdout)
