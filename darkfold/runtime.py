@@ -27,6 +27,7 @@ log = logging.getLogger("darkfold")
 
 _engines = weakref.WeakKeyDictionary()  # model -> {(fold, threads, fuse): Engine}
 _building = threading.Lock()
+_warming = threading.Lock()  # one warm_up at a time: threads arriving together on a cold cache compile once
 
 
 def engine_for(model, *, fold=True, threads=None, fuse=True):
@@ -70,17 +71,18 @@ def warm_up(model, *, fold=True, threads=None, everything=False, first_calls=())
     ``everything``, that pass runs on a warm cache too: a model may run kernels that the
     bundled model, which filled the cache, never ran.
     """
-    started = time.perf_counter()
-    compiled = cache.compiled_seconds()
-    cold = cache.cache_is_cold()
-    with cache.Helper() if cold else contextlib.nullcontext():
-        engine = engine_for(model, fold=fold, threads=threads)
-        cache.compile_kernels(cache.OWN_SHARE if cold else cache.SIGNATURES)
-        for call in first_calls:
-            call()
-    if cold or everything:
-        net = model.net
-        engine.forward(np.zeros((1, net.channels, net.height, net.width), np.float32), ())
+    with _warming:
+        started = time.perf_counter()
+        compiled = cache.compiled_seconds()
+        cold = cache.cache_is_cold()
+        with cache.Helper() if cold else contextlib.nullcontext():
+            engine = engine_for(model, fold=fold, threads=threads)
+            cache.compile_kernels(cache.OWN_SHARE if cold else cache.SIGNATURES)
+            for call in first_calls:
+                call()
+        if cold or everything:
+            net = model.net
+            engine.forward(np.zeros((1, net.channels, net.height, net.width), np.float32), ())
     if not cold and cache.compiled_seconds() == compiled:
         return 0
     seconds = time.perf_counter() - started
