@@ -59,3 +59,9 @@ def _running(pid):
     except ProcessLookupError:
         return False
     return True
+
+
+def test_the_cache_folder_is_the_package_when_numba_caches_beside_its_files(monkeypatch):
+    monkeypatch.setattr(cache.conv_rows._cache, "_cache_path", os.path.join(os.path.dirname(cache.__file__),
+                                                                             "__pycache__"))
+    assert cache.cache_folder() == os.path.dirname(os.path.dirname(cache.__file__))

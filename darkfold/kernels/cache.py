@@ -76,9 +76,9 @@ def cache_folder():
     path = getattr(getattr(conv_rows, "_cache", None), "_cache_path", None)  # private: looked up carefully
     if path is None:
         return None
-    if os.path.basename(path) == "__pycache__":
-        return os.path.dirname(os.path.dirname(os.path.dirname(path)))
-    return os.path.dirname(path)
+    if os.path.basename(path) == "__pycache__":  # darkfold/kernels/__pycache__: the package's
+        return os.path.dirname(os.path.dirname(path))
+    return os.path.dirname(path)  # the folder of numba's kernels_<hash> subfolder
 
 
 def compile_kernels(kernels):
