@@ -115,7 +115,9 @@ class Model:
         feeding the [yolo]/[region] heads, or for the indices in ``layers``.
         ``fold=False`` applies each BatchNorm as Darknet does at run time instead
         of folding it into the weights; ``threads`` defaults to every CPU. The
-        engine is built on the first call and kept by ``darkfold.runtime``.
+        engine is built on the first call and kept by ``darkfold.runtime``; on the
+        first run after installing, numba compiles its kernels first (logged on the
+        ``darkfold`` logger; ``darkfold.warmup`` does it ahead).
         """
         # Imported here, not at the top: the runtime loads numba (a quarter of a second,
         # and seconds more on a first run), which `import darkfold` and `darkfold info`
