@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from conftest import REPO
 
 from darkfold.kernels import cache
@@ -33,8 +34,16 @@ def test_a_helper_that_fails_is_logged_and_leaves_its_kernels_to_this_process(mo
     assert "no compiler today" in caplog.text
 
 
-def test_without_a_python_to_start_there_is_no_helper(monkeypatch, tmp_path):
-    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))
+@pytest.mark.parametrize("executable", ["python3-missing", "uwsgi", ""])
+def test_without_a_python_to_start_there_is_no_helper(monkeypatch, tmp_path, executable):
+    """sys.executable may name no file, or an app embedding Python, which must not start again."""
+    monkeypatch.setattr(sys, "executable", str(tmp_path / executable) if executable else executable)
+    with cache.Helper() as helper:
+        assert helper.process is None
+
+
+def test_a_frozen_app_starts_no_helper(monkeypatch):
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
     with cache.Helper() as helper:
         assert helper.process is None
 

@@ -103,12 +103,17 @@ class Helper:
     def __init__(self):
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         self.errors = tempfile.TemporaryFile()  # not a pipe: a helper that wrote much to it would wait for us
+        self.process = None
+        # Where Python is embedded (uWSGI) or frozen (PyInstaller), sys.executable is the app
+        # itself, which must not be started again.
+        if getattr(sys, "frozen", False) or not os.path.basename(sys.executable or "").lower().startswith("python"):
+            log.debug("no helper process to compile kernels: sys.executable is %r", sys.executable)
+            return
         try:
             self.process = subprocess.Popen([sys.executable, "-c", self._WATCH + self._WORK, root],
                                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self.errors)
-        except (OSError, ValueError) as error:  # no usable sys.executable (an embedded Python)
+        except OSError as error:
             log.debug("no helper process to compile kernels: %s", error)
-            self.process = None
 
     def finish(self):
         """Wait for the helper to end (its kernels then in the cache, unless it failed)."""
