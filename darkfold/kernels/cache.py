@@ -167,8 +167,11 @@ class _Compiles(event.Listener):
             log.info("compiling the numba kernels (once per install; `darkfold warmup` compiles them ahead)")
 
     def on_end(self, ev):
-        self._thread.depth -= 1
-        if self._thread.depth or not _is_darkfold(ev):
+        depth = getattr(self._thread, "depth", 0)  # 0: a compile that began before this listened
+        if depth == 0:
+            return
+        self._thread.depth = depth - 1
+        if depth > 1 or not _is_darkfold(ev):
             return
         with self._lock:
             self.seconds += time.perf_counter() - self._thread.started
