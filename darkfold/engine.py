@@ -22,6 +22,7 @@ from .kernels.activation import activate_inplace, bias_or_batchnorm_activate
 from .kernels.merge import add_rows, copy_channels
 from .kernels.pooling import max_pool_2x2, pool_nhwc
 from .kernels.resample import downsample_nhwc, upsample_nhwc
+from .layers import shortcut_weights
 from .threads import Workers, blas_threads, default_threads
 
 
@@ -123,7 +124,7 @@ class Shortcut:
         self.code = activation_code(layer)
         self.weights = None
         if layer.weights_type != "none":
-            self.weights = _shortcut_weights(np.asarray(arrays["weights"], np.float32), layer)
+            self.weights = shortcut_weights(np.asarray(arrays["weights"], np.float32), layer)
 
     def __call__(self, x, outputs, out, workers):
         sources = [outputs[i] for i in self.layer.sources]
@@ -143,23 +144,6 @@ class Shortcut:
                 activate_inplace(flat[a:b], self.code)
 
         workers.split(band, flat.shape[0], flat.size)
-
-
-def _shortcut_weights(weights, layer):
-    """Per-input weights, (inputs, channels) or (inputs, 1), normalised across the inputs.
-
-    As Darknet's detector runs them: load_network_custom calls fuse_conv_batchnorm, which
-    normalises once with max(w, 0.001) for relu (the training-time forward uses max(w, 0)).
-    """
-    inputs = len(layer.sources) + 1
-    weights = weights.reshape(inputs, -1).astype(np.float64)
-    if layer.weights_normalization in ("relu", "avg_relu"):
-        positive = np.where(weights > 0.001, weights, 0.001)
-        weights = positive / (positive.sum(axis=0) + 1e-4)
-    elif layer.weights_normalization == "softmax":
-        exp = np.exp(weights - weights.max(axis=0))
-        weights = exp / (exp.sum(axis=0) + 1e-4)
-    return weights.astype(np.float32)
 
 
 def _weighted_sum(x, sources, weights, out):
