@@ -8,21 +8,13 @@ import sys
 import numpy as np
 import oracle
 import pytest
-from conftest import CFG_DIR, REPO
+from conftest import ENGINE_CFGS, REPO, yolo_blob as blob
 from oracle import needs_opencv_darknet
 
 import darkfold
 from darkfold.engine import STEPS, Engine
 from darkfold.runtime import engine_for
 from darkfold.layers import TYPES
-
-# Every YOLO network the engine claims, with an input size that keeps CI short.
-ENGINE_CFGS = {
-    "yolov2": 160, "yolov2-tiny": 160, "yolov2-voc": 160, "yolov3": 128, "yolov3-tiny": 160,
-    "yolov3-spp": 128, "yolov3-tiny-prn": 160, "yolov4": 128, "yolov4-tiny": 160, "yolov4-csp": 128,
-    "yolov4x-mish": 128, "yolov7-tiny": 160, "yolov7": 128,
-}
-
 
 def within(actual, expected, tolerance=1e-4):
     """Max abs difference against tolerance * max(1, max |expected|), and that limit."""
@@ -48,26 +40,14 @@ def assert_every_layer_matches_a_float64_reference(model, x, threads=None, **opt
             assert difference <= limit, f"layer {layer.index} [{layer.type}]: {difference:.3g} > {limit:.3g}"
 
 
-def blob(size):
-    return oracle.random_blob(size, size, seed=1)
-
-
 @pytest.fixture(scope="module")
-def random_models(tmp_path_factory):
+def random_models(random_yolo):
     """name -> (model with random weights at the small size, its cfg, weights with OpenCV's BN eps)."""
-    folder = tmp_path_factory.mktemp("engine")
     made = {}
 
     def make(name):
         if name not in made:
-            size = ENGINE_CFGS[name]
-            cfg = oracle.resized_cfg(CFG_DIR / f"{name}.cfg", folder / f"{name}.cfg", size, size)
-            weights = folder / f"{name}.weights"
-            # BN statistics measured on the test input keep swish and mish nets in range; the
-            # reorg nets are leaky, which fixed gains keep in range (numpy_layer has no reorg).
-            calibrate_on = None if name.startswith("yolov2") else blob(size)[0]
-            layers, _ = oracle.write_random_weights(cfg, weights, seed=len(name), calibrate_on=calibrate_on)
-            bumped = oracle.write_bumped_copy(weights, folder / f"{name}-bumped.weights", layers)
+            cfg, weights, bumped = random_yolo(name)
             made[name] = (darkfold.load(cfg, weights), cfg, bumped)
         return made[name]
 
