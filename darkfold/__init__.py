@@ -10,6 +10,7 @@
     darkfold.verify(model, darkfold.load("yolov4-folded.cfg", "yolov4-folded.weights")).ok
     for result in darkfold.predict(["photos/", "clip.mp4"], output="predictions"):  # `darkfold detect`
         print(result.source, result.frame, result.detections)
+    darkfold.export_onnx(model, "yolov4.onnx", decode=True)  # `darkfold export`, needs darkfold[onnx]
 
 ``darkfold.load()`` with no arguments loads the bundled YOLOv3-tiny (COCO).
 """
@@ -28,7 +29,7 @@ from .conversion import convert
 from .model import Model, load
 from .verify import VerificationError, verify
 
-__all__ = ["load", "convert", "verify", "predict", "Prediction", "Model", "DarkfoldError", "CfgError",
+__all__ = ["load", "convert", "verify", "predict", "Prediction", "export_onnx", "Model", "DarkfoldError", "CfgError",
            "WeightsError", "ModelError", "ImageError", "OutputError", "UnsupportedError", "VerificationError",
            "DEFAULT_CFG", "DEFAULT_WEIGHTS", "COCO_NAMES"]
 __version__ = "0.1.0"
@@ -41,4 +42,9 @@ def __getattr__(name):
         from . import prediction
 
         return getattr(prediction, name)
+    # export_onnx needs the onnx package, an extra: resolved on first use, like predict.
+    if name == "export_onnx":
+        from .onnx_export import export_onnx
+
+        return export_onnx
     raise AttributeError(f"module 'darkfold' has no attribute {name!r}")

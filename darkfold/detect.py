@@ -190,6 +190,28 @@ def decode_region(x, head, thresh):
     return boxes.transpose(1, 0, 2).reshape(-1, 4), probs.transpose(2, 0, 1).reshape(-1, head.classes)
 
 
+def decode_heads(model, outputs):
+    """Every box of every head, before any threshold: ``boxes`` (N, K, 4) as x, y, w, h relative
+    to the network input and ``scores`` (N, K, classes) = objectness x class probability, for
+    the forward pass's ``{layer index: (N, C, H, W) array}``. K runs head by head in cfg order,
+    cell by cell within a head and anchor by anchor within a cell, as Darknet walks them; what
+    ``darkfold export --decode`` computes inside the graph."""
+    heads = model_heads(model)
+    boxes, scores = [], []
+    for image in range(len(next(iter(outputs.values())))):
+        parts = []
+        for head in heads:
+            x = np.asarray(outputs[head.index - 1])[image]
+            with np.errstate(over="ignore", invalid="ignore"):
+                if head.type == "yolo":
+                    parts.append(decode_yolo(x, head, model.net.width, model.net.height, -np.inf))
+                else:
+                    parts.append(decode_region(x, head, -np.inf))
+        boxes.append(np.concatenate([b for b, _ in parts]))
+        scores.append(np.concatenate([p for _, p in parts]))
+    return np.stack(boxes), np.stack(scores)
+
+
 def correct_boxes(boxes, image_w, image_h, net_w, net_h, letterbox):
     """Map boxes relative to the network input to boxes relative to the image: correct_yolo_boxes.
 
