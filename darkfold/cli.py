@@ -27,6 +27,8 @@ examples:
   darkfold verify yolov4.cfg yolov4.weights out/yolov4-folded.cfg out/yolov4-folded.weights
                                                   check the folded pair reproduces the original
   darkfold detect photos/                         detect objects, write predictions/*.jpg
+  darkfold export yolov4.cfg yolov4.weights --decode
+                                                  write yolov4.onnx for onnxruntime, OpenCV 5, TensorRT
 """
 
 
@@ -201,6 +203,35 @@ def _parser():
                              "(default: darkfold.images.MAX_PIXELS, 16384 x 16384)")
     _add_threads(detect)
     detect.set_defaults(run=run_detect)
+
+    export = commands.add_parser(
+        "export", help="write the model as an ONNX file (onnxruntime, OpenCV 5, OpenVINO, TensorRT)",
+        description="Write CFG WEIGHTS as an ONNX graph with Darknet's semantics, BatchNorm folded: input\n"
+                    "'images' (N, 3, H, W) float32, RGB in [0, 1]; outputs layer_<index>, the raw head\n"
+                    "inputs, or with --decode 'boxes' (N, K, 4: centre x, y, width, height relative to\n"
+                    "the input) and 'scores' (N, K, classes). NMS stays outside the graph. The file is\n"
+                    "checked, and run with onnxruntime when it is installed, before it takes its name.\n"
+                    "Without CFG and WEIGHTS, exports the bundled YOLOv3-tiny. Needs darkfold[onnx].",
+        epilog="examples:\n  darkfold export\n  darkfold export yolov4.cfg yolov4.weights --decode -o yolov4.onnx\n"
+               "  darkfold export yolov4.cfg yolov4.weights --batch 4 --opset 18 --force",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    export.add_argument("cfg", nargs="?", metavar="CFG", help="Darknet .cfg file (default: the bundled model)")
+    export.add_argument("weights", nargs="?", metavar="WEIGHTS", help="Darknet .weights file")
+    export.add_argument("-o", "--output", metavar="OUT.onnx",
+                        help="the file to write (default: <cfg stem>.onnx in the current folder; "
+                             "an existing folder: <cfg stem>.onnx in it)")
+    export.add_argument("--decode", action="store_true",
+                        help="decode the [yolo]/[region] heads in the graph: outputs boxes and scores")
+    export.add_argument("--batch", type=_positive_int, metavar="N",
+                        help="fix the batch dimension to N (default: dynamic)")
+    export.add_argument("--opset", type=_whole, metavar="K", help="ONNX opset (default: 17)")
+    export.add_argument("-f", "--force", action="store_true", help="replace an existing output file")
+    export.add_argument("--json", action="store_true", help="print the summary as JSON")
+    export.add_argument("--no-verify", dest="verify", action="store_false",
+                        help="skip running the written file with onnxruntime against darkfold's engine")
+    _add_threads(export)
+    export.set_defaults(run=run_export)
     return parser
 
 
@@ -224,6 +255,13 @@ def _positive_int(text):
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
     return value
+
+
+def _whole(text):
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
 
 
 def _threads(text):
@@ -336,7 +374,7 @@ def _verification_table(check):
     lines = [f"{'layer':>5}  {'shape':>20}  {'max abs diff':>12}  {'relative':>9}  result"]
     for output in check.outputs:
         shape = " x ".join(map(str, output.shape))
-        lines.append(f"{output.layer:5d}  {shape:>20}  {output.max_abs:12.3e}  {output.relative:9.2e}  "
+        lines.append(f"{output.layer!s:>5}  {shape:>20}  {output.max_abs:12.3e}  {output.relative:9.2e}  "
                      f"{'ok' if output.ok else 'TOO LARGE'}")
     return "\n".join(lines)
 
@@ -345,6 +383,61 @@ def _verification_json(check):
     return {"ok": check.ok, "outputs": [
         {"layer": o.layer, "shape": list(o.shape), "max_abs_diff": o.max_abs, "relative_diff": o.relative,
          "tolerance": o.tolerance, "ok": o.ok} for o in check.outputs]}
+
+
+def run_export(args):
+    # The exporter imports onnx and onnxruntime (extras): only this command pays for them.
+    from .onnx_export import export_onnx
+
+    if args.cfg is not None and args.weights is None:
+        raise ModelError(f"{args.cfg}: export needs the weights too: darkfold export CFG WEIGHTS",
+                         path=args.cfg, expected="WEIGHTS", found="none")
+    cfg_path, weights_path = _model_paths(args)
+    name = _stem(cfg_path) + ".onnx"
+    output = args.output or name
+    if os.path.isdir(output):
+        output = os.path.join(output, name)
+    started = time.perf_counter()
+    model = load(cfg_path, weights_path)
+    folder = OutputFolder(os.path.dirname(output) or ".")
+    try:
+        folder.make()
+        _notice_first_compile()  # the fold, and the check against the engine
+        result = export_onnx(model, output, decode=args.decode, batch=args.batch, opset=args.opset,
+                             force=args.force, verify=None if args.verify else False, threads=args.threads)
+    except VerificationError as error:
+        print(_verification_table(error.verification), file=sys.stderr)
+        folder.remove_if_unused()
+        raise
+    except BaseException:
+        folder.remove_if_unused()
+        raise
+    elapsed = time.perf_counter() - started
+    for warning in result.warnings:
+        print(f"darkfold: warning: {printable(warning)}", file=sys.stderr)
+    check = result.verification
+    if args.json:
+        summary = {"onnx": result.path, "bytes": result.size, "opset": result.opset,
+                   "input": {"images": list(result.input)},
+                   "outputs": {name: list(shape) for name, shape in result.outputs.items()},
+                   "seconds": round(elapsed, 3)}
+        if check is not None:
+            summary["verify"] = _verification_json(check)
+        print(json.dumps(summary))
+        return 0
+    print(f"{printable(result.path)}: {result.size:,} bytes, ONNX opset {result.opset}, BatchNorm folded")
+    print(f"  input  images {_dims(result.input)} float32, RGB in [0, 1]")
+    for name, shape in result.outputs.items():
+        print(f"  output {name} {_dims(shape)}")
+    if check is not None:
+        print(f"verified with onnxruntime: outputs match darkfold's within {check.worst.relative:.1e} "
+              f"(tolerance {check.worst.tolerance:g}, relative to max(1, |output|))")
+    print(f"done in {elapsed:.2f} s")
+    return 0
+
+
+def _dims(shape):
+    return "(" + ", ".join(map(str, shape)) + ")"
 
 
 def _notice_first_compile():
