@@ -15,9 +15,13 @@ setup(
     # OpenCV 5, which dropped readNetFromDarknet, is fine at run time.
     install_requires=["numpy>=1.22", "opencv-python-headless>=4.5", "numba>=0.56"],
     extras_require={
+        # darkfold export: the onnx package builds and checks the graph; onnxruntime, when
+        # installed, runs each export against darkfold's engine before it is written.
+        "onnx": ["onnx>=1.14"],
+        "onnxruntime": ["onnx>=1.14", "onnxruntime>=1.15"],
         # OpenCV 4.14 is the last release with cv2.dnn.readNetFromDarknet, the
         # independent implementation the tests compare against.
-        "test": ["pytest>=7", "hypothesis>=6", "opencv-python-headless==4.14.*"],
+        "test": ["pytest>=7", "hypothesis>=6", "opencv-python-headless==4.14.*", "onnx>=1.14", "onnxruntime>=1.15"],
     },
     entry_points={"console_scripts": ["darkfold=darkfold.cli:main"]},
     license="MIT",

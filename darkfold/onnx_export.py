@@ -88,14 +88,15 @@ def reference_outputs(model, x, *, decode=False, threads=None):
     return {f"layer_{i}": outputs[i] for i in raw_outputs(model)}
 
 
-def session(path, threads=None):
-    """An onnxruntime CPU session on the file at ``path``, running its nodes in sequence (faster than
-    its parallel mode on these chain-like graphs)."""
+def session(source, threads=None):
+    """An onnxruntime CPU session on the file at ``source`` (a path) or a serialised model (bytes),
+    running its nodes in sequence (faster than its parallel mode on these chain-like graphs)."""
     options = onnxruntime.SessionOptions()
     options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
     if threads:
         options.intra_op_num_threads = threads
-    return onnxruntime.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
+    source = source if isinstance(source, bytes) else os.fspath(source)
+    return onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
 def _check(model, temporary, path, decode, batch, tolerance, threads, warnings):

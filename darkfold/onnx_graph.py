@@ -10,6 +10,8 @@ float32 weights. ``decode=True`` appends Darknet's decoding of the [yolo] and [r
 The graph is built in memory and returned; writing and checking a file is ``onnx_export.py``.
 """
 
+import os
+
 import numpy as np
 
 # The onnx package is an extra (pip install "darkfold[onnx]"): this module is imported only
@@ -21,7 +23,6 @@ except ImportError:  # pragma: no cover - the test extra installs it
     onnx = None
 
 from . import __version__
-from .activations import NAMES as ACTIVATION_NAMES
 from .batchnorm import fold_arrays, fold_own_batchnorm
 from .errors import DarkfoldError, ModelError, UnsupportedError
 from .layers import shortcut_weights
@@ -92,10 +93,10 @@ class Graph:
         self.nodes.append(helper.make_node(op_type, list(inputs), [output], name=output, **attributes))
         return output
 
-    def weights(self, hint, array, dtype=np.float32):
-        """An initializer holding ``array`` (a layer's parameters, a shape, an index)."""
+    def weights(self, hint, array):
+        """A float32 initializer of its own holding ``array``: a layer's parameters, a decoding table."""
         name = self._name(hint)
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array, dtype=dtype), name))
+        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array, dtype=np.float32), name))
         return name
 
     def constant(self, value, dtype=np.float32):
@@ -118,12 +119,11 @@ class Graph:
         return self.op("Slice", x, self.constant([start], np.int64), self.constant([stop], np.int64),
                        self.constant([1], np.int64))
 
-    def rename_last(self, old, new):
-        """Give the output ``old`` of the node just added the name ``new`` (a layer's output)."""
-        node = self.nodes[-1]
-        assert node.output[0] == old
-        node.output[0] = node.name = new
-        self._used.add(new)
+    def name_last(self, name):
+        """Give the node just added, and its output, the name ``name`` (a layer's output); returns it."""
+        self.nodes[-1].output[0] = self.nodes[-1].name = name
+        self._used.add(name)
+        return name
 
 
 # -- activations (activations.h), one ONNX form per name of activations.ACTIVATIONS --------------
@@ -204,13 +204,11 @@ ACTIVATIONS = {
 
 def _activate(g, layer, x):
     form = ACTIVATIONS.get(layer.activation)
-    if form is None:
-        known = "an activation of " + ", ".join(sorted(ACTIVATIONS))
-        if layer.activation not in ACTIVATION_NAMES:  # the parser refuses these: a layer built by hand
-            known = "a Darknet activation"
+    if form is None:  # the normalize_channels family: the parser knows them, the engine does not run them
         raise UnsupportedError.at_layer(layer, f": activation={layer.activation} cannot be exported to ONNX "
                                                "(darkfold's engine does not run it either)",
-                                        expected=known, found=layer.activation)
+                                        expected="an activation of " + ", ".join(sorted(ACTIVATIONS)),
+                                        found=layer.activation)
     return form(g, x)
 
 
@@ -263,8 +261,8 @@ def _pool(g, layer, arrays, inputs):
         raise UnsupportedError.at_layer(layer, f": padding={p} puts whole windows of size={layer.size} outside "
                                                "the image, which ONNX pooling cannot express",
                                         expected=f"padding < {2 * layer.size - 1}", found=p)
-    pool = dict(kernel_shape=[layer.size, layer.size], strides=[layer.stride_y, layer.stride_x],
-                pads=[p // 2, p // 2, p - p // 2, p - p // 2])
+    pool = {"kernel_shape": [layer.size, layer.size], "strides": [layer.stride_y, layer.stride_x],
+            "pads": [p // 2, p // 2, p - p // 2, p - p // 2]}
     if layer.type == "local_avgpool":
         return g.op("AveragePool", x, count_include_pad=0, **pool)
     return g.op("MaxPool", x, **pool)
@@ -441,7 +439,8 @@ def _decode_head(g, head, x, shape, net):
 def decoded_heads(model):
     """The heads ``decode=True`` decodes (``detect.Head``s): every head, if each is a [yolo] or a
     [region] that darkfold's detection decodes; else an error naming the first that is not."""
-    # Imported here: detect.py loads darkfold's runtime (numba), which a raw export never needs.
+    # Imported here: detect.py brings the runtime and the engine's kernels with it, which only a
+    # decoded export (for detect's Head descriptions) needs.
     from .detect import model_heads
 
     for layer in model.layers:
@@ -476,16 +475,13 @@ def output_shapes(model, *, decode=False, batch=None):
         heads = decoded_heads(model)
         count = sum(len(h.anchors) * model.layers[h.index].input.w * model.layers[h.index].input.h for h in heads)
         return {"boxes": (n, count, 4), "scores": (n, count, heads[0].classes)}
-    return {f"layer_{i}": (n, *_nchw(model.layers[i].output)) for i in raw_outputs(model)}
+    shapes = {i: model.layers[i].output for i in raw_outputs(model)}
+    return {f"layer_{i}": (n, shape.c, shape.h, shape.w) for i, shape in shapes.items()}
 
 
 def raw_outputs(model):
     """The indices of the layers whose outputs a raw export returns: ``model.forward``'s, in its order."""
     return sorted(set(model.head_inputs))
-
-
-def _nchw(shape):
-    return shape.c, shape.h, shape.w
 
 
 def onnx_model(model, *, decode=False, batch=None, opset=None):
@@ -521,9 +517,8 @@ def onnx_model(model, *, decode=False, batch=None, opset=None):
         inputs = [tensors[i] for i in layer.inputs] or [INPUT]
         count = len(g.nodes)
         output = LAYERS[layer.type](g, layer, arrays, inputs)
-        if len(g.nodes) > count and g.nodes[-1].output[0] == output:
-            g.rename_last(output, g.scope)
-            output = g.scope
+        if len(g.nodes) > count and g.nodes[-1].output[0] == output:  # not an input passed on
+            output = g.name_last(g.scope)
         tensors.append(output)
     shapes = output_shapes(model, decode=decode, batch=batch)
     if decode:
@@ -537,30 +532,23 @@ def onnx_model(model, *, decode=False, batch=None, opset=None):
     n = BATCH if batch is None else batch
     net = model.net
     graph = helper.make_graph(
-        g.nodes, _stem(model.cfg.path),
+        g.nodes, os.path.splitext(os.path.basename(model.cfg.path))[0],
         [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, [n, net.channels, net.height, net.width])],
         [helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape)) for name, shape in shapes.items()],
         initializer=g.initializers)
     opsets = [helper.make_opsetid("", opset)]
     proto = helper.make_model(graph, opset_imports=opsets, producer_name="darkfold", producer_version=__version__,
                               ir_version=helper.find_min_ir_version_for(opsets))
-    proto.doc_string = (f"{_basename(model.cfg.path)} exported by darkfold {__version__}: Darknet's semantics, "
+    cfg_name = os.path.basename(model.cfg.path)
+    proto.doc_string = (f"{cfg_name} exported by darkfold {__version__}: Darknet's semantics, "
                         "BatchNorm folded" + (", heads decoded" if decode else ""))
     heads = [layer for layer in model.layers if layer.is_head]
     helper.set_model_props(proto, {
         "darkfold_version": __version__,
-        "cfg": _basename(model.cfg.path),
+        "cfg": cfg_name,
         "classes": str(heads[0].classes) if heads else "",
         "decoded": "1" if decode else "0",
         "letter_box": str(net.letter_box),
     })
     return proto
 
-
-def _basename(path):
-    return str(path).replace("\\", "/").rsplit("/", 1)[-1]
-
-
-def _stem(path):
-    name = _basename(path)
-    return name.rsplit(".", 1)[0] if "." in name else name

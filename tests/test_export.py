@@ -39,11 +39,10 @@ def run(proto_or_path, x):
 def with_outputs(proto, names):
     """A copy of ``proto`` that also outputs the tensors ``names`` (the graph names each layer's
     output ``layer_<index>``), so one session checks a decoded graph's layers too."""
-    proto = onnx.ModelProto.FromString(proto.SerializeToString())
-    present = {name for node in proto.graph.node for name in node.output}
-    proto.graph.output.extend(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
-                              for name in names if name in present and name not in
-                              {o.name for o in proto.graph.output})
+    proto = onnx.shape_inference.infer_shapes(proto)  # a copy; OpenCV 5.0 wants an output's shape
+    inferred = {value.name: value for value in proto.graph.value_info}
+    outputs = {output.name for output in proto.graph.output}
+    proto.graph.output.extend(inferred[name] for name in names if name in inferred and name not in outputs)
     return proto
 
 
@@ -601,3 +600,115 @@ def test_import_darkfold_loads_neither_onnx_nor_onnxruntime_and_the_exporter_nei
     modules = ("onnx", "onnxruntime", "numba", "cv2")
     assert modules_loaded_by("import darkfold", *modules) == set()
     assert modules_loaded_by("import darkfold; darkfold.export_onnx", *modules) == {"onnx", "onnxruntime"}
+
+
+# -- the README's example: NMS outside the graph ---------------------------------------------------
+
+
+def readme_example():
+    """The onnxruntime example in README.md's export section, as it stands there."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, re.DOTALL)
+    (example,) = [block for block in blocks if "onnxruntime.InferenceSession" in block]
+    return example
+
+
+def detection_lines(detections):
+    """Darknet's facts of each detection: class, percent, box in whole pixels; in a set."""
+    return {f"{d.name}: {d.darknet_line().split(': ')[1].split('%')[0]}% {' '.join(map(str, d.pixel_box()))}"
+            for d in detections}
+
+
+def test_the_readme_example_gives_the_detections_of_darkfold_detect(tmp_path):
+    darkfold.export_onnx(darkfold.load(), tmp_path / "yolov3-tiny.onnx", decode=True, verify=False)
+    for name in ("dog.jpg", "coco.names"):
+        (tmp_path / name).write_bytes((REPO / "darkfold" / "data" / name).read_bytes())
+    example = readme_example()
+    assert len([line for line in example.splitlines() if line.strip()]) <= 15
+    result = subprocess.run([sys.executable, "-c", example], capture_output=True, text=True, cwd=tmp_path,
+                            check=True)
+    printed = set(result.stdout.splitlines())
+    expected = detection_lines(darkfold.load().detect(DATA_DIR / "dog.jpg"))
+    assert len(expected) == 6 and printed == expected
+
+
+# -- OpenCV 5, which reads ONNX and no longer Darknet -----------------------------------------------
+
+OPENCV5_MODELS = ("yolov3-tiny", "yolov4-tiny", "yolov4-csp")
+
+
+def opencv5_model(random_yolo, name):
+    """The bundled, real yolov3-tiny; the others with random weights at a small size, their heads'
+    objectness and class biases lowered so that they detect dozens of objects, as a trained model
+    does, not thousands (each a chance for a difference of 1e-6 to cross the threshold)."""
+    if name == "yolov3-tiny":
+        return darkfold.load()
+    cfg, weights, _ = random_yolo(name)
+    model = darkfold.load(cfg, weights)
+    for head in model.layers:
+        if head.type == "yolo":
+            conv = head.index - 1
+            biases = np.array(model.params[conv]["biases"]).reshape(head.boxes, -1)
+            biases[:, 4] -= 4
+            biases[:, 5:] -= 3
+            model.params[conv] = {**model.params[conv], "biases": biases.reshape(-1)}
+    return model
+
+
+def opencv5_run(path, x, names):
+    import cv2
+
+    net = cv2.dnn.readNetFromONNX(str(path))
+    net.setInput(x, "images")
+    return dict(zip(names, net.forward(list(names))))
+
+
+@needs_opencv5
+@pytest.mark.parametrize("name", OPENCV5_MODELS)
+def test_opencv5_reads_the_export_and_gives_darkfolds_outputs_and_detections_on_dog_jpg(random_yolo, tmp_path,
+                                                                                         name):
+    import cv2
+
+    model = opencv5_model(random_yolo, name)
+    export = darkfold.export_onnx(model, tmp_path / f"{name}.onnx")
+    detector = Detector(model)
+    image = cv2.imread(str(DATA_DIR / "dog.jpg"))
+    x = detector.preprocess(image)
+    got = opencv5_run(export.path, x, export.outputs)
+    expected = model.forward(x)
+    for index, want in expected.items():
+        difference, limit = within(got[f"layer_{index}"], want)
+        assert difference <= limit, f"layer {index}: {difference:.3g} > {limit:.3g}"
+    ours = detector.detect(image)
+    theirs = detector.decode({index: got[f"layer_{index}"] for index in expected}, image.shape[1], image.shape[0])
+    assert len(ours) >= 6
+    assert [(d.class_id, d.pixel_box()) for d in theirs] == [(d.class_id, d.pixel_box()) for d in ours]
+    np.testing.assert_allclose([d.confidence for d in theirs], [d.confidence for d in ours], atol=1e-4)
+
+
+@needs_opencv5
+def test_opencv5_runs_the_decoded_export_and_a_batch(tiny_exports):
+    model, exports = tiny_exports
+    export = exports[True]
+    x = np.concatenate([oracle.image_blob(DATA_DIR / "dog.jpg", (416, 416)),
+                        np.random.default_rng(6).random((2, 3, 416, 416), dtype=np.float32)])
+    got = opencv5_run(export.path, x, export.outputs)
+    boxes, scores = decode_heads(model, model.forward(x))
+    for name, want in (("boxes", boxes), ("scores", scores)):
+        difference, limit = within(got[name], want)
+        assert difference <= limit, f"{name}: {difference:.3g} > {limit:.3g}"
+
+
+@needs_opencv5
+def test_opencv5_runs_every_other_layer_type_and_activation(every_layer_model, tmp_path):
+    model = every_layer_model
+    layers = range(len(model.layers))
+    proto = with_outputs(onnx_model(model, decode=True), [f"layer_{i}" for i in layers])
+    onnx.save(proto, tmp_path / "every.onnx")
+    x = np.random.default_rng(7).random((2, 3, 24, 24), dtype=np.float32)
+    names = [o.name for o in proto.graph.output]
+    got = opencv5_run(tmp_path / "every.onnx", x, names)
+    expected = expected_outputs(model, x, layers)
+    for name in names:
+        difference, limit = within(got[name], expected[name])
+        assert difference <= limit, f"{name}: {difference:.3g} > {limit:.3g}"
