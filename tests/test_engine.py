@@ -9,6 +9,7 @@ import numpy as np
 import oracle
 import pytest
 from conftest import ENGINE_CFGS, REPO, yolo_blob as blob
+from fixtures import EVERY_LAYER_CFG
 from oracle import needs_opencv_darknet
 
 import darkfold
@@ -92,114 +93,6 @@ def test_convolutions_writing_into_a_route_give_every_layer_opencvs_output(rando
     for index in wanted:
         difference, limit = within(ours[index], theirs[index])
         assert difference <= limit, f"layer {index}: {difference:.3g} > {limit:.3g}"
-
-
-# Every layer type and option the engine runs that the YOLO cfgs above leave out.
-EVERY_LAYER_CFG = """\
-[net]
-width=24
-height=24
-channels=3
-
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-stride=1
-pad=1
-activation=mish
-
-[convolutional]
-batch_normalize=1
-filters=8
-groups=2
-size=3
-stride=1
-pad=1
-activation=swish
-
-[convolutional]
-batch_normalize=1
-filters=8
-groups=8
-size=3
-stride=1
-pad=1
-dilation=2
-activation=relu6
-
-[shortcut]
-from=-3
-weights_type=per_channel
-weights_normalization=softmax
-activation=leaky
-
-[shortcut]
-from=-1,-4
-weights_type=per_feature
-weights_normalization=relu
-activation=linear
-
-[maxpool]
-size=2
-stride=1
-
-[local_avgpool]
-size=3
-stride=2
-
-[convolutional]
-batch_normalize=1
-filters=16
-size=3
-stride=2
-pad=1
-activation=hard_mish
-
-[upsample]
-stride=-2
-
-[upsample]
-stride=2
-scale=0.5
-
-[route]
-layers=-1,-3
-groups=2
-group_id=1
-
-[avgpool]
-
-[convolutional]
-filters=16
-size=1
-activation=logistic
-
-[scale_channels]
-from=10
-
-[convolutional]
-filters=16
-size=1
-stride_x=1
-stride_y=1
-activation=gelu
-
-[sam]
-from=-2
-activation=tanh
-
-[connected]
-output=10
-batch_normalize=1
-activation=elu
-
-[softmax]
-groups=2
-
-[dropout]
-probability=0.5
-"""
 
 
 IN_PLACE_CFG = """[net]

@@ -12,6 +12,7 @@ import onnxruntime
 import oracle
 import pytest
 from conftest import DATA_DIR, ENGINE_CFGS, REPO, modules_loaded_by, write, yolo_blob
+import fixtures
 from fixtures import NET, ONE_OF_EACH_TYPE
 from oracle import needs_opencv5
 
@@ -136,118 +137,21 @@ def test_yolo_networks_raw_and_decoded_match_the_engine_at_batch_1_and_3(random_
 
 # -- every other layer type and activation --------------------------------------------------------
 
-EVERY_LAYER_CFG = """\
-[net]
-width=24
-height=24
-channels=3
-
-# 0, 1: a scale and a doubling, exact on both sides, so that stair's steps see the same values
+# fixtures.EVERY_LAYER_CFG (layers 0 to 18, its last output 1 x 1 x 10), then the rest.
+EVERY_LAYER_CFG = fixtures.EVERY_LAYER_CFG + """
+# 19, 20: ten values scaled and doubled: stair's steps are far from all of them
 [upsample]
 stride=1
-scale=-3.7
+scale=-7.3
 
 [shortcut]
 from=-1
 activation=stair
 
-# 2
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-stride=1
-pad=1
-activation=mish
-
-[convolutional]
-batch_normalize=1
-filters=8
-groups=2
-size=3
-stride=1
-pad=1
-activation=swish
-
-# 4: depthwise, dilated
-[convolutional]
-batch_normalize=1
-filters=8
-groups=8
-size=3
-stride=1
-pad=1
-dilation=2
-activation=relu6
-
-[shortcut]
-from=-3
-weights_type=per_channel
-weights_normalization=softmax
-activation=leaky
-
-# 6
-[shortcut]
-from=-1,-4
-weights_type=per_feature
-weights_normalization=relu
-activation=linear
-
-[maxpool]
-size=2
-stride=1
-
-# 8: 24 -> 12
-[local_avgpool]
-size=3
-stride=2
-
-[convolutional]
-batch_normalize=1
-filters=16
-size=3
-stride=2
-pad=1
-activation=hard_mish
-
-# 10: 6 -> 3 -> 6
-[upsample]
-stride=-2
-
-[upsample]
-stride=2
-scale=0.5
-
-# 12
+# 21: [sam]'s 6 x 6 x 16, then the other activations
 [route]
-layers=-1,-3
-groups=2
-group_id=1
+layers=15
 
-[avgpool]
-
-# 14
-[convolutional]
-filters=16
-size=1
-activation=logistic
-
-[scale_channels]
-from=12
-
-# 16
-[convolutional]
-filters=16
-size=1
-stride_x=1
-stride_y=1
-activation=gelu
-
-[sam]
-from=-2
-activation=tanh
-
-# 18: the other activations
 [convolutional]
 batch_normalize=1
 filters=16
@@ -259,18 +163,17 @@ filters=16
 size=1
 activation=relu
 
-# 20
 [convolutional]
 filters=16
 size=1
 activation=elu
 
+# 25
 [convolutional]
 filters=16
 size=1
 activation=selu
 
-# 22
 [convolutional]
 filters=16
 size=1
@@ -281,7 +184,6 @@ filters=16
 size=1
 activation=ramp
 
-# 24
 [convolutional]
 filters=16
 size=1
@@ -293,7 +195,7 @@ size=3
 pad=1
 activation=plse
 
-# 26
+# 30
 [convolutional]
 filters=16
 size=3
@@ -306,7 +208,7 @@ size=3
 pad=1
 activation=lhtan
 
-# 28: 6x6x16 -> 3x3x64 -> 6x6x16 -> 3x3x64 -> 6x6x16, each in Darknet's own order
+# 32: 6x6x16 -> 3x3x64 -> 6x6x16 -> 3x3x64 -> 6x6x16, each in Darknet's own order
 [reorg]
 stride=2
 
@@ -314,18 +216,17 @@ stride=2
 stride=2
 reverse=1
 
-# 30
 [reorg3d]
 stride=2
 
+# 35
 [reorg]
 stride=2
 reverse=1
 
-# 32
 [batchnorm]
 
-# 33: a grid of 2 anchors x (4 + 1 + 3 classes)
+# 37: a grid of 2 anchors x (4 + 1 + 3 classes)
 [convolutional]
 filters=16
 size=1
@@ -337,23 +238,6 @@ classes=3
 coords=4
 num=2
 softmax=1
-
-# 35
-[route]
-layers=-3
-
-[connected]
-output=12
-batch_normalize=1
-activation=elu
-
-# 37
-[softmax]
-groups=2
-temperature=2
-
-[dropout]
-probability=0.5
 
 # 39: no activation= is logistic in Darknet
 [connected]
@@ -383,7 +267,7 @@ def test_every_layer_of_every_other_type_matches_the_engine(every_layer_model, o
     layers = range(len(model.layers))
     x = np.random.default_rng(4).random((3, 3, 24, 24), dtype=np.float32)
     compared = assert_matches(model, with_outputs(proto, [f"layer_{i}" for i in layers]), x, layers)
-    aliases = {layer.index for layer in model.layers if layer.type in ("region", "dropout")} | {35}
+    aliases = {layer.index for layer in model.layers if layer.type in ("region", "dropout")} | {21}
     assert compared == len(model.layers) - len(aliases) + 2  # each layer that computes, boxes, scores
 
 
