@@ -32,6 +32,7 @@ BATCH = "batch"  # the name of the dynamic batch dimension
 DEFAULT_OPSET = 17  # what TensorRT 8.6, OpenVINO, OpenCV 5 and onnxruntime all read
 MIN_OPSET = 13  # Softmax over one axis, Resize's nearest_mode, Slice and Pad with tensor inputs
 MISH_OPSET = 18  # Mish is an operator from opset 18 on; before, softplus . tanh
+MAX_BYTES = 2**31  # a protobuf message, and so an ONNX file without external data (the largest YOLO: 0.8 GB)
 
 
 def require_onnx():
@@ -508,6 +509,11 @@ def onnx_model(model, *, decode=False, batch=None, opset=None):
         if layer.params and arrays is None:
             raise ModelError.at_layer(layer, " has no weights; load the model with a complete .weights file to "
                                              "export it", expected="its weights", found="none")
+    size = 4 * model.param_count
+    if size >= MAX_BYTES:
+        raise UnsupportedError(f"{model.cfg.path}: {size:,} bytes of weights; an ONNX file holds less than "
+                               f"{MAX_BYTES:,} (protobuf's limit; darkfold does not write external data)",
+                               path=model.cfg.path, expected=f"less than {MAX_BYTES} bytes", found=size)
     if decode:
         decoded_heads(model)  # before any work: a head it cannot decode is refused
     g = Graph(opset, model.layers)

@@ -450,6 +450,13 @@ def test_a_bad_opset_or_batch_is_refused_before_anything_is_written(tmp_path, op
     assert os.listdir(tmp_path) == []
 
 
+def test_weights_past_protobufs_2_gb_are_refused_before_anything_is_built(tmp_path, monkeypatch):
+    monkeypatch.setattr(onnx_graph, "MAX_BYTES", 4 * darkfold.load().param_count)
+    with pytest.raises(darkfold.UnsupportedError, match=r"yolov3-tiny.cfg: 35,434,936 bytes of weights; an ONNX file holds less "):
+        darkfold.export_onnx(darkfold.load(), tmp_path / "x.onnx")
+    assert os.listdir(tmp_path) == []
+
+
 def test_a_model_without_weights_cannot_be_exported(tiny_cfg, tmp_path):
     with pytest.raises(darkfold.ModelError, match="exporting needs the model's weights"):
         darkfold.export_onnx(darkfold.load(tiny_cfg), tmp_path / "x.onnx")
