@@ -69,12 +69,12 @@ def random_yolo(tmp_path_factory):
     return make
 
 
-# marker: (whether this environment runs its tests, what they need, how CI installs it)
+# marker: (whether this environment runs its tests, what they need, where CI runs them)
 _OPENCV_MARKERS = {
     "opencv4": (oracle.HAS_DARKNET_IMPORTER, "opencv-python-headless 4.x (cv2.dnn.readNetFromDarknet)",
-                "the test extra, pip install '.[test]'"),
+                "install the test extra, pip install '.[test]'"),
     "opencv5": (oracle.HAS_OPENCV5, "opencv-python-headless 5.x (the ONNX exports in OpenCV 5)",
-                "the separate OpenCV 5 environment of .ci/run"),
+                "run them in .ci/run's separate OpenCV 5 environment"),
 }
 
 
@@ -87,13 +87,13 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(config, items):
     """Skip the tests this environment's OpenCV cannot run; under CI, where each environment
     selects its tests with -m, such a test is a defect of the run, not a skip."""
-    for marker, (runs, needs, install) in _OPENCV_MARKERS.items():
+    for marker, (runs, needs, remedy) in _OPENCV_MARKERS.items():
         selected = [item for item in items if item.get_closest_marker(marker)]
         if runs or not selected:
             continue
         if os.environ.get("CI"):
             raise pytest.UsageError(f"CI: {len(selected)} selected tests need {needs}, which is not installed: "
-                                    f"install {install}, or deselect them with -m 'not {marker}'")
+                                    f"{remedy}, or deselect them with -m 'not {marker}'")
         for item in selected:
             item.add_marker(pytest.mark.skip(reason=f"needs {needs}"))
 
