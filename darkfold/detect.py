@@ -221,18 +221,27 @@ def nms(boxes, probs, thresh=NMS, kind="default", beta=0.6):
     one still standing zeroes that class in every later box that overlaps it
     by more than ``thresh``: by IoU, or for ``kind`` "diounms" by DIoU with
     ``beta``. "greedynms" compares box_diou, whose exponent is fixed at 0.6
-    (diounms_sort); Darknet's default is do_nms_sort (IoU).
+    (diounms_sort); Darknet's default is do_nms_sort (IoU). The pairs that
+    overlap are found once for every class (see ``darkfold.nms``).
     """
-    from .nms import nms_class  # numba: only once NMS runs
+    from .nms import overlap_graph, suppress  # numba: only once NMS runs
 
     diou = kind in ("greedynms", "diounms")
     beta = 0.6 if kind == "greedynms" else beta
-    boxes = np.ascontiguousarray(boxes, np.float32)
     probs = np.array(probs, np.float32)
-    for k in np.flatnonzero((probs > 0).sum(axis=0) > 1):
-        candidates = np.flatnonzero(probs[:, k])
-        order = candidates[np.argsort(-probs[candidates, k], kind="stable")]
-        nms_class(boxes, order, probs, k, np.float32(thresh), diou, np.float32(beta))
+    columns = np.flatnonzero((probs > 0).sum(axis=0) > 1)
+    if not columns.size:
+        return probs
+    rows = np.flatnonzero((probs[:, columns] > 0).any(axis=1))
+    candidates = np.ascontiguousarray(boxes[rows], np.float32)
+    kept = np.ascontiguousarray(probs[rows])
+    starts, neighbours = overlap_graph(candidates, np.float32(thresh), diou, np.float32(beta))
+    rank = np.empty(len(rows), np.int64)
+    for k in columns:
+        standing = np.flatnonzero(kept[:, k])
+        order = standing[np.argsort(-kept[standing, k], kind="stable")]
+        suppress(order, kept, k, starts, neighbours, rank)
+    probs[rows] = kept
     return probs
 
 
