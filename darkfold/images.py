@@ -53,27 +53,54 @@ def read_image(path, max_pixels=None):
     An image of more than ``max_pixels`` (default: ``MAX_PIXELS``) is an
     ImageError too, found from the header of a PNG or JPEG before decoding.
     """
+    return decode_image(read_bytes(path, "image"), path, max_pixels)
+
+
+def decode_image(data, path=None, max_pixels=None, what="image bytes"):
+    """An encoded image (the bytes of a JPEG, PNG, ... file) as ``read_image`` reads it; errors
+    start with ``path``, or with ``what`` the bytes are when they have none."""
     max_pixels = MAX_PIXELS if max_pixels is None else max_pixels
-    data = read_bytes(path, "image")
+    name = what if path is None else path
     if not data:
-        raise ImageError(f"{path}: empty file, not an image", path=path, expected="an image", found="0 bytes")
+        raise ImageError(f"{name}: empty{' file' if path else ''}, not an image", path=path, expected="an image",
+                         found="0 bytes")
     size = header_size(data)
     if size is not None:
-        _check_pixels(path, *size, max_pixels)
+        _check_pixels(name, path, *size, max_pixels)
     try:
         with _decoder_warnings_dropped():
             image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     except (cv2.error, MemoryError) as error:
-        raise _decode_error(path, error, size) from None
+        raise _decode_error(name, path, error, size) from None
     # Some OpenCV builds decode a cut JPEG without error and paint the missing part grey.
     if data[:2] == b"\xff\xd8" and (image is None or not _jpeg_complete(data)):
-        raise ImageError(f"{path}: corrupt JPEG: OpenCV cannot decode it (truncated or damaged file)", path=path,
+        raise ImageError(f"{name}: corrupt JPEG: OpenCV cannot decode it (truncated or damaged file)", path=path,
                          expected="a complete JPEG", found="a JPEG OpenCV cannot decode")
     if image is None:
-        raise ImageError(f"{path}: not an image OpenCV can read (unknown format or corrupt file)", path=path,
+        raise ImageError(f"{name}: not an image OpenCV can read (unknown format or corrupt file)", path=path,
                          expected="an image OpenCV reads", found="undecodable bytes")
-    _check_pixels(path, image.shape[1], image.shape[0], max_pixels)
+    _check_pixels(name, path, image.shape[1], image.shape[0], max_pixels)
     return image
+
+
+def load_image(image, channels="bgr", max_pixels=None):
+    """An image given any way ``Model.detect`` takes one, as a BGR uint8 array: a path, the
+    bytes of an encoded image (JPEG, PNG, ...), a binary file object holding one (an upload,
+    ``open(path, "rb")``, ``io.BytesIO``), or an array (see ``as_bgr``, which ``channels``
+    is for: encoded images know their own). ImageError for anything else."""
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(os.fspath(image), max_pixels)
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return decode_image(bytes(image), None, max_pixels)
+    if hasattr(image, "read") and not isinstance(image, np.ndarray):
+        name = getattr(image, "name", None)
+        path = name if isinstance(name, str) else None
+        data = image.read()
+        if isinstance(data, str):
+            raise ImageError(f"{path or 'image file object'}: a text file object; open the image in binary mode "
+                             "('rb')", path=path, expected="a binary file object", found="a text one")
+        return decode_image(data, path, max_pixels, what="image file object")
+    return as_bgr(image, channels)
 
 
 def header_size(data):
@@ -114,24 +141,24 @@ def _jpeg_size(data):
     return None
 
 
-def _check_pixels(path, width, height, max_pixels):
+def _check_pixels(name, path, width, height, max_pixels):
     if width * height > max_pixels:
-        raise ImageError(f"{path}: {width} x {height} = {width * height:,} pixels, more than the {max_pixels:,} "
+        raise ImageError(f"{name}: {width} x {height} = {width * height:,} pixels, more than the {max_pixels:,} "
                          "darkfold decodes (raise it with --max-pixels, or darkfold.images.MAX_PIXELS)", path=path,
                          expected=f"at most {max_pixels} pixels", found=width * height)
 
 
-def _decode_error(path, error, size):
+def _decode_error(name, path, error, size):
     """The ImageError for OpenCV's refusal (its own pixel limit) or a failed allocation."""
     pixels = "" if size is None else f" of {size[0]} x {size[1]} pixels"
     if isinstance(error, MemoryError) or error.code == cv2.Error.StsNoMem:
-        return ImageError(f"{path}: not enough memory to decode this image{pixels}", path=path,
+        return ImageError(f"{name}: not enough memory to decode this image{pixels}", path=path,
                           expected="an image that fits in memory", found="out of memory")
     if "CV_IO_MAX_IMAGE_PIXELS" in error.err:
-        return ImageError(f"{path}: OpenCV refuses to decode this image{pixels}: more than its limit of pixels "
+        return ImageError(f"{name}: OpenCV refuses to decode this image{pixels}: more than its limit of pixels "
                           "(2**30 unless the environment variable OPENCV_IO_MAX_IMAGE_PIXELS sets another)",
                           path=path, expected="at most OpenCV's pixel limit", found="more pixels")
-    return ImageError(f"{path}: OpenCV cannot decode it: {error.err}", path=path, expected="an image OpenCV reads",
+    return ImageError(f"{name}: OpenCV cannot decode it: {error.err}", path=path, expected="an image OpenCV reads",
                       found=error.err)
 
 
@@ -170,20 +197,42 @@ def _jpeg_complete(data):
     return data.rfind(b"\xff\xd9") > data.rfind(b"\xff\xda")
 
 
-def as_bgr(image):
-    """Check an array given as an image: HxWx3 (BGR) or HxW (grey) uint8."""
+CHANNELS = ("bgr", "rgb")
+
+
+def check_channels(channels):
+    """ImageError unless ``channels`` is one of ``CHANNELS``."""
+    if not isinstance(channels, str) or channels not in CHANNELS:
+        raise ImageError(f"channels={channels!r}: expected 'bgr' or 'rgb', the order of an image array's "
+                         "colour channels", expected="'bgr' or 'rgb'", found=repr(channels))
+
+
+def as_bgr(image, channels="bgr"):
+    """An image array as BGR uint8, read as ``cv2.imread`` reads the file it could come from.
+
+    ``channels``: the order of a colour array's channels, "bgr" (OpenCV's) or "rgb" (PIL's,
+    imageio's, a browser canvas's). Height x width (x 1) is grey; a fourth channel (alpha) is
+    dropped, as imread drops a PNG's; uint16 values keep their high byte, as imread reads a
+    16-bit PNG. Any other array, or anything else, is an ImageError.
+    """
+    check_channels(channels)
     if not isinstance(image, np.ndarray):
-        raise ImageError(f"expected an image path or a numpy array, got {type(image).__name__}",
-                         expected="a path or a numpy array", found=type(image).__name__)
-    if image.dtype != np.uint8:
-        raise ImageError(f"expected a uint8 image array as cv2.imread returns, got dtype {image.dtype}",
-                         expected="uint8", found=str(image.dtype))
-    if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    if image.ndim != 3 or image.shape[2] not in (3, 4) or min(image.shape[:2]) < 1:
-        raise ImageError(f"expected an image array of shape (height, width, 3), got {image.shape}",
-                         expected="(height, width, 3)", found=str(image.shape))
-    return image[:, :, :3]
+        raise ImageError(f"expected an image: a path, encoded image bytes, a binary file object or a numpy array; "
+                         f"got {type(image).__name__}", expected="an image", found=type(image).__name__)
+    if image.dtype not in (np.uint8, np.uint16):
+        raise ImageError(f"expected an image array of uint8 (or uint16) values, as cv2.imread and PIL give them, "
+                         f"got {image.dtype}: scale it to 0-255 and use .astype(np.uint8)",
+                         expected="uint8 or uint16", found=str(image.dtype))
+    grey = image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1)
+    if not (grey or (image.ndim == 3 and image.shape[2] in (3, 4))) or min(image.shape[:2], default=0) < 1:
+        hint = " (the bytes of an encoded image go as bytes: array.tobytes())" if image.ndim == 1 else ""
+        raise ImageError(f"expected an image array of shape (height, width, 3), (height, width, 4) or (height, "
+                         f"width), got {image.shape}{hint}", expected="(height, width, 3)", found=str(image.shape))
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)  # libpng's png_set_strip_16, which imread uses
+    if grey:
+        return cv2.cvtColor(np.ascontiguousarray(image.reshape(image.shape[:2])), cv2.COLOR_GRAY2BGR)
+    return image[:, :, 2::-1] if channels == "rgb" else image[:, :, :3]
 
 
 # --------------------------------------------------------------------------------------------
