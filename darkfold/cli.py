@@ -1,9 +1,11 @@
 """The ``darkfold`` command: one function per subcommand, over the public API."""
 
 import argparse
+import difflib
 import errno
 import json
 import os
+import re
 import sys
 import time
 import traceback
@@ -89,20 +91,51 @@ def _internal_error(error, args):
     return EXIT_INTERNAL
 
 
-class _CommandParser(argparse.ArgumentParser):
-    """A subcommand's parser: accepts the global --debug after the command too."""
+class _Parser(argparse.ArgumentParser):
+    """darkfold's argument parsers: an option is taken only as it is spelt (argparse would take
+    ``--thres`` for ``--thresh``, and a later option could change what an abbreviation means),
+    and a misspelt command or option gets a "did you mean"."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+
+    def error(self, message):
+        words, known = [], []
+        command = re.search(r"invalid choice: (['\"])(.*?)\1", message)  # the command, as repr() quotes it
+        if command:
+            words = [command.group(2)]
+            known = [name for action in self._actions if action.choices and isinstance(action.choices, dict)
+                     for name in action.choices]
+        elif message.startswith("unrecognized arguments: "):
+            words = [word.partition("=")[0] for word in message.split()[2:] if word.startswith("-")]
+            known = list(self._option_string_actions)
+        guesses = [match for word in words for match in difflib.get_close_matches(word, known, n=1, cutoff=0.6)]
+        if guesses:
+            message += f"; did you mean {' or '.join(repr(guess) for guess in dict.fromkeys(guesses))}?"
+        super().error(message)
+
+
+class _CommandParser(_Parser):
+    """A subcommand's parser: accepts the global --debug after the command too, and reports an
+    argument it does not know itself, with its own options to suggest."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         # SUPPRESS: when absent here, the value given before the command stays.
         self.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
 
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:  # every option of the command line after the command is this parser's
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
+
 
 _DEBUG_HELP = "print the Python traceback of an error"
 
 
 def _parser():
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="darkfold",
         description="Run Darknet YOLO models on a CPU, fold their BatchNorm, and write them back in Darknet format.",
         epilog=_EXAMPLES,

@@ -118,6 +118,34 @@ def test_wrong_argument_is_a_usage_error(capsys):
     assert "unrecognized arguments: --colour" in capsys.readouterr().err
 
 
+def usage_error(capsys, *argv):
+    """The last line of the usage error ``darkfold argv`` ends in (exit code 2)."""
+    with pytest.raises(SystemExit) as exit_:
+        main(list(argv))
+    assert exit_.value.code == 2
+    return capsys.readouterr().err.splitlines()[-1]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["detet"], "darkfold: error: argument COMMAND: invalid choice: 'detet' (choose from 'info', 'convert', 'verify', "
+                "'detect'); did you mean 'detect'?"),
+    (["detect", "--tresh", "0.5"], "darkfold detect: error: unrecognized arguments: --tresh; did you mean '--thresh'?"),
+    (["info", "--jsn"], "darkfold info: error: unrecognized arguments: --jsn; did you mean '--json'?"),
+    (["detect", "--tresh=0.3", "--no-drwa"], "darkfold detect: error: unrecognized arguments: --tresh=0.3 --no-drwa; "
+                                             "did you mean '--thresh' or '--no-draw'?"),
+    (["info", "--colour"], "darkfold info: error: unrecognized arguments: --colour"),
+])
+def test_a_misspelt_command_or_option_gets_a_did_you_mean(capsys, argv, message):
+    assert usage_error(capsys, *argv) == message
+
+
+@pytest.mark.parametrize("argv", [["detect", "--thres", "0.5"], ["convert", "--forc"], ["verify", "--tol", "1"],
+                                  ["info", "--js"]])
+def test_an_option_is_taken_only_as_it_is_spelt(capsys, argv):
+    # argparse took --thres for --thresh: a later option could change what it meant.
+    assert "unrecognized arguments: " + argv[1] in usage_error(capsys, *argv)
+
+
 def test_help_shows_examples(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
