@@ -205,15 +205,20 @@ def _parser():
         "detect", help="detect objects in images, folders and videos; write annotated copies",
         description="Run a YOLO model on each INPUT as Darknet's `detector test` does, print the\n"
                     "detections Darknet-style and write annotated copies to OUT_DIR. An INPUT is an\n"
-                    "image, a folder (every image in it) or a video. Without INPUT, a sample image;\n"
-                    "without --cfg, the bundled YOLOv3-tiny (COCO). A bad input is reported and\n"
-                    "skipped; the exit status is 2 if any input failed.",
+                    "image, a folder (every image in it), a video, a camera (its number, or a device\n"
+                    "such as /dev/video0) or a stream's URL. Without INPUT, a sample image; without\n"
+                    "--cfg, the bundled YOLOv3-tiny (COCO). A bad input is reported and skipped; the\n"
+                    "exit status is 2 if any input failed.",
         epilog="examples:\n  darkfold detect\n  darkfold detect photos/ clip.mp4 -o out/\n"
+               "  darkfold detect 0 --no-draw             the first camera, in real time\n"
+               "  darkfold detect rtsp://camera.local/stream --json\n"
                "  darkfold detect street.jpg --cfg yolov4.cfg --weights yolov4.weights --names coco.names\n"
                "  darkfold detect street.jpg --json --thresh 0.5",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    detect.add_argument("inputs", nargs="*", metavar="INPUT", help="image, folder of images, or video")
+    detect.add_argument("inputs", nargs="*", metavar="INPUT",
+                        help="image, folder of images, video, camera number or device (0, /dev/video0), "
+                             "or stream URL (rtsp://, http://)")
     detect.add_argument("--cfg", metavar="CFG", help="Darknet .cfg file (default: the bundled YOLOv3-tiny)")
     detect.add_argument("--weights", metavar="WEIGHTS", help="Darknet .weights file for CFG")
     detect.add_argument("--names", metavar="NAMES",
@@ -229,6 +234,10 @@ def _parser():
                         help="detect and print only: write no annotated copies (for runs over an archive)")
     detect.add_argument("--json", action="store_true",
                         help="print JSON Lines: one object per image or video frame, as each is done")
+    detect.add_argument("--realtime", action=argparse.BooleanOptionalAction,
+                        help="detect each time on the newest frame of a video, dropping those a slow model has "
+                             "no time for (default: for cameras and rtsp:// streams; files and http(s):// URLs "
+                             "give every frame)")
     detect.add_argument("--max-pixels", type=_positive_int, metavar="N",
                         help="refuse images of more than N pixels, from the header of a PNG or JPEG "
                              "(default: darkfold.images.MAX_PIXELS, 16384 x 16384)")
@@ -281,7 +290,7 @@ def _model_paths(args):
 
 
 def _print_warnings(source):
-    """Print the warnings of a Model or a DarkfoldError."""
+    """Print the warnings of a Model, a DarkfoldError or a Prediction."""
     for warning in source.warnings:
         print(f"darkfold: warning: {printable(warning)}", file=sys.stderr)
 
@@ -405,13 +414,16 @@ def run_detect(args):
     _print_warnings(model)
     run = predict(args.inputs or [SAMPLE_IMAGE], model, names=args.names, thresh=args.thresh,
                   letterbox=args.letterbox or None, threads=args.threads, output=args.output, draw=args.draw,
-                  max_pixels=args.max_pixels)
+                  max_pixels=args.max_pixels, realtime=args.realtime)
     _notice_first_compile()
     show = outputs.json_line if args.json else outputs.text
     progress = _Progress(run.images)
     failed = False
     try:
         for result in run:
+            if result.warnings:
+                _Progress.clear()
+                _print_warnings(result)
             if result.error is not None:
                 failed = True
                 _Progress.clear()

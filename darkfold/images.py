@@ -8,29 +8,25 @@ and centred on 0.5 grey. The network input is NCHW float32.
 
 import contextlib
 import os
+import stat
 import sys
 import tempfile
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-# FFmpeg would print its own complaint about an unreadable video ("moov atom not found")
-# next to darkfold's one-line error; OpenCV reads this when it loads FFmpeg. A user's own
-# setting wins.
-os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 import cv2
 
 from .errors import ImageError, OutputError
-from .files import atomic_outputs, check_readable, discard, read_bytes, temporary_beside
+from .files import atomic_outputs, read_bytes
 from .resize import resize_bgr_to_rgb
+from .videos import VIDEO_EXTENSIONS, shown_url, stream_scheme, url_name
 
 # What cv2.imread decodes (OpenEXR is off in OpenCV's wheels); a folder's other files are skipped.
 IMAGE_EXTENSIONS = frozenset({".bmp", ".dib", ".jpeg", ".jpg", ".jpe", ".jp2", ".png", ".webp", ".avif", ".pbm",
                               ".pgm", ".ppm", ".pxm", ".pnm", ".pfm", ".sr", ".ras", ".tiff", ".tif", ".hdr",
                               ".pic"})
-VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv",
-                              ".3gp", ".ts", ".mjpeg"})
 LETTERBOX_GREY = 0.5  # letterbox_image fills with .5
 MAX_PIXELS = 2**28
 """The most pixels (width x height) ``read_image`` decodes: 16384 x 16384, 768 MB as BGR.
@@ -270,29 +266,70 @@ def preprocess(image, net_w, net_h, letterbox=False):
 
 @dataclass(frozen=True)
 class Input:
-    """One thing to detect on: ``kind`` is "image" or "video"; or "error", with ``error`` saying why."""
+    """One thing to detect on: ``kind`` is "image" or "video"; or "error", with ``error`` saying why.
+
+    ``path`` names it in results and messages: a file's path, a stream's URL (a password in it
+    hidden), a camera's number, or for an image given in memory ``<bytes 2>``, ``<array 0>``
+    (its place among the inputs) or a file object's name. ``source`` is what is read when it
+    is not ``path`` itself: the URL, the camera number (int), the bytes, file object or array.
+    ``name``: the file name its annotated copy takes, when not ``path``'s. ``live``: a camera or
+    a live stream (rtsp://, ...), read in real time unless asked otherwise.
+    """
 
     path: str
     kind: str
     error: str = None
+    source: object = field(default=None, compare=False, repr=False)
+    name: str = None
+    live: bool = False
 
 
-def list_inputs(paths):
-    """Expand ``paths`` into Inputs, in order: a folder gives its images, sorted by name.
+def list_inputs(items):
+    """Expand ``items`` into Inputs, in order: a folder gives its images, sorted by name.
 
-    Problems found here (a missing path, an empty folder) become "error"
-    Inputs, so that the caller reports them in turn and goes on.
+    An item is a path (an image, a folder, a video, a camera device such as /dev/video0), a
+    stream's URL (rtsp://, http://, ...), a camera's number (an int, or a string of digits
+    that names no file), or an image in memory: encoded bytes, a binary file object, an
+    array. Problems found here (a missing path, an empty folder) become "error" Inputs, so
+    that the caller reports them in turn and goes on; an item of another type is an ImageError.
     """
     inputs = []
-    for path in map(os.fspath, paths):
-        if os.path.isdir(path):
-            inputs += _folder_inputs(path)
-        elif not os.path.exists(path) and not os.path.islink(path):  # a broken link: reading it says why
-            inputs.append(Input(path, "error", f"{path}: no such file or folder"))
+    for position, item in enumerate(items):
+        if isinstance(item, (str, os.PathLike)):
+            inputs += _path_inputs(os.fspath(item))
+        elif isinstance(item, int) and not isinstance(item, bool) and item >= 0:
+            inputs.append(Input(str(item), "video", source=item, name=f"camera-{item}.mp4", live=True))
+        elif isinstance(item, (bytes, bytearray, memoryview, np.ndarray)) or hasattr(item, "read"):
+            kind = "array" if isinstance(item, np.ndarray) else "file" if hasattr(item, "read") else "bytes"
+            name = getattr(item, "name", None) if kind == "file" else None
+            label = name if isinstance(name, str) else f"<{kind} {position}>"
+            inputs.append(Input(label, "image", source=item, name=os.path.basename(label) if isinstance(name, str)
+                                else f"{kind}-{position}.jpg"))
         else:
-            kind = "video" if _extension(path) in VIDEO_EXTENSIONS else "image"
-            inputs.append(Input(path, kind))
+            raise ImageError(f"expected images, folders, videos, stream URLs or camera numbers, got "
+                             f"{type(item).__name__}", expected="a path, URL, camera number or image",
+                             found=type(item).__name__)
     return inputs
+
+
+def _path_inputs(path):
+    if stream_scheme(path) is not None:
+        return [Input(shown_url(path), "video", source=path, name=url_name(path),
+                      live=stream_scheme(path) not in ("http", "https"))]
+    if path.isascii() and path.isdigit() and not os.path.lexists(path):
+        return [Input(path, "video", source=int(path), name=f"camera-{path}.mp4", live=True)]
+    if os.path.isdir(path):
+        return _folder_inputs(path)
+    if not os.path.exists(path) and not os.path.islink(path):  # a broken link: reading it says why
+        return [Input(path, "error", f"{path}: no such file or folder")]
+    if os.path.exists(path) and stat.S_ISCHR(os.stat(path).st_mode):  # a camera device, /dev/video0
+        return [Input(path, "video", live=True)]
+    extension = _extension(path)
+    if extension in IMAGE_EXTENSIONS:
+        return [Input(path, "image")]
+    # Another extension (clip.dat): an image if OpenCV knows its signature, else tried as a video.
+    image = extension not in VIDEO_EXTENSIONS and cv2.haveImageReader(path)
+    return [Input(path, "image" if image else "video")]
 
 
 def _folder_inputs(folder):
@@ -312,38 +349,6 @@ _SHOWN_EXTENSIONS = (".jpg", ".png", ".bmp", ".webp", ".tif")
 
 def _extension(path):
     return os.path.splitext(path)[1].lower()
-
-
-class Video:
-    """Frames of a video file: ``len()`` is the frame count the container claims (0 if unknown)."""
-
-    def __init__(self, path):
-        check_readable(path, "video")
-        self.path = path
-        self._capture = cv2.VideoCapture(path)
-        if not self._capture.isOpened():
-            raise ImageError(f"{path}: cannot open as a video (unknown format or corrupt file)", path=path,
-                             expected="a video OpenCV reads", found="a file it cannot open")
-        self.fps = self._capture.get(cv2.CAP_PROP_FPS) or 25.0
-        self.frame_count = max(0, int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT)))
-
-    def __len__(self):
-        return self.frame_count
-
-    def __iter__(self):
-        read = 0
-        while True:
-            ok, frame = self._capture.read()
-            if not ok:
-                break
-            read += 1
-            yield frame
-        if read == 0:
-            raise ImageError(f"{self.path}: no frame could be decoded (corrupt or unsupported video)",
-                             path=self.path, expected="video frames", found="none decodable")
-
-    def close(self):
-        self._capture.release()
 
 
 # --------------------------------------------------------------------------------------------
@@ -374,39 +379,6 @@ def write_image(path, image, inputs=None):
         raise OutputError(f"{path}: OpenCV cannot encode an image of this type", path=path)
     with atomic_outputs(path, inputs=inputs) as (temporary,):
         encoded.tofile(temporary)
-
-
-class VideoOutput:
-    """An .mp4 written frame by frame to a hidden file, renamed to ``path`` on ``close()``."""
-
-    def __init__(self, path, fps, size, inputs=None):
-        self.path = path
-        self._inputs = inputs
-        # VideoWriter picks the container from the extension, so the temporary name keeps it;
-        # the rest of it is short, so that a long output name still fits beside it.
-        self._temporary = temporary_beside(path, suffix=".mp4")
-        self._writer = cv2.VideoWriter(self._temporary, cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
-        if not self._writer.isOpened():
-            self._discard()
-            raise OutputError(f"{path}: OpenCV cannot write an mp4 video here", path=path)
-
-    def write(self, frame):
-        self._writer.write(frame)
-
-    def close(self):
-        self._writer.release()
-        try:
-            with atomic_outputs(self.path, inputs=self._inputs) as (temporary,):
-                os.replace(self._temporary, temporary)
-        finally:
-            self._discard()
-
-    def abort(self):
-        self._writer.release()
-        self._discard()
-
-    def _discard(self):
-        discard(self._temporary)
 
 
 # --------------------------------------------------------------------------------------------
