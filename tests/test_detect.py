@@ -8,6 +8,7 @@ own output on data/dog.jpg (DESIGN.md).
 """
 
 import io
+import threading
 import warnings
 
 import cv2
@@ -452,6 +453,24 @@ def test_grey_4_channel_and_16_bit_arrays_are_read_as_their_files(tiny_model, tm
 def test_anything_else_is_one_image_error(tiny_model, image, message):
     with pytest.raises(darkfold.ImageError, match=message):
         tiny_model.detect(image)
+
+
+def test_threads_sharing_one_model_get_what_one_thread_gets(tiny_model):
+    # The README's contract: one model may be shared by threads; their calls run one at a time.
+    images = [cv2.imread(str(path)) for path in SAMPLE_IMAGES[:4]]
+    expected = [tiny_model.detect(image) for image in images]
+    found = [[] for _ in range(4)]
+
+    def work(k):
+        for round_ in range(3):
+            found[k].append(tiny_model.detect(images[(k + round_) % 4]))
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(found[k][r] == expected[(k + r) % 4] for k in range(4) for r in range(3))
 
 
 def test_channels_is_bgr_or_rgb(tiny_model):
