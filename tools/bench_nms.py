@@ -11,7 +11,7 @@ the overlapping pairs once (a sweep by left edge, see darkfold/nms.py) and walks
 Without --cfg: cfg/yolov4.cfg with random weights (He-scaled, as tools/bench.py writes them,
 in a temporary folder), on data/dog.jpg. The forward pass runs once; then darkfold's NMS
 (darkfold.detect.nms) --repeat times after one warm-up call, and the unpruned loop, compiled
-the same way, once (it takes about 20 s on yolov4). Both must give identical probabilities.
+the same way, once (it takes half a minute on yolov4). Both must give identical probabilities.
 
 How to read it: "darkfold NMS" is the median time of the whole per-class NMS; "unpruned"
 is box.c's loop; the ratio is unpruned time over darkfold's (above 1 = darkfold is faster).
@@ -89,7 +89,10 @@ def main(argv=None):
         detector = Detector(darkfold.load(args.cfg, weights))
         boxes, probs = head_outputs(detector, images.read_image(args.image))
     last = detector.heads[-1]
-    run = lambda: nms(boxes, probs, NMS, last.nms_kind, last.beta_nms)  # noqa: E731
+
+    def run():
+        return nms(boxes, probs, NMS, last.nms_kind, last.beta_nms)
+
     run()  # compiles or loads the kernels
     with _bench.OtherLoad() as load:
         times = []
