@@ -36,6 +36,7 @@ LIVE_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "rtmps", "udp", "tcp", "srt"}
 STREAM_SCHEMES = LIVE_SCHEMES | {"http", "https"}
 STREAM_TIMEOUT = 10.0  # seconds to open a network stream, and to wait for one of its frames
 QUEUED = 8  # frames decoded ahead of detection (two batches)
+MAX_FPS = 1000  # a frame rate above this is a stream's clock, not its frames
 
 
 # --------------------------------------------------------------------------------------------
@@ -90,9 +91,13 @@ class Video:
         self.realtime = realtime
         self.warnings = []
         self.read = 0  # frames decoded so far
+        # A file's path goes in errors' path field; a stream's URL or a camera's number does not.
+        self._path = source if isinstance(source, str) and not live and stream_scheme(source) is None else None
         self._capture = _open(source, self.name, live)
-        self.fps = self._capture.get(cv2.CAP_PROP_FPS) or 25.0
-        self.frame_count = 0 if live else max(0, int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT)))
+        fps, count = self._capture.get(cv2.CAP_PROP_FPS), self._capture.get(cv2.CAP_PROP_FRAME_COUNT)
+        # Streams may say 0, -1, NaN, or their clock's rate (90000) here.
+        self.fps = fps if 0 < fps <= MAX_FPS else 25.0
+        self.frame_count = int(count) if count > 0 and not live else 0
         self._frames = collections.deque()  # (number, frame), oldest first
         self._changed = threading.Condition()
         self._done = self._stopping = False
@@ -147,10 +152,10 @@ class Video:
                 break
             yield batch
         if self._error is not None:
-            raise ImageError(f"{self.name}: reading stopped after {self.read} frames: {self._error}", expected="frames",
-                             found=str(self._error))
+            raise ImageError(f"{self.name}: reading stopped after {self.read} frames: {self._error}", path=self._path,
+                             expected="frames", found=str(self._error))
         if self.read == 0:
-            raise ImageError(f"{self.name}: no frame could be decoded (corrupt or unsupported video)",
+            raise ImageError(f"{self.name}: no frame could be decoded (corrupt or unsupported video)", path=self._path,
                              expected="video frames", found="none decodable")
         if self.live and not self._stopping:
             self.warnings.append(f"{self.name}: the stream stopped after {self.read} frames")
