@@ -18,6 +18,7 @@ from .batchnorm import NO_BATCHNORM, fold_own_batchnorm, runtime_batchnorm
 from .kernels.activation import bias_or_batchnorm_activate
 from .kernels.im2col import NCHW_PLANES, NHWC_WINDOWS, POINTWISE, conv_rows, im2col_nchw, im2col_nhwc
 from .kernels.winograd import winograd_channels, winograd_input, winograd_tiles
+from .step import Step
 
 # Tiles of fewer GEMM rows make BLAS repack the weights too often (PERF-NOTES.md); layers
 # with fewer rows than this per thread split by output channels instead.
@@ -45,8 +46,10 @@ def float32_array(array):
     return array if array.flags.writeable else array.copy()
 
 
-class Convolution:
+class Convolution(Step):
     """[convolutional]: im2col, GEMM, bias (or explicit BatchNorm) and activation."""
+
+    writes_into_route = True  # its tiles write any channel range of a wider buffer
 
     def __init__(self, layer, arrays, fold):
         self.layer = layer
@@ -76,7 +79,6 @@ class Convolution:
         self._blocks = {}
         self.pool = False  # True: the [maxpool] after this layer is applied as the output is written
         self.pool_first = False
-        self.out_offset = 0  # the first channel it writes: > 0 into a [route]'s buffer (Engine._concat_in_place)
 
     def pool_2x2(self, pool, threads):
         """Apply ``pool``, the 2x2 stride-2 [maxpool] after this layer, to each tile of GEMM rows
@@ -215,7 +217,7 @@ def winograd_matrices(points):
     return (np.array(at, np.float64), np.array(g, np.float64), np.array(bt, np.float64))
 
 
-class WinogradConvolution:
+class WinogradConvolution(Step):
     """A 3x3, stride 1, pad 1 [convolutional] as Winograd F(m x m, 3x3) with m = 2 or 4:
     (m + 2)^2 GEMMs that together do 4/9 (m = 2) or 1/4 (m = 4) of im2col's multiplications.
     Per tile of m x m output pixels: input transform (numba), one product per transformed
@@ -226,6 +228,8 @@ class WinogradConvolution:
     usual 0, 1, -1, 2, -2 (measured on 3x3x256 layers), since 1/2 and -2 keep A^T and G's
     entries balanced.
     """
+
+    writes_into_route = True  # as Convolution
 
     POINTS = MappingProxyType({2: (0, 1, -1), 4: (0, 1, -1, Fraction(1, 2), -2)})
     MATRICES = MappingProxyType({tile: winograd_matrices(points) for tile, points in POINTS.items()})
@@ -258,7 +262,6 @@ class WinogradConvolution:
         self.weights = self.edges = self.widest_block = self.transposed = None  # by prepare()
         self.pool = False
         self.pool_first = self.code in NONDECREASING  # BatchNorm is always folded here
-        self.out_offset = 0  # as Convolution's
 
     def pool_2x2(self, pool, threads):
         """Apply ``pool``, the 2x2 stride-2 [maxpool] after this layer, as the output transform
