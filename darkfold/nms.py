@@ -1,7 +1,7 @@
 """Per-class greedy NMS as box.c computes it (do_nms_sort, diounms_sort): detect.nms's kernel.
 O(n^2) in the candidates, so compiled: an untrained model can leave tens of thousands."""
 
-from .kernels import f32, kernel
+from .jit import f32, kernel
 
 
 @kernel
