@@ -64,9 +64,14 @@ def installed_opencv(folders):
 
 
 opencv = installed_opencv(target_site_packages())
-# 4.5 is the oldest OpenCV darkfold is tested with; an older copy of the same distribution
-# is upgraded in place, never joined by a second one.
-requires_opencv = [] if opencv == "" else [f"{opencv or DEFAULT_OPENCV}>=4.5"]
+if opencv is None:
+    opencv = DEFAULT_OPENCV
+
+
+def requires_opencv(version):
+    """The installed OpenCV distribution at ``version``: an older copy is upgraded in place,
+    never joined by a second one; a cv2 that pip does not manage is left alone."""
+    return [f"{opencv}{version}"] if opencv else []
 
 
 class NoSdist(sdist):
@@ -91,11 +96,11 @@ setup(
     python_requires=">=3.9",
     # OpenCV is for the detection pipeline (image and video I/O, drawing), not its dnn module:
     # OpenCV 5, which dropped readNetFromDarknet, is fine at run time.
-    install_requires=["numpy>=1.22", "numba>=0.56", *requires_opencv],
+    install_requires=["numpy>=1.22", "numba>=0.56", *requires_opencv(">=4.5")],
     extras_require={
         # OpenCV 4.14 is the last release with cv2.dnn.readNetFromDarknet, the independent
         # implementation the tests compare against: the same distribution, pinned.
-        "test": ["pytest>=7", "hypothesis>=6", f"{opencv or DEFAULT_OPENCV}==4.14.*"],
+        "test": ["pytest>=7", "hypothesis>=6", *requires_opencv("==4.14.*")],
     },
     entry_points={"console_scripts": ["darkfold=darkfold.cli:main"]},
     cmdclass={"sdist": NoSdist},
