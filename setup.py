@@ -30,11 +30,13 @@ def target_python():
 
     pip's build isolation runs setup.py in that same Python, only with its site-packages
     taken off sys.path. A frontend that builds in a venv of its own instead (python -m build;
-    pip --use-feature=venv-isolation) makes that venv in the temp folder, without pip, with
-    the target's own `python -m venv`, which pyvenv.cfg records (Python 3.11 and later).
+    pip --use-feature=venv-isolation) makes that venv in the temp folder, named build-env-*
+    (pip-build-env-* for pip), without pip, with the target's own `python -m venv`, which
+    pyvenv.cfg records (Python 3.11 and later).
     """
-    config = Path(sys.prefix, "pyvenv.cfg")
-    if Path(sys.prefix).parent != Path(tempfile.gettempdir()) or not config.is_file():
+    prefix = Path(sys.prefix)
+    config = prefix / "pyvenv.cfg"
+    if prefix.parent != Path(tempfile.gettempdir()) or "build-env-" not in prefix.name or not config.is_file():
         return sys.executable
     for line in config.read_text(encoding="utf-8").splitlines():
         key, _, value = line.partition("=")
