@@ -6,7 +6,6 @@ activation (numba) run tile by tile, so each tile's im2col rows are still in cac
 product; layers with few pixels split by output channels instead, one block per thread.
 """
 
-import itertools
 import math
 from fractions import Fraction
 from types import MappingProxyType
@@ -157,7 +156,7 @@ class Convolution(Step):
         key = (id(matrix), threads)
         if key not in self._blocks:
             edges = _block_edges(matrix.shape[1], threads)
-            self._blocks[key] = [(a, b, matrix[:, a:b]) for a, b in itertools.pairwise(edges)]
+            self._blocks[key] = [(a, b, matrix[:, a:b]) for a, b in zip(edges, edges[1:])]
         return self._blocks[key]
 
     def _runs_by_rows(self, rows, threads):
@@ -293,7 +292,7 @@ class WinogradConvolution(Step):
         self.edges = np.array(edges, np.int64)
         self.widest_block = int(np.diff(self.edges).max())
         self.transposed = not self._runs_by_tiles(self.image_tiles, threads)
-        for b, (f0, f1) in enumerate(itertools.pairwise(edges)):
+        for b, (f0, f1) in enumerate(zip(edges, edges[1:])):
             taps = self._taps[:, :, f0:f1]
             taps = (taps.transpose(0, 2, 1) if self.transposed else taps).reshape(9, -1)
             np.matmul(kron, taps, out=self.block(b).reshape(self.positions, -1))

@@ -19,7 +19,7 @@ import numpy as np
 # next to darkfold's one-line error; OpenCV reads this when it loads FFmpeg. A user's own
 # setting wins.
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-import cv2
+from .opencv import cv2
 
 from .errors import ImageError, OutputError
 from .files import atomic_outputs, check_readable, discard, read_bytes, temporary_beside
