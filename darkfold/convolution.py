@@ -26,7 +26,7 @@ ROWS_PER_THREAD_FOR_TILES = 1024
 # ... unless the weights are small (MAX_SHARED_WEIGHT_BYTES): then from this many rows per thread.
 MIN_ROWS_PER_THREAD = 64
 # With few columns (the first layer: 27 x 16) BLAS is bound by memory: 2048-row tiles keep
-# operands and product in L2 (measured 1.3x faster than 4096).
+# operands and product in L2.
 MAX_TILE_ROWS = 2048
 # An im2col tile of about this many floats stays in a core's L2 cache.
 TILE_VALUES = 1 << 17
@@ -162,8 +162,8 @@ class Convolution(Step):
     def _runs_by_rows(self, rows, threads):
         """By tiles of rows on large maps; on smaller ones too, from 64 rows a thread, where the
         weights are small enough for every thread to read them all (as WinogradConvolution's
-        _runs_by_tiles); else by blocks of output channels. Measured on yolov3-tiny's 1x1
-        layers: 13x13x1024->256 0.79 -> 0.74 ms, 26x26x256->255 0.85 -> 0.73 ms by rows."""
+        _runs_by_tiles); else by blocks of output channels, so that each thread reads only its
+        share of large weights."""
         if _is_large_map(rows, threads):
             return True
         weights = sum(matrix.nbytes for matrix in self.matrices)
@@ -270,19 +270,18 @@ class WinogradConvolution(Step):
 
     def prepare(self, threads):
         """Transform the weights, U = G g G^T for every (filter, channel): one product with
-        kron(G, G), in float32 (6-8x faster than float64, and within 2e-7 of it). The engine
+        kron(G, G), in float32 (within 2e-7 of float64, and several times faster). The engine
         calls it, knowing the threads; the first call decides the blocks.
 
         U is stored as ``threads`` blocks of output channels, one after another, each
         contiguous, one for each thread of ``_by_channels``. In a block, for each position,
         there is a row of weights per input channel, as BLAS reads them fastest; or, for a
         layer that runs by channels on one image, a row per output channel (``transposed``),
-        for kernels.gemm.matmul_streaming. That one is 1.3x faster than BLAS on few tiles and many
-        channels, and 0.25-0.7x on the 16-128 channels of the layers that run by tiles.
+        for kernels.gemm.matmul_streaming, which beats BLAS on few tiles and many channels and
+        loses to it on the few channels of the layers that run by tiles.
 
-        Where a thread's block was a strided view (rows of 2 KB, 4 KB apart), the hardware
-        prefetcher restarted on every page: the products streaming 13x13x512->1024's 33 MB of
-        weights ran 8% slower."""
+        Each block is contiguous, not a strided view of one matrix: on a view the hardware
+        prefetcher restarts at every page of a block's rows."""
         if self.weights is not None:
             return
         g = self.MATRICES[self.tile][1]
@@ -320,9 +319,7 @@ class WinogradConvolution(Step):
     def _runs_by_tiles(self, tiles, threads):
         """By chunks of tiles, each thread reading all the weights, where there are tiles enough
         for every thread's products; with fewer, or with weights too large to read once per
-        thread, by blocks of output channels. Measured on 2 threads: 52x52x64->128 (169 tiles,
-        1.2 MB) 0.95 -> 0.75 ms by tiles, 26x26x128->256 at batch 4 (196 tiles, 4.7 MB) 3.9 -> 3.2
-        ms; 13x13x256->512 at batch 4 (196 tiles, 8 MB) 5.2 -> 5.9 ms, so by channels."""
+        thread, by blocks of output channels (each thread then reads only its share)."""
         if tiles >= threads * 4 * MIN_WINOGRAD_TILES:
             return True
         return tiles >= threads * MIN_WINOGRAD_TILES and self.weight_bytes <= MAX_SHARED_WEIGHT_BYTES
