@@ -336,13 +336,13 @@ def run_convert(args):
     check = folded.verification
     size_in, size_out = os.path.getsize(weights_path), os.path.getsize(out_weights)
     if args.json:
-        summary = {"cfg": out_cfg, "weights": out_weights, "folded_layers": list(folded.folded),
+        summary = {"cfg": out_cfg, "weights": out_weights, "folded_layers": list(folded.folded_layers),
                    "bytes_in": size_in, "bytes_out": size_out, "seconds": round(elapsed, 3)}
         if check is not None:
             summary["verify"] = _verification_json(check)
         print(json.dumps(summary))
         return 0
-    print(f"folded {len(folded.folded)} BatchNorm layers; {len(folded.layers)} layers, {folded.bflops:.3f} BFLOPs")
+    print(f"folded {len(folded.folded_layers)} BatchNorm layers; {len(folded.layers)} layers, {folded.bflops:.3f} BFLOPs")
     print(f"{printable(out_weights)}: {size_out:,} bytes ({size_in - size_out:,} fewer than {printable(weights_path)})")
     print(f"{printable(out_cfg)}: batch_normalize=0 in the folded layers, every other line as in {printable(cfg_path)}")
     if check is not None:

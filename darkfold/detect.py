@@ -369,8 +369,8 @@ class Detector:
         """Detections on each of ``images`` (anything ``images.load_image`` takes: arrays in
         ``channels`` order, paths, encoded bytes, file objects), ``batch`` to a forward pass.
 
-        One pass over a batch costs less than a pass per image (the batch is one matrix to
-        the engine: batch 4 runs at 0.85x OpenCV's batch 4 where batch 1 runs at 1.05x).
+        One pass over a batch costs less than a pass per image: the batch is one matrix to the
+        engine, so each layer's weights are read once for all of its images.
         """
         from .images import load_image
 

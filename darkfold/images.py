@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-import cv2
+from .opencv import cv2
 
 from .errors import ImageError, OutputError
 from .files import atomic_outputs, read_bytes

@@ -26,7 +26,7 @@ class Model:
         self.net, self.layers, self.warnings = build_layers(cfg)
         self.header = header
         self.params = params if params is not None else [None] * len(self.layers)
-        self.folded = ()  # indices of layers whose BatchNorm fold() folded
+        self.folded_layers = ()  # indices (in the model it was folded from) of the layers fold() folded
         self.sources = ()  # the files it was read from, which save() never writes over
 
     def __repr__(self):

@@ -1,8 +1,8 @@
 """Per-class greedy NMS as box.c computes it (do_nms_sort, diounms_sort), compiled: detect.nms's kernels.
 
-Darknet compares every box with every later one in each class: O(n^2) per class, which an
-untrained or barely trained model, whose every box clears the threshold in every class, turns
-into minutes. Here the pairs that could suppress one another are found once for all classes,
+Darknet compares every box with every later one in each class: O(n^2) per class, which makes
+NMS outlast the forward pass many times over on an untrained or barely trained model, whose
+every box clears the threshold in every class. Here the pairs that could suppress one another are found once for all classes,
 by sweeping the boxes in order of their left edge (a box can only overlap those that start
 before its right edge), and each class runs the greedy pass over those pairs alone. Two boxes
 that do not overlap have IoU 0 and DIoU at most 0, which never exceeds a threshold of 0 or
@@ -11,7 +11,7 @@ more; every other pair is compared with box.c's own formulas, so the result is D
 
 import numpy as np
 
-from .kernels import f32, kernel
+from .jit import f32, kernel
 
 
 @kernel

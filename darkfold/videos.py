@@ -23,10 +23,10 @@ import urllib.parse
 # darkfold's one-line error; OpenCV reads this when it first opens a video, so setting it before
 # then is enough. A user's own setting wins.
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-import cv2
 
 from .errors import ImageError, OutputError
 from .files import atomic_outputs, check_readable, discard, temporary_beside
+from .opencv import cv2
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv",
                               ".3gp", ".ts", ".mjpeg"})
@@ -183,8 +183,11 @@ def _open(source, name, live):
     if stream_scheme(source) is not None:
         milliseconds = int(STREAM_TIMEOUT * 1000)
         with _opencv_quiet():
-            capture = cv2.VideoCapture(source, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, milliseconds,
-                                                                cv2.CAP_PROP_READ_TIMEOUT_MSEC, milliseconds])
+            if hasattr(cv2, "CAP_PROP_READ_TIMEOUT_MSEC"):  # OpenCV 4.5.2 on
+                capture = cv2.VideoCapture(source, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, milliseconds,
+                                                                    cv2.CAP_PROP_READ_TIMEOUT_MSEC, milliseconds])
+            else:  # FFmpeg's own timeouts
+                capture = cv2.VideoCapture(source, cv2.CAP_FFMPEG)
         if not capture.isOpened():
             raise ImageError(f"{name}: cannot open the stream (unreachable, refused, or not a video)",
                              expected="a video stream", found="none that opens")
@@ -208,12 +211,16 @@ def _open(source, name, live):
 def _opencv_quiet():
     """OpenCV's own log silenced while the block runs: its warnings about a camera or codec it
     cannot open would come on top of darkfold's one message."""
-    level = cv2.utils.logging.getLogLevel()
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    logging = getattr(getattr(cv2, "utils", None), "logging", None)  # not in every OpenCV 4.5 build
+    if logging is None:
+        yield
+        return
+    level = logging.getLogLevel()
+    logging.setLogLevel(logging.LOG_LEVEL_SILENT)
     try:
         yield
     finally:
-        cv2.utils.logging.setLogLevel(level)
+        logging.setLogLevel(level)
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ the overlapping pairs once (a sweep by left edge, see darkfold/nms.py) and walks
 Without --cfg: cfg/yolov4.cfg with random weights (He-scaled, as tools/bench.py writes them,
 in a temporary folder), on data/dog.jpg. The forward pass runs once; then darkfold's NMS
 (darkfold.detect.nms) --repeat times after one warm-up call, and the unpruned loop, compiled
-the same way, once (it takes half a minute on yolov4). Both must give identical probabilities.
+the same way, once. Both must give identical probabilities.
 
 How to read it: "darkfold NMS" is the median time of the whole per-class NMS; "unpruned"
 is box.c's loop; the ratio is unpruned time over darkfold's (above 1 = darkfold is faster).
@@ -36,7 +36,7 @@ from bench import write_random_weights
 import darkfold
 from darkfold import images
 from darkfold.detect import NMS, THRESH, Detector, decode_yolo, nms
-from darkfold.kernels import kernel
+from darkfold.jit import kernel
 from darkfold.nms import overlap
 
 
