@@ -1,9 +1,11 @@
 """The ``darkfold`` command: one function per subcommand, over the public API."""
 
 import argparse
+import difflib
 import errno
 import json
 import os
+import re
 import sys
 import time
 import traceback
@@ -91,20 +93,51 @@ def _internal_error(error, args):
     return EXIT_INTERNAL
 
 
-class _CommandParser(argparse.ArgumentParser):
-    """A subcommand's parser: accepts the global --debug after the command too."""
+class _Parser(argparse.ArgumentParser):
+    """darkfold's argument parsers: an option is taken only as it is spelt (argparse would take
+    ``--thres`` for ``--thresh``, and a later option could change what an abbreviation means),
+    and a misspelt command or option gets a "did you mean"."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+
+    def error(self, message):
+        words, known = [], []
+        command = re.search(r"invalid choice: (['\"])(.*?)\1", message)  # the command, as repr() quotes it
+        if command:
+            words = [command.group(2)]
+            known = [name for action in self._actions if action.choices and isinstance(action.choices, dict)
+                     for name in action.choices]
+        elif message.startswith("unrecognized arguments: "):
+            words = [word.partition("=")[0] for word in message.split()[2:] if word.startswith("-")]
+            known = list(self._option_string_actions)
+        guesses = [match for word in words for match in difflib.get_close_matches(word, known, n=1, cutoff=0.6)]
+        if guesses:
+            message += f"; did you mean {' or '.join(repr(guess) for guess in dict.fromkeys(guesses))}?"
+        super().error(message)
+
+
+class _CommandParser(_Parser):
+    """A subcommand's parser: accepts the global --debug after the command too, and reports an
+    argument it does not know itself, with its own options to suggest."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         # SUPPRESS: when absent here, the value given before the command stays.
         self.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
 
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:  # every option of the command line after the command is this parser's
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
+
 
 _DEBUG_HELP = "print the Python traceback of an error"
 
 
 def _parser():
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="darkfold",
         description="Run Darknet YOLO models on a CPU, fold their BatchNorm, and write them back in Darknet format.",
         epilog=_EXAMPLES,
@@ -174,15 +207,20 @@ def _parser():
         "detect", help="detect objects in images, folders and videos; write annotated copies",
         description="Run a YOLO model on each INPUT as Darknet's `detector test` does, print the\n"
                     "detections Darknet-style and write annotated copies to OUT_DIR. An INPUT is an\n"
-                    "image, a folder (every image in it) or a video. Without INPUT, a sample image;\n"
-                    "without --cfg, the bundled YOLOv3-tiny (COCO). A bad input is reported and\n"
-                    "skipped; the exit status is 2 if any input failed.",
+                    "image, a folder (every image in it), a video, a camera (its number, or a device\n"
+                    "such as /dev/video0) or a stream's URL. Without INPUT, a sample image; without\n"
+                    "--cfg, the bundled YOLOv3-tiny (COCO). A bad input is reported and skipped; the\n"
+                    "exit status is 2 if any input failed.",
         epilog="examples:\n  darkfold detect\n  darkfold detect photos/ clip.mp4 -o out/\n"
+               "  darkfold detect 0 --no-draw             the first camera, in real time\n"
+               "  darkfold detect rtsp://camera.local/stream --json\n"
                "  darkfold detect street.jpg --cfg yolov4.cfg --weights yolov4.weights --names coco.names\n"
                "  darkfold detect street.jpg --json --thresh 0.5",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    detect.add_argument("inputs", nargs="*", metavar="INPUT", help="image, folder of images, or video")
+    detect.add_argument("inputs", nargs="*", metavar="INPUT",
+                        help="image, folder of images, video, camera number or device (0, /dev/video0), "
+                             "or stream URL (rtsp://, http://)")
     detect.add_argument("--cfg", metavar="CFG", help="Darknet .cfg file (default: the bundled YOLOv3-tiny)")
     detect.add_argument("--weights", metavar="WEIGHTS", help="Darknet .weights file for CFG")
     detect.add_argument("--names", metavar="NAMES",
@@ -198,6 +236,10 @@ def _parser():
                         help="detect and print only: write no annotated copies (for runs over an archive)")
     detect.add_argument("--json", action="store_true",
                         help="print JSON Lines: one object per image or video frame, as each is done")
+    detect.add_argument("--realtime", action=argparse.BooleanOptionalAction,
+                        help="detect each time on the newest frame of a video, dropping those a slow model has "
+                             "no time for (default: for cameras and rtsp:// streams; files and http(s):// URLs "
+                             "give every frame)")
     detect.add_argument("--max-pixels", type=_positive_int, metavar="N",
                         help="refuse images of more than N pixels, from the header of a PNG or JPEG "
                              "(default: darkfold.images.MAX_PIXELS, 16384 x 16384)")
@@ -286,7 +328,7 @@ def _model_paths(args):
 
 
 def _print_warnings(source):
-    """Print the warnings of a Model or a DarkfoldError."""
+    """Print the warnings of a Model, a DarkfoldError or a Prediction."""
     for warning in source.warnings:
         print(f"darkfold: warning: {printable(warning)}", file=sys.stderr)
 
@@ -332,13 +374,13 @@ def run_convert(args):
     check = folded.verification
     size_in, size_out = os.path.getsize(weights_path), os.path.getsize(out_weights)
     if args.json:
-        summary = {"cfg": out_cfg, "weights": out_weights, "folded_layers": list(folded.folded),
+        summary = {"cfg": out_cfg, "weights": out_weights, "folded_layers": list(folded.folded_layers),
                    "bytes_in": size_in, "bytes_out": size_out, "seconds": round(elapsed, 3)}
         if check is not None:
             summary["verify"] = _verification_json(check)
         print(json.dumps(summary))
         return 0
-    print(f"folded {len(folded.folded)} BatchNorm layers; {len(folded.layers)} layers, {folded.bflops:.3f} BFLOPs")
+    print(f"folded {len(folded.folded_layers)} BatchNorm layers; {len(folded.layers)} layers, {folded.bflops:.3f} BFLOPs")
     print(f"{printable(out_weights)}: {size_out:,} bytes ({size_in - size_out:,} fewer than {printable(weights_path)})")
     print(f"{printable(out_cfg)}: batch_normalize=0 in the folded layers, every other line as in {printable(cfg_path)}")
     if check is not None:
@@ -465,13 +507,16 @@ def run_detect(args):
     _print_warnings(model)
     run = predict(args.inputs or [SAMPLE_IMAGE], model, names=args.names, thresh=args.thresh,
                   letterbox=args.letterbox or None, threads=args.threads, output=args.output, draw=args.draw,
-                  max_pixels=args.max_pixels)
+                  max_pixels=args.max_pixels, realtime=args.realtime)
     _notice_first_compile()
     show = outputs.json_line if args.json else outputs.text
     progress = _Progress(run.images)
     failed = False
     try:
         for result in run:
+            if result.warnings:
+                _Progress.clear()
+                _print_warnings(result)
             if result.error is not None:
                 failed = True
                 _Progress.clear()

@@ -1,8 +1,10 @@
 """Shared fixtures: paths to the repository's models, cfgs and images."""
 
+import http.server
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import cv2
@@ -109,14 +111,43 @@ def write(path, data):
     return path
 
 
-def make_video(path, frames=3, fourcc="MJPG"):
+def make_video(path, frames=3, fourcc="MJPG", fps=5):
     """A small video of ``frames`` frames of dog.jpg, shifted a little each frame; returns ``path``."""
     image = cv2.resize(cv2.imread(str(DATA_DIR / "dog.jpg")), (384, 288))
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 5, (384, 288))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (384, 288))
     for i in range(frames):
         writer.write(np.roll(image, 8 * i, axis=1))
     writer.release()
     return path
+
+
+def truncated_video(path, frames=30, kept=0.2):
+    """An MJPG .avi whose header says ``frames`` frames, cut after its first ``kept`` share of bytes."""
+    make_video(path, frames=frames)
+    data = Path(path).read_bytes()
+    return write(path, data[:int(len(data) * kept)])
+
+
+@pytest.fixture
+def http_folder(tmp_path):
+    """``(folder, url)``: a folder served over HTTP on 127.0.0.1 while the test runs, and its URL."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(folder), **kwargs)
+
+        def log_message(self, *args):  # no request log on stderr
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
 
 
 def modules_loaded_by(script, *names):

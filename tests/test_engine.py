@@ -13,7 +13,9 @@ from fixtures import EVERY_LAYER_CFG
 from oracle import needs_opencv_darknet
 
 import darkfold
+from darkfold.convolution import Convolution, WinogradConvolution, make_convolution
 from darkfold.engine import STEPS, Engine
+from darkfold.step import Step
 from darkfold.runtime import engine_for
 from darkfold.layers import TYPES
 
@@ -336,6 +338,17 @@ def test_a_model_without_weights_cannot_run(tiny_cfg):
 def test_the_engine_runs_registry_types_by_their_names_and_all_but_local_and_cost():
     # A type added to layers.TYPES fails here until it has a step (or joins the exceptions).
     assert set(STEPS) <= set(TYPES) and set(TYPES) - set(STEPS) == {"local", "cost"}
+
+
+def test_every_step_is_a_step_so_the_engine_never_probes_for_what_it_can_do(tiny_model):
+    # The engine reads Step's attributes and calls its methods on every step, never probing.
+    classes = [step for step in STEPS.values() if isinstance(step, type)] + [Convolution, WinogradConvolution]
+    assert all(issubclass(step, Step) for step in classes)
+    assert {step for step in STEPS.values() if not isinstance(step, type)} == {make_convolution}
+    engine = Engine(tiny_model, threads=1)
+    assert all(isinstance(step, Step) for step in engine.steps)
+    assert [type(step).__name__ for step in engine.steps[:3]] == ["Convolution", "PooledAway", "WinogradConvolution"]
+    engine.close()
 
 
 def test_a_layer_the_engine_cannot_run_is_named_before_running(tmp_path):

@@ -1,4 +1,5 @@
-"""Benchmark: darkfold's start-up -- import, and the first forward pass on a cold and a warm numba cache.
+"""Benchmark: darkfold's start-up -- import, the first forward pass on a cold and a warm numba cache, and
+the first detection.
 
     python tools/bench_startup.py [--repeat N] [--json]
 
@@ -14,6 +15,8 @@ folders (NUMBA_CACHE_DIR), so no kernel compiled earlier in the source tree is u
                  compiles every kernel it needs
   warm           the same with the cache the first warm-up round filled: what
                  every later process pays
+  detect         `python -m darkfold detect`: the README's first command, the whole
+                 process (bundled model and sample image, warm cache)
 
 For cold and warm the child also times its own steps: import darkfold, load the
 model, import darkfold.engine (numba and the kernel modules: darkfold imports them
@@ -24,8 +27,11 @@ once, before its first result, beyond a normal forward; with a cold cache it inc
 compiling the kernels, with a warm one loading them. Goal: at most 0.5 s warm.
 
 How to read it: each process's time is also given over the median time of
-``import numpy`` in the same run. Start-up is about absolute seconds, so those
-are printed too; the machine is noisy (10-15%), so compare within a run.
+``import numpy`` in the same run, and so are the three headline numbers the README
+quotes: cold compile (the first-call cost with a cold cache), warm start (the same
+with a warm one) and first detection (the whole ``darkfold detect`` process).
+Start-up is about absolute seconds, so those are printed too; the machine is noisy
+(10-15%), so compare within a run.
 """
 
 import argparse
@@ -98,12 +104,17 @@ class Child:
         if case == "cold":
             self.cold_cache = tempfile.mkdtemp(prefix="cache-cold-", dir=self.folder)
 
+    def detect(self):
+        output = os.path.join(self.folder, "predictions")
+        return _bench.Elapsed(self.python("-m", "darkfold", "detect", "-o", output, cache=self.warm_cache)[0])
+
     def cases(self):
         return {
             "import numpy": lambda: _bench.Elapsed(self.python("-c", "import numpy", cache=self.warm_cache)[0]),
             "import": lambda: _bench.Elapsed(self.python("-c", "import darkfold", cache=self.warm_cache)[0]),
             "cold": lambda: self.forward("cold"),
             "warm": lambda: self.forward("warm"),
+            "detect": self.detect,
         }
 
 
@@ -116,12 +127,17 @@ def measure(repeat, warmup):
         steps = {case: {step: _bench.stats([r[step] for r in reports[warmup:]]) for step in STEPS}
                  for case, reports in child.reports.items()}
     peer = statistics.median(times["import numpy"])
+    extra = {case: first_call_extra(steps[case]) for case in steps}
+    headline = {"cold compile": extra["cold"], "warm start": extra["warm"],
+                "first detection": statistics.median(times["detect"])}
     return {
         "rounds": repeat, "other_load": load.share, "other_load_note": load.describe(), "cached_kernels": kernels,
         "seconds": {case: _bench.stats(values) for case, values in times.items()},
         "vs_import_numpy": {case: statistics.median(values) / peer for case, values in times.items()},
         "child_steps_s": steps,
-        "first_call_extra_s": {case: first_call_extra(steps[case]) for case in steps},
+        "first_call_extra_s": extra,
+        "headline_s": headline,
+        "headline_vs_import_numpy": {name: seconds / peer for name, seconds in headline.items()},
     }
 
 
@@ -132,7 +148,8 @@ def first_call_extra(steps):
 
 def report(results):
     labels = {"import numpy": 'python -c "import numpy" (peer)', "import": 'python -c "import darkfold"',
-              "cold": "bundled model, cold numba cache", "warm": "bundled model, warm numba cache"}
+              "cold": "bundled model, cold numba cache", "warm": "bundled model, warm numba cache",
+              "detect": "darkfold detect, warm numba cache"}
     print(f"darkfold start-up: fresh processes, {results['rounds']} interleaved rounds; {results['other_load_note']}")
     print(f"  {'process':34s} {'seconds: median (min-max)':>26s} {'/ import numpy':>15s}")
     for case, label in labels.items():
@@ -144,6 +161,14 @@ def report(results):
         steps = results["child_steps_s"][case]
         medians = "".join(f"{steps[step]['median']:14.3f}" for step in STEPS)
         print(f"  {labels[case]:34s}{medians}  {results['first_call_extra_s'][case]:15.3f}")
+    peer = results["seconds"]["import numpy"]["median"]
+    print(f"\n  in units of one `python -c \"import numpy\"` start ({peer:.2f} s) in this run:")
+    meanings = {"cold compile": "first-call cost, empty numba cache",
+                "warm start": "first-call cost, cached kernels",
+                "first detection": "the whole `darkfold detect` process, cached kernels"}
+    for name, meaning in meanings.items():
+        print(f"  {name + ' (' + meaning + ')':70s} {results['headline_vs_import_numpy'][name]:7.1f}x "
+              f"({results['headline_s'][name]:.2f} s)")
     extra = results["first_call_extra_s"]["warm"]
     print(f"\n  kernel signatures numba compiled and cached for the bundled model: {results['cached_kernels']}")
     print(f"  first-call cost = engine import + engine build + first - steady. Goal: <= 0.5 s with a warm cache; "

@@ -19,12 +19,3 @@ another file's functions (the formulas in activations.py, ``gemm`` from the Wino
 is not compiled again when only that other file changes. After editing one, delete the
 package's ``__pycache__`` folders.
 """
-
-import numba
-import numpy as np
-
-# error_model="numpy": with Python's, every division tests for zero and raises, and that branch
-# keeps LLVM from vectorising the loop.
-kernel = numba.njit(cache=True, nogil=True, error_model="numpy")
-
-f32 = np.float32  # constants in float32, so numba keeps the arithmetic in single precision
