@@ -10,6 +10,7 @@
     darkfold.verify(model, darkfold.load("yolov4-folded.cfg", "yolov4-folded.weights")).ok
     for result in darkfold.predict(["photos/", "clip.mp4"], output="predictions"):  # `darkfold detect`
         print(result.source, result.frame, result.detections)
+    darkfold.export_onnx(model, "yolov4.onnx", decode=True)  # `darkfold export`, needs darkfold[onnx]
     darkfold.warmup()  # compile the kernels ahead (`darkfold warmup`): once per install
 
 numba compiles the kernels on their first run after installing; that is logged on the
@@ -34,9 +35,9 @@ from .conversion import convert
 from .model import Model, load
 from .verify import VerificationError, verify
 
-__all__ = ["load", "convert", "verify", "predict", "Prediction", "warmup", "Model", "DarkfoldError", "CfgError",
-           "WeightsError", "ModelError", "ImageError", "OutputError", "UnsupportedError", "VerificationError",
-           "DEFAULT_CFG", "DEFAULT_WEIGHTS", "COCO_NAMES"]
+__all__ = ["load", "convert", "verify", "predict", "Prediction", "export_onnx", "warmup", "Model", "DarkfoldError",
+           "CfgError", "WeightsError", "ModelError", "ImageError", "OutputError", "UnsupportedError",
+           "VerificationError", "DEFAULT_CFG", "DEFAULT_WEIGHTS", "COCO_NAMES"]
 __version__ = "0.1.0"
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())  # a library's logger: the app decides what shows
@@ -53,4 +54,9 @@ def __getattr__(name):
         from . import detect
 
         return detect.warmup
+    # export_onnx needs the onnx package, an extra: resolved on first use, like predict.
+    if name == "export_onnx":
+        from .onnx_export import export_onnx
+
+        return export_onnx
     raise AttributeError(f"module 'darkfold' has no attribute {name!r}")

@@ -3,13 +3,12 @@
 The engine runs each thread's share of a layer (im2col, product, bias, activation, pool,
 tile after tile) as one numba call. A numba kernel cannot call ``np.matmul``, so this module
 registers BLAS's ``cblas_sgemm`` with LLVM under one name, ``SYMBOL``, which the kernels
-call through ``sgemm`` (kernels.gemm wraps it). Calling it from Python tile by tile made the
-threads queue for the GIL between calls: the first layer of yolov3-tiny ran 1.1x faster on
-two threads than on one, and 1.95x once each thread's loop was one numba call.
+call through ``sgemm`` (kernels.gemm wraps it). Calling it from Python tile by tile would make
+the threads queue for the GIL between calls, so two threads would barely beat one.
 
 Where numpy's bundled OpenBLAS is not found (a numpy built against another BLAS: conda's MKL,
-macOS's Accelerate), the name is given to ``portable_sgemm()``, plain numba loops: correct,
-about 3x slower on the bundled model, and darkfold warns once.
+macOS's Accelerate), the name is given to ``portable_sgemm()``, plain numba loops: correct but
+several times slower, and darkfold warns once.
 """
 
 import ctypes

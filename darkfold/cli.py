@@ -1,10 +1,12 @@
 """The ``darkfold`` command: one function per subcommand, over the public API."""
 
 import argparse
+import difflib
 import errno
 import json
 import logging
 import os
+import re
 import sys
 import time
 import traceback
@@ -28,6 +30,8 @@ examples:
   darkfold verify yolov4.cfg yolov4.weights out/yolov4-folded.cfg out/yolov4-folded.weights
                                                   check the folded pair reproduces the original
   darkfold detect photos/                         detect objects, write predictions/*.jpg
+  darkfold export yolov4.cfg yolov4.weights --decode
+                                                  write yolov4.onnx for onnxruntime, OpenCV 5, TensorRT
   darkfold warmup                                 compile the kernels ahead (a container image's build)
 """
 
@@ -115,20 +119,51 @@ def _internal_error(error, args):
     return EXIT_INTERNAL
 
 
-class _CommandParser(argparse.ArgumentParser):
-    """A subcommand's parser: accepts the global --debug after the command too."""
+class _Parser(argparse.ArgumentParser):
+    """darkfold's argument parsers: an option is taken only as it is spelt (argparse would take
+    ``--thres`` for ``--thresh``, and a later option could change what an abbreviation means),
+    and a misspelt command or option gets a "did you mean"."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+
+    def error(self, message):
+        words, known = [], []
+        command = re.search(r"invalid choice: (['\"])(.*?)\1", message)  # the command, as repr() quotes it
+        if command:
+            words = [command.group(2)]
+            known = [name for action in self._actions if action.choices and isinstance(action.choices, dict)
+                     for name in action.choices]
+        elif message.startswith("unrecognized arguments: "):
+            words = [word.partition("=")[0] for word in message.split()[2:] if word.startswith("-")]
+            known = list(self._option_string_actions)
+        guesses = [match for word in words for match in difflib.get_close_matches(word, known, n=1, cutoff=0.6)]
+        if guesses:
+            message += f"; did you mean {' or '.join(repr(guess) for guess in dict.fromkeys(guesses))}?"
+        super().error(message)
+
+
+class _CommandParser(_Parser):
+    """A subcommand's parser: accepts the global --debug after the command too, and reports an
+    argument it does not know itself, with its own options to suggest."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         # SUPPRESS: when absent here, the value given before the command stays.
         self.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
 
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:  # every option of the command line after the command is this parser's
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
+
 
 _DEBUG_HELP = "print the Python traceback of an error"
 
 
 def _parser():
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="darkfold",
         description="Run Darknet YOLO models on a CPU, fold their BatchNorm, and write them back in Darknet format.",
         epilog=_EXAMPLES,
@@ -198,15 +233,20 @@ def _parser():
         "detect", help="detect objects in images, folders and videos; write annotated copies",
         description="Run a YOLO model on each INPUT as Darknet's `detector test` does, print the\n"
                     "detections Darknet-style and write annotated copies to OUT_DIR. An INPUT is an\n"
-                    "image, a folder (every image in it) or a video. Without INPUT, a sample image;\n"
-                    "without --cfg, the bundled YOLOv3-tiny (COCO). A bad input is reported and\n"
-                    "skipped; the exit status is 2 if any input failed.",
+                    "image, a folder (every image in it), a video, a camera (its number, or a device\n"
+                    "such as /dev/video0) or a stream's URL. Without INPUT, a sample image; without\n"
+                    "--cfg, the bundled YOLOv3-tiny (COCO). A bad input is reported and skipped; the\n"
+                    "exit status is 2 if any input failed.",
         epilog="examples:\n  darkfold detect\n  darkfold detect photos/ clip.mp4 -o out/\n"
+               "  darkfold detect 0 --no-draw             the first camera, in real time\n"
+               "  darkfold detect rtsp://camera.local/stream --json\n"
                "  darkfold detect street.jpg --cfg yolov4.cfg --weights yolov4.weights --names coco.names\n"
                "  darkfold detect street.jpg --json --thresh 0.5",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    detect.add_argument("inputs", nargs="*", metavar="INPUT", help="image, folder of images, or video")
+    detect.add_argument("inputs", nargs="*", metavar="INPUT",
+                        help="image, folder of images, video, camera number or device (0, /dev/video0), "
+                             "or stream URL (rtsp://, http://)")
     detect.add_argument("--cfg", metavar="CFG", help="Darknet .cfg file (default: the bundled YOLOv3-tiny)")
     detect.add_argument("--weights", metavar="WEIGHTS", help="Darknet .weights file for CFG")
     detect.add_argument("--names", metavar="NAMES",
@@ -222,11 +262,44 @@ def _parser():
                         help="detect and print only: write no annotated copies (for runs over an archive)")
     detect.add_argument("--json", action="store_true",
                         help="print JSON Lines: one object per image or video frame, as each is done")
+    detect.add_argument("--realtime", action=argparse.BooleanOptionalAction,
+                        help="detect each time on the newest frame of a video, dropping those a slow model has "
+                             "no time for (default: for cameras and rtsp:// streams; files and http(s):// URLs "
+                             "give every frame)")
     detect.add_argument("--max-pixels", type=_positive_int, metavar="N",
                         help="refuse images of more than N pixels, from the header of a PNG or JPEG "
                              "(default: darkfold.images.MAX_PIXELS, 16384 x 16384)")
     _add_threads(detect)
     detect.set_defaults(run=run_detect)
+
+    export = commands.add_parser(
+        "export", help="write the model as an ONNX file (onnxruntime, OpenCV 5, OpenVINO, TensorRT)",
+        description="Write CFG WEIGHTS as an ONNX graph with Darknet's semantics, BatchNorm folded: input\n"
+                    "'images' (N, 3, H, W) float32, RGB in [0, 1]; outputs layer_<index>, the raw head\n"
+                    "inputs, or with --decode 'boxes' (N, K, 4: centre x, y, width, height relative to\n"
+                    "the input) and 'scores' (N, K, classes). NMS stays outside the graph. The file is\n"
+                    "checked, and run with onnxruntime when it is installed, before it takes its name.\n"
+                    "Without CFG and WEIGHTS, exports the bundled YOLOv3-tiny. Needs darkfold[onnx].",
+        epilog="examples:\n  darkfold export\n  darkfold export yolov4.cfg yolov4.weights --decode -o yolov4.onnx\n"
+               "  darkfold export yolov4.cfg yolov4.weights --batch 4 --opset 18 --force",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    export.add_argument("cfg", nargs="?", metavar="CFG", help="Darknet .cfg file (default: the bundled model)")
+    export.add_argument("weights", nargs="?", metavar="WEIGHTS", help="Darknet .weights file")
+    export.add_argument("-o", "--output", metavar="OUT.onnx",
+                        help="the file to write (default: <cfg stem>.onnx in the current folder; "
+                             "an existing folder: <cfg stem>.onnx in it)")
+    export.add_argument("--decode", action="store_true",
+                        help="decode the [yolo]/[region] heads in the graph: outputs boxes and scores")
+    export.add_argument("--batch", type=_positive_int, metavar="N",
+                        help="fix the batch dimension to N (default: dynamic)")
+    export.add_argument("--opset", type=_whole, metavar="K", help="ONNX opset (default: 17)")
+    export.add_argument("-f", "--force", action="store_true", help="replace an existing output file")
+    export.add_argument("--json", action="store_true", help="print the summary as JSON")
+    export.add_argument("--no-verify", dest="verify", action="store_false",
+                        help="skip running the written file with onnxruntime against darkfold's engine")
+    _add_threads(export)
+    export.set_defaults(run=run_export)
 
     warmup = commands.add_parser(
         "warmup", help="compile the kernels a model runs, ahead of its first run (once per install)",
@@ -266,6 +339,13 @@ def _positive_int(text):
     return value
 
 
+def _whole(text):
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
 def _threads(text):
 
     count, capped = thread_count(_positive_int(text))
@@ -288,7 +368,7 @@ def _model_paths(args):
 
 
 def _print_warnings(source):
-    """Print the warnings of a Model or a DarkfoldError."""
+    """Print the warnings of a Model, a DarkfoldError or a Prediction."""
     for warning in source.warnings:
         print(f"darkfold: warning: {printable(warning)}", file=sys.stderr)
 
@@ -332,13 +412,13 @@ def run_convert(args):
     check = folded.verification
     size_in, size_out = os.path.getsize(weights_path), os.path.getsize(out_weights)
     if args.json:
-        summary = {"cfg": out_cfg, "weights": out_weights, "folded_layers": list(folded.folded),
+        summary = {"cfg": out_cfg, "weights": out_weights, "folded_layers": list(folded.folded_layers),
                    "bytes_in": size_in, "bytes_out": size_out, "seconds": round(elapsed, 3)}
         if check is not None:
             summary["verify"] = _verification_json(check)
         print(json.dumps(summary))
         return 0
-    print(f"folded {len(folded.folded)} BatchNorm layers; {len(folded.layers)} layers, {folded.bflops:.3f} BFLOPs")
+    print(f"folded {len(folded.folded_layers)} BatchNorm layers; {len(folded.layers)} layers, {folded.bflops:.3f} BFLOPs")
     print(f"{printable(out_weights)}: {size_out:,} bytes ({size_in - size_out:,} fewer than {printable(weights_path)})")
     print(f"{printable(out_cfg)}: batch_normalize=0 in the folded layers, every other line as in {printable(cfg_path)}")
     if check is not None:
@@ -373,7 +453,7 @@ def _verification_table(check):
     lines = [f"{'layer':>5}  {'shape':>20}  {'max abs diff':>12}  {'relative':>9}  result"]
     for output in check.outputs:
         shape = " x ".join(map(str, output.shape))
-        lines.append(f"{output.layer:5d}  {shape:>20}  {output.max_abs:12.3e}  {output.relative:9.2e}  "
+        lines.append(f"{output.layer!s:>5}  {shape:>20}  {output.max_abs:12.3e}  {output.relative:9.2e}  "
                      f"{'ok' if output.ok else 'TOO LARGE'}")
     return "\n".join(lines)
 
@@ -382,6 +462,60 @@ def _verification_json(check):
     return {"ok": check.ok, "outputs": [
         {"layer": o.layer, "shape": list(o.shape), "max_abs_diff": o.max_abs, "relative_diff": o.relative,
          "tolerance": o.tolerance, "ok": o.ok} for o in check.outputs]}
+
+
+def run_export(args):
+    # The exporter imports onnx and onnxruntime (extras): only this command pays for them.
+    from .onnx_export import export_onnx
+
+    if args.cfg is not None and args.weights is None:
+        raise ModelError(f"{args.cfg}: export needs the weights too: darkfold export CFG WEIGHTS",
+                         path=args.cfg, expected="WEIGHTS", found="none")
+    cfg_path, weights_path = _model_paths(args)
+    name = _stem(cfg_path) + ".onnx"
+    output = args.output or name
+    if os.path.isdir(output):
+        output = os.path.join(output, name)
+    started = time.perf_counter()
+    model = load(cfg_path, weights_path)
+    folder = OutputFolder(os.path.dirname(output) or ".")
+    try:
+        folder.make()
+        result = export_onnx(model, output, decode=args.decode, batch=args.batch, opset=args.opset,
+                             force=args.force, verify=None if args.verify else False, threads=args.threads)
+    except VerificationError as error:
+        print(_verification_table(error.verification), file=sys.stderr)
+        folder.remove_if_unused()
+        raise
+    except BaseException:
+        folder.remove_if_unused()
+        raise
+    elapsed = time.perf_counter() - started
+    for warning in result.warnings:
+        print(f"darkfold: warning: {printable(warning)}", file=sys.stderr)
+    check = result.verification
+    if args.json:
+        summary = {"onnx": result.path, "bytes": result.size, "opset": result.opset,
+                   "input": {"images": list(result.input)},
+                   "outputs": {name: list(shape) for name, shape in result.outputs.items()},
+                   "seconds": round(elapsed, 3)}
+        if check is not None:
+            summary["verify"] = _verification_json(check)
+        print(json.dumps(summary))
+        return 0
+    print(f"{printable(result.path)}: {result.size:,} bytes, ONNX opset {result.opset}, BatchNorm folded")
+    print(f"  input  images {_dims(result.input)} float32, RGB in [0, 1]")
+    for name, shape in result.outputs.items():
+        print(f"  output {name} {_dims(shape)}")
+    if check is not None:
+        print(f"verified with onnxruntime: outputs match darkfold's within {check.worst.relative:.1e} "
+              f"(tolerance {check.worst.tolerance:g}, relative to max(1, |output|))")
+    print(f"done in {elapsed:.2f} s")
+    return 0
+
+
+def _dims(shape):
+    return "(" + ", ".join(map(str, shape)) + ")"
 
 
 def run_warmup(args):
@@ -417,12 +551,15 @@ def run_detect(args):
     _print_warnings(model)
     run = predict(args.inputs or [SAMPLE_IMAGE], model, names=args.names, thresh=args.thresh,
                   letterbox=args.letterbox or None, threads=args.threads, output=args.output, draw=args.draw,
-                  max_pixels=args.max_pixels)
+                  max_pixels=args.max_pixels, realtime=args.realtime)
     show = outputs.json_line if args.json else outputs.text
     progress = _Progress(run.images)
     failed = False
     try:
         for result in run:
+            if result.warnings:
+                _Progress.clear()
+                _print_warnings(result)
             if result.error is not None:
                 failed = True
                 _Progress.clear()

@@ -42,7 +42,7 @@ def convert(cfg_path, weights_path, out_cfg_path, out_weights_path, *, force=Fal
         if verify:
             verification = _check(model, load(*temporaries), out_weights_path, tolerance, threads, warnings)
     folded = load(out_cfg_path, out_weights_path)
-    folded.folded = plan.folded
+    folded.folded_layers = plan.folded
     folded.warnings = warnings
     folded.verification = verification
     return folded

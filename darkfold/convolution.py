@@ -6,7 +6,6 @@ activation (numba) run tile by tile, so each tile's im2col rows are still in cac
 product; layers with few pixels split by output channels instead, one block per thread.
 """
 
-import itertools
 import math
 from fractions import Fraction
 from types import MappingProxyType
@@ -18,6 +17,7 @@ from .batchnorm import NO_BATCHNORM, fold_own_batchnorm, runtime_batchnorm
 from .kernels.activation import bias_or_batchnorm_activate
 from .kernels.im2col import NCHW_PLANES, NHWC_WINDOWS, POINTWISE, conv_rows, im2col_nchw, im2col_nhwc
 from .kernels.winograd import winograd_channels, winograd_input, winograd_tiles
+from .step import Step
 
 # Tiles of fewer GEMM rows make BLAS repack the weights too often (PERF-NOTES.md); layers
 # with fewer rows than this per thread split by output channels instead.
@@ -26,7 +26,7 @@ ROWS_PER_THREAD_FOR_TILES = 1024
 # ... unless the weights are small (MAX_SHARED_WEIGHT_BYTES): then from this many rows per thread.
 MIN_ROWS_PER_THREAD = 64
 # With few columns (the first layer: 27 x 16) BLAS is bound by memory: 2048-row tiles keep
-# operands and product in L2 (measured 1.3x faster than 4096).
+# operands and product in L2.
 MAX_TILE_ROWS = 2048
 # An im2col tile of about this many floats stays in a core's L2 cache.
 TILE_VALUES = 1 << 17
@@ -45,8 +45,10 @@ def float32_array(array):
     return array if array.flags.writeable else array.copy()
 
 
-class Convolution:
+class Convolution(Step):
     """[convolutional]: im2col, GEMM, bias (or explicit BatchNorm) and activation."""
+
+    writes_into_route = True  # its tiles write any channel range of a wider buffer
 
     def __init__(self, layer, arrays, fold):
         self.layer = layer
@@ -76,7 +78,6 @@ class Convolution:
         self._blocks = {}
         self.pool = False  # True: the [maxpool] after this layer is applied as the output is written
         self.pool_first = False
-        self.out_offset = 0  # the first channel it writes: > 0 into a [route]'s buffer (Engine._concat_in_place)
 
     def pool_2x2(self, pool, threads):
         """Apply ``pool``, the 2x2 stride-2 [maxpool] after this layer, to each tile of GEMM rows
@@ -155,14 +156,14 @@ class Convolution:
         key = (id(matrix), threads)
         if key not in self._blocks:
             edges = _block_edges(matrix.shape[1], threads)
-            self._blocks[key] = [(a, b, matrix[:, a:b]) for a, b in itertools.pairwise(edges)]
+            self._blocks[key] = [(a, b, matrix[:, a:b]) for a, b in zip(edges, edges[1:])]
         return self._blocks[key]
 
     def _runs_by_rows(self, rows, threads):
         """By tiles of rows on large maps; on smaller ones too, from 64 rows a thread, where the
         weights are small enough for every thread to read them all (as WinogradConvolution's
-        _runs_by_tiles); else by blocks of output channels. Measured on yolov3-tiny's 1x1
-        layers: 13x13x1024->256 0.79 -> 0.74 ms, 26x26x256->255 0.85 -> 0.73 ms by rows."""
+        _runs_by_tiles); else by blocks of output channels, so that each thread reads only its
+        share of large weights."""
         if _is_large_map(rows, threads):
             return True
         weights = sum(matrix.nbytes for matrix in self.matrices)
@@ -215,7 +216,7 @@ def winograd_matrices(points):
     return (np.array(at, np.float64), np.array(g, np.float64), np.array(bt, np.float64))
 
 
-class WinogradConvolution:
+class WinogradConvolution(Step):
     """A 3x3, stride 1, pad 1 [convolutional] as Winograd F(m x m, 3x3) with m = 2 or 4:
     (m + 2)^2 GEMMs that together do 4/9 (m = 2) or 1/4 (m = 4) of im2col's multiplications.
     Per tile of m x m output pixels: input transform (numba), one product per transformed
@@ -226,6 +227,8 @@ class WinogradConvolution:
     usual 0, 1, -1, 2, -2 (measured on 3x3x256 layers), since 1/2 and -2 keep A^T and G's
     entries balanced.
     """
+
+    writes_into_route = True  # as Convolution
 
     POINTS = MappingProxyType({2: (0, 1, -1), 4: (0, 1, -1, Fraction(1, 2), -2)})
     MATRICES = MappingProxyType({tile: winograd_matrices(points) for tile, points in POINTS.items()})
@@ -258,7 +261,6 @@ class WinogradConvolution:
         self.weights = self.edges = self.widest_block = self.transposed = None  # by prepare()
         self.pool = False
         self.pool_first = self.code in NONDECREASING  # BatchNorm is always folded here
-        self.out_offset = 0  # as Convolution's
 
     def pool_2x2(self, pool, threads):
         """Apply ``pool``, the 2x2 stride-2 [maxpool] after this layer, as the output transform
@@ -268,19 +270,18 @@ class WinogradConvolution:
 
     def prepare(self, threads):
         """Transform the weights, U = G g G^T for every (filter, channel): one product with
-        kron(G, G), in float32 (6-8x faster than float64, and within 2e-7 of it). The engine
+        kron(G, G), in float32 (within 2e-7 of float64, and several times faster). The engine
         calls it, knowing the threads; the first call decides the blocks.
 
         U is stored as ``threads`` blocks of output channels, one after another, each
         contiguous, one for each thread of ``_by_channels``. In a block, for each position,
         there is a row of weights per input channel, as BLAS reads them fastest; or, for a
         layer that runs by channels on one image, a row per output channel (``transposed``),
-        for kernels.gemm.matmul_streaming. That one is 1.3x faster than BLAS on few tiles and many
-        channels, and 0.25-0.7x on the 16-128 channels of the layers that run by tiles.
+        for kernels.gemm.matmul_streaming, which beats BLAS on few tiles and many channels and
+        loses to it on the few channels of the layers that run by tiles.
 
-        Where a thread's block was a strided view (rows of 2 KB, 4 KB apart), the hardware
-        prefetcher restarted on every page: the products streaming 13x13x512->1024's 33 MB of
-        weights ran 8% slower."""
+        Each block is contiguous, not a strided view of one matrix: on a view the hardware
+        prefetcher restarts at every page of a block's rows."""
         if self.weights is not None:
             return
         g = self.MATRICES[self.tile][1]
@@ -290,7 +291,7 @@ class WinogradConvolution:
         self.edges = np.array(edges, np.int64)
         self.widest_block = int(np.diff(self.edges).max())
         self.transposed = not self._runs_by_tiles(self.image_tiles, threads)
-        for b, (f0, f1) in enumerate(itertools.pairwise(edges)):
+        for b, (f0, f1) in enumerate(zip(edges, edges[1:])):
             taps = self._taps[:, :, f0:f1]
             taps = (taps.transpose(0, 2, 1) if self.transposed else taps).reshape(9, -1)
             np.matmul(kron, taps, out=self.block(b).reshape(self.positions, -1))
@@ -318,9 +319,7 @@ class WinogradConvolution:
     def _runs_by_tiles(self, tiles, threads):
         """By chunks of tiles, each thread reading all the weights, where there are tiles enough
         for every thread's products; with fewer, or with weights too large to read once per
-        thread, by blocks of output channels. Measured on 2 threads: 52x52x64->128 (169 tiles,
-        1.2 MB) 0.95 -> 0.75 ms by tiles, 26x26x128->256 at batch 4 (196 tiles, 4.7 MB) 3.9 -> 3.2
-        ms; 13x13x256->512 at batch 4 (196 tiles, 8 MB) 5.2 -> 5.9 ms, so by channels."""
+        thread, by blocks of output channels (each thread then reads only its share)."""
         if tiles >= threads * 4 * MIN_WINOGRAD_TILES:
             return True
         return tiles >= threads * MIN_WINOGRAD_TILES and self.weight_bytes <= MAX_SHARED_WEIGHT_BYTES

@@ -192,6 +192,28 @@ def decode_region(x, head, thresh):
     return boxes.transpose(1, 0, 2).reshape(-1, 4), probs.transpose(2, 0, 1).reshape(-1, head.classes)
 
 
+def decode_heads(model, outputs):
+    """Every box of every head, before any threshold: ``boxes`` (N, K, 4) as x, y, w, h relative
+    to the network input and ``scores`` (N, K, classes) = objectness x class probability, for
+    the forward pass's ``{layer index: (N, C, H, W) array}``. K runs head by head in cfg order,
+    cell by cell within a head and anchor by anchor within a cell, as Darknet walks them; what
+    ``darkfold export --decode`` computes inside the graph."""
+    heads = model_heads(model)
+    boxes, scores = [], []
+    for image in range(len(next(iter(outputs.values())))):
+        parts = []
+        for head in heads:
+            x = np.asarray(outputs[head.index - 1])[image]
+            with np.errstate(over="ignore", invalid="ignore"):
+                if head.type == "yolo":
+                    parts.append(decode_yolo(x, head, model.net.width, model.net.height, -np.inf))
+                else:
+                    parts.append(decode_region(x, head, -np.inf))
+        boxes.append(np.concatenate([b for b, _ in parts]))
+        scores.append(np.concatenate([p for _, p in parts]))
+    return np.stack(boxes), np.stack(scores)
+
+
 def correct_boxes(boxes, image_w, image_h, net_w, net_h, letterbox):
     """Map boxes relative to the network input to boxes relative to the image: correct_yolo_boxes.
 
@@ -223,18 +245,27 @@ def nms(boxes, probs, thresh=NMS, kind="default", beta=0.6):
     one still standing zeroes that class in every later box that overlaps it
     by more than ``thresh``: by IoU, or for ``kind`` "diounms" by DIoU with
     ``beta``. "greedynms" compares box_diou, whose exponent is fixed at 0.6
-    (diounms_sort); Darknet's default is do_nms_sort (IoU).
+    (diounms_sort); Darknet's default is do_nms_sort (IoU). The pairs that
+    overlap are found once for every class (see ``darkfold.nms``).
     """
-    from .nms import nms_class  # numba: only once NMS runs
+    from .nms import overlap_graph, suppress  # numba: only once NMS runs
 
     diou = kind in ("greedynms", "diounms")
     beta = 0.6 if kind == "greedynms" else beta
-    boxes = np.ascontiguousarray(boxes, np.float32)
     probs = np.array(probs, np.float32)
-    for k in np.flatnonzero((probs > 0).sum(axis=0) > 1):
-        candidates = np.flatnonzero(probs[:, k])
-        order = candidates[np.argsort(-probs[candidates, k], kind="stable")]
-        nms_class(boxes, order, probs, k, np.float32(thresh), diou, np.float32(beta))
+    columns = np.flatnonzero((probs > 0).sum(axis=0) > 1)
+    if not columns.size:
+        return probs
+    rows = np.flatnonzero((probs[:, columns] > 0).any(axis=1))
+    candidates = np.ascontiguousarray(boxes[rows], np.float32)
+    kept = np.ascontiguousarray(probs[rows])
+    starts, neighbours = overlap_graph(candidates, np.float32(thresh), diou, np.float32(beta))
+    rank = np.empty(len(rows), np.int64)
+    for k in columns:
+        standing = np.flatnonzero(kept[:, k])
+        order = standing[np.argsort(-kept[standing, k], kind="stable")]
+        suppress(order, kept, k, starts, neighbours, rank)
+    probs[rows] = kept
     return probs
 
 
@@ -367,18 +398,18 @@ class Detector:
         check_finite(self.model, x, outputs, threads=self.threads)  # NaN would be no detection, silently
         return self.decode(outputs, image.shape[1], image.shape[0])
 
-    def detect_many(self, images, batch=BATCH):
-        """Detections on each of ``images`` (BGR arrays, or paths), ``batch`` to a forward pass.
+    def detect_many(self, images, batch=BATCH, channels="bgr"):
+        """Detections on each of ``images`` (anything ``images.load_image`` takes: arrays in
+        ``channels`` order, paths, encoded bytes, file objects), ``batch`` to a forward pass.
 
-        One pass over a batch costs less than a pass per image (the batch is one matrix to
-        the engine: batch 4 runs at 0.85x OpenCV's batch 4 where batch 1 runs at 1.05x).
+        One pass over a batch costs less than a pass per image: the batch is one matrix to the
+        engine, so each layer's weights are read once for all of its images.
         """
-        from .images import as_bgr, read_image
+        from .images import load_image
 
         found = []
         for start in range(0, len(images), batch):
-            chunk = [read_image(os.fspath(item)) if isinstance(item, (str, os.PathLike)) else as_bgr(item)
-                     for item in images[start:start + batch]]
+            chunk = [load_image(item, channels) for item in images[start:start + batch]]
             x = np.concatenate([self.preprocess(image) for image in chunk])
             outputs = forward(self.model, x, threads=self.threads)
             check_finite(self.model, x, outputs, threads=self.threads)
@@ -428,16 +459,17 @@ class Detector:
                                    f"pixels: {cause}", expected="finite boxes", found="NaN or inf")
 
 
-def detect(model, image, thresh=THRESH, nms=NMS, *, names=None, letterbox=None, threads=None):
-    """``Model.detect``: detections on a path or BGR array, or a list of lists for a list of them."""
-    from .images import read_image
+def detect(model, image, thresh=THRESH, nms=NMS, *, names=None, letterbox=None, threads=None, channels="bgr"):
+    """``Model.detect``: detections on one image (a path, encoded bytes, a binary file object or
+    an array in ``channels`` order), or a list of lists for a list of them."""
+    from .images import load_image
 
     detector = Detector(model, names=names, thresh=thresh, nms=nms, letterbox=letterbox, threads=threads)
     if cache_is_cold():  # the first run after installing: compile the kernels as prepare does, faster
         detector.prepare()
     if isinstance(image, (list, tuple)):
-        return detector.detect_many(list(image))
-    return detector.detect(read_image(os.fspath(image)) if isinstance(image, (str, os.PathLike)) else image)
+        return detector.detect_many(list(image), channels=channels)
+    return detector.detect(load_image(image, channels))
 
 
 def warmup(model=None, *, threads=None):

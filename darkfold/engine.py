@@ -22,10 +22,12 @@ from .kernels.activation import activate_inplace, bias_or_batchnorm_activate
 from .kernels.merge import add_rows, copy_channels
 from .kernels.pooling import max_pool_2x2, pool_nhwc
 from .kernels.resample import downsample_nhwc, upsample_nhwc
+from .layers import shortcut_weights
+from .step import Step
 from .threads import Workers, blas_threads, default_threads
 
 
-class Connected:
+class Connected(Step):
     """[connected]: Darknet flattens its input in (c, h, w) order."""
 
     def __init__(self, layer, arrays, fold):
@@ -42,7 +44,7 @@ class Connected:
         bias_or_batchnorm_activate(gemm, self.biases, self.batchnorm, self.code)
 
 
-class BatchNorm:
+class BatchNorm(Step):
     """[batchnorm]: Darknet's inference normalisation, per channel."""
 
     def __init__(self, layer, arrays, fold):
@@ -61,7 +63,7 @@ def is_aligned_2x2(pool):
             and pool.input.h % 2 == 0 and pool.input.w % 2 == 0)
 
 
-class Pool:
+class Pool(Step):
     """[maxpool] and [local_avgpool]."""
 
     def __init__(self, layer, arrays, fold):
@@ -80,23 +82,24 @@ class Pool:
                       out.size * layer.size**2)
 
 
-class GlobalAvgPool:
+class GlobalAvgPool(Step):
     """[avgpool]: the mean of each channel."""
 
     def __init__(self, layer, arrays, fold):
-        pass
+        pass  # nothing to make ready
 
     def __call__(self, x, outputs, out, workers):
         np.mean(x, axis=(1, 2), keepdims=True, dtype=np.float32, out=out)
 
 
-class Route:
+class Route(Step):
     """[route]: channels of the listed layers side by side; with groups, one slice of each.
     A route of one whole layer is that layer's output (``alias``): no copy."""
 
     def __init__(self, layer, arrays, fold):
         self.layer = layer
-        self.alias = layer.sources[0] if len(layer.sources) == 1 and layer.groups == 1 else None
+        if len(layer.inputs) == 1 and layer.groups == 1:
+            self.alias = layer.inputs[0]
         self.in_place = set()  # sources that wrote their channels into this route's buffer already
 
     def __call__(self, x, outputs, out, workers):
@@ -115,7 +118,7 @@ class Route:
         workers.split(band, out_pixels.shape[0], out.size)
 
 
-class Shortcut:
+class Shortcut(Step):
     """[shortcut]: the layer before plus the ``from`` layers (optionally weighted), then the activation."""
 
     def __init__(self, layer, arrays, fold):
@@ -123,7 +126,7 @@ class Shortcut:
         self.code = activation_code(layer)
         self.weights = None
         if layer.weights_type != "none":
-            self.weights = _shortcut_weights(np.asarray(arrays["weights"], np.float32), layer)
+            self.weights = shortcut_weights(np.asarray(arrays["weights"], np.float32), layer)
 
     def __call__(self, x, outputs, out, workers):
         sources = [outputs[i] for i in self.layer.sources]
@@ -145,23 +148,6 @@ class Shortcut:
         workers.split(band, flat.shape[0], flat.size)
 
 
-def _shortcut_weights(weights, layer):
-    """Per-input weights, (inputs, channels) or (inputs, 1), normalised across the inputs.
-
-    As Darknet's detector runs them: load_network_custom calls fuse_conv_batchnorm, which
-    normalises once with max(w, 0.001) for relu (the training-time forward uses max(w, 0)).
-    """
-    inputs = len(layer.sources) + 1
-    weights = weights.reshape(inputs, -1).astype(np.float64)
-    if layer.weights_normalization in ("relu", "avg_relu"):
-        positive = np.where(weights > 0.001, weights, 0.001)
-        weights = positive / (positive.sum(axis=0) + 1e-4)
-    elif layer.weights_normalization == "softmax":
-        exp = np.exp(weights - weights.max(axis=0))
-        weights = exp / (exp.sum(axis=0) + 1e-4)
-    return weights.astype(np.float32)
-
-
 def _weighted_sum(x, sources, weights, out):
     out[...] = x * weights[0]
     channels = out.shape[-1]
@@ -170,7 +156,7 @@ def _weighted_sum(x, sources, weights, out):
         out[..., :k] += source[..., :k] * (w[:k] if w.size > 1 else w)
 
 
-class Upsample:
+class Upsample(Step):
     """[upsample]: nearest neighbour; a negative stride sums blocks (upsample_layer.c)."""
 
     def __init__(self, layer, arrays, fold):
@@ -182,7 +168,7 @@ class Upsample:
         workers.split(lambda a, b: kernel(x, stride, self.scale, a, b, out), out.shape[0] * out.shape[1], out.size)
 
 
-class Reorg:
+class Reorg(Step):
     """[reorg] (YOLOv2, reorg_old_layer.c) and [reorg3d] (reorg_layer.c): Darknet's reorg_cpu
     permutation of the flat (c, h, w) memory, on the input's size for [reorg] and on the
     output's for [reorg3d]."""
@@ -217,7 +203,7 @@ def _reorg_cpu(memory, size, s, forward):
     return view.transpose(0, 3, 5, 1, 2, 4).reshape(n, -1)
 
 
-class Multiply:
+class Multiply(Step):
     """[sam] (element by element) and [scale_channels] (per channel or per position)."""
 
     def __init__(self, layer, arrays, fold):
@@ -231,7 +217,7 @@ class Multiply:
             workers.split(lambda a, b: activate_inplace(flat[a:b], self.code), flat.shape[0], flat.size)
 
 
-class Softmax:
+class Softmax(Step):
     """[softmax]: over each of ``groups`` runs of the (c, h, w)-flattened input, with temperature."""
 
     def __init__(self, layer, arrays, fold):
@@ -246,15 +232,15 @@ class Softmax:
         out[...] = result.reshape(x.shape[0], x.shape[3], x.shape[1], x.shape[2]).transpose(0, 2, 3, 1)
 
 
-class PassThrough:
+class PassThrough(Step):
     """Layers whose output is their input at inference: [dropout], and the detection heads,
     whose decoding belongs to detection (darkfold.detect), not to the forward pass."""
 
     def __init__(self, layer, arrays, fold):
-        self.alias = layer.index - 1  # the layer whose output this one's is, the same buffer
+        self.alias = layer.inputs[0]  # the layer whose output this one's is, the same buffer
 
 
-class PooledAway:
+class PooledAway(Step):
     """A [maxpool] its convolution applied already, as it wrote its output (Engine._fuse_pools)."""
 
     def __init__(self, convolution):
@@ -292,7 +278,7 @@ class Engine:
         self.net = model.net
         self.steps = []
         for layer, arrays in zip(model.layers, model.params):
-            step = STEPS.get(layer.type)
+            step = STEPS.get(layer.kind.name)
             if step is None:
                 raise UnsupportedError.at_layer(layer, f" is not supported by darkfold's engine (it runs: "
                                                  f"{', '.join(sorted(STEPS))})",
@@ -304,8 +290,7 @@ class Engine:
         self.workers = Workers(threads or default_threads())
         self.close = weakref.finalize(self, self.workers.close)  # threads would otherwise outlive the model
         for step in self.steps:
-            if hasattr(step, "prepare"):
-                step.prepare(self.workers.threads)
+            step.prepare(self.workers.threads)
         readers = _readers(self.layers)
         self.fused = self._fuse_pools(readers) if fuse else set()
         self.in_place = self._concat_in_place(readers)
@@ -318,7 +303,7 @@ class Engine:
         Returns the indices of those convolutions: their own outputs are then not available."""
         fused = set()
         for i, pool in enumerate(self.layers[1:]):
-            if (hasattr(self.steps[i], "pool_2x2") and readers[i] == {i + 1} and is_aligned_2x2(pool)
+            if (readers[i] == {i + 1} and is_aligned_2x2(pool)
                     and self.steps[i].pool_2x2(pool, self.workers.threads)):
                 self.steps[i + 1] = PooledAway(i)
                 fused.add(i)
@@ -334,7 +319,7 @@ class Engine:
                 continue
             offset = 0
             for source in step.layer.sources:
-                if (hasattr(self.steps[source], "out_offset") and readers[source] == {route}
+                if (self.steps[source].writes_into_route and readers[source] == {route}
                         and step.layer.sources.count(source) == 1 and source not in self.fused):
                     self.steps[source].out_offset = offset
                     step.in_place.add(source)
@@ -371,10 +356,10 @@ class Engine:
         results = {}
         outputs = [None] * len(self.layers)
         first = self.steps[0]
-        previous = x if getattr(first, "reads_planes", False) else np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+        previous = x if first.reads_planes else np.ascontiguousarray(x.transpose(0, 2, 3, 1))
         with blas_threads(1), self.workers.spinning():
             for i, step in enumerate(self.steps):
-                alias = getattr(step, "alias", None)
+                alias = step.alias
                 if alias is not None:
                     out = previous if alias == i - 1 else outputs[alias]
                 else:
@@ -397,14 +382,11 @@ class Engine:
 
 
 def _readers(layers):
-    """{layer index: the indices of the layers that read its output}: every layer reads the one
-    before it, but a [route], which reads its layers= only."""
+    """{layer index: the indices of the layers that read its output} (``Layer.inputs``)."""
     readers = {i: set() for i in range(len(layers))}
     for layer in layers:
-        for source in layer.sources:
+        for source in layer.inputs:
             readers[source].add(layer.index)
-        if layer.index > 0 and layer.type != "route":
-            readers[layer.index - 1].add(layer.index)
     return readers
 
 
@@ -418,7 +400,7 @@ class _BufferPlan:
         # Which layer's buffer holds each output: an alias shares the buffer of the layer it names,
         # a convolution writing in place that of its route.
         owner = list(range(count))
-        aliases = [getattr(step, "alias", None) for step in steps]
+        aliases = [step.alias for step in steps]
         for i, alias in enumerate(aliases):
             if alias is not None and alias >= 0:
                 owner[i] = owner[alias]
@@ -426,8 +408,7 @@ class _BufferPlan:
             owner[i] = route
         last_use = list(range(count))
         for layer in layers:
-            readers = [layer.index - 1, *layer.sources] if layer.index > 0 else list(layer.sources)
-            for source in readers:
+            for source in layer.inputs:
                 last_use[owner[source]] = max(last_use[owner[source]], layer.index)
         for i in range(count):
             last_use[owner[i]] = max(last_use[owner[i]], last_use[i])
@@ -441,7 +422,7 @@ class _BufferPlan:
         for i, layer in enumerate(layers):
             o = owner[i]
             if aliases[i] is None and o not in released:
-                output = getattr(steps[o], "writes", layers[o].output)  # a fused pool's, smaller
+                output = steps[o].writes or layers[o].output  # a fused pool's is smaller
                 shape = (batch, output.h, output.w, output.c)
                 size = math.prod(shape)
                 fits = [a for a in free if a.size >= size]

@@ -119,4 +119,4 @@ def quoted(text, limit=60):
 
 
 # The error for an unreadable input file of each kind (see files.check_readable).
-INPUT_ERRORS = {"cfg": CfgError, "weights": WeightsError, "image": ImageError}
+INPUT_ERRORS = {"cfg": CfgError, "weights": WeightsError, "image": ImageError, "video": ImageError}

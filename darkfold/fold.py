@@ -67,7 +67,7 @@ def fold_model(model):
     """
     plan = plan_fold(model)
     result = type(model)(plan.cfg, model.header, list(folded_params(model, plan)))
-    result.folded = plan.folded
+    result.folded_layers = plan.folded
     result.sources = model.sources  # unfolded layers' arrays are still the input file's
     result.warnings = model.warnings  # with the input's line numbers, which the user edits
     return result

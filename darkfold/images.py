@@ -8,29 +8,25 @@ and centred on 0.5 grey. The network input is NCHW float32.
 
 import contextlib
 import os
+import stat
 import sys
 import tempfile
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-# FFmpeg would print its own complaint about an unreadable video ("moov atom not found")
-# next to darkfold's one-line error; OpenCV reads this when it loads FFmpeg. A user's own
-# setting wins.
-os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-import cv2
+from .opencv import cv2
 
 from .errors import ImageError, OutputError
-from .files import atomic_outputs, check_readable, discard, read_bytes, temporary_beside
+from .files import atomic_outputs, read_bytes
 from .resize import resize_bgr_to_rgb
+from .videos import VIDEO_EXTENSIONS, shown_url, stream_scheme, url_name
 
 # What cv2.imread decodes (OpenEXR is off in OpenCV's wheels); a folder's other files are skipped.
 IMAGE_EXTENSIONS = frozenset({".bmp", ".dib", ".jpeg", ".jpg", ".jpe", ".jp2", ".png", ".webp", ".avif", ".pbm",
                               ".pgm", ".ppm", ".pxm", ".pnm", ".pfm", ".sr", ".ras", ".tiff", ".tif", ".hdr",
                               ".pic"})
-VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv",
-                              ".3gp", ".ts", ".mjpeg"})
 LETTERBOX_GREY = 0.5  # letterbox_image fills with .5
 MAX_PIXELS = 2**28
 """The most pixels (width x height) ``read_image`` decodes: 16384 x 16384, 768 MB as BGR.
@@ -53,27 +49,54 @@ def read_image(path, max_pixels=None):
     An image of more than ``max_pixels`` (default: ``MAX_PIXELS``) is an
     ImageError too, found from the header of a PNG or JPEG before decoding.
     """
+    return decode_image(read_bytes(path, "image"), path, max_pixels)
+
+
+def decode_image(data, path=None, max_pixels=None, what="image bytes"):
+    """An encoded image (the bytes of a JPEG, PNG, ... file) as ``read_image`` reads it; errors
+    start with ``path``, or with ``what`` the bytes are when they have none."""
     max_pixels = MAX_PIXELS if max_pixels is None else max_pixels
-    data = read_bytes(path, "image")
+    name = what if path is None else path
     if not data:
-        raise ImageError(f"{path}: empty file, not an image", path=path, expected="an image", found="0 bytes")
+        raise ImageError(f"{name}: empty{' file' if path else ''}, not an image", path=path, expected="an image",
+                         found="0 bytes")
     size = header_size(data)
     if size is not None:
-        _check_pixels(path, *size, max_pixels)
+        _check_pixels(name, path, *size, max_pixels)
     try:
         with _decoder_warnings_dropped():
             image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     except (cv2.error, MemoryError) as error:
-        raise _decode_error(path, error, size) from None
+        raise _decode_error(name, path, error, size) from None
     # Some OpenCV builds decode a cut JPEG without error and paint the missing part grey.
     if data[:2] == b"\xff\xd8" and (image is None or not _jpeg_complete(data)):
-        raise ImageError(f"{path}: corrupt JPEG: OpenCV cannot decode it (truncated or damaged file)", path=path,
+        raise ImageError(f"{name}: corrupt JPEG: OpenCV cannot decode it (truncated or damaged file)", path=path,
                          expected="a complete JPEG", found="a JPEG OpenCV cannot decode")
     if image is None:
-        raise ImageError(f"{path}: not an image OpenCV can read (unknown format or corrupt file)", path=path,
+        raise ImageError(f"{name}: not an image OpenCV can read (unknown format or corrupt file)", path=path,
                          expected="an image OpenCV reads", found="undecodable bytes")
-    _check_pixels(path, image.shape[1], image.shape[0], max_pixels)
+    _check_pixels(name, path, image.shape[1], image.shape[0], max_pixels)
     return image
+
+
+def load_image(image, channels="bgr", max_pixels=None):
+    """An image given any way ``Model.detect`` takes one, as a BGR uint8 array: a path, the
+    bytes of an encoded image (JPEG, PNG, ...), a binary file object holding one (an upload,
+    ``open(path, "rb")``, ``io.BytesIO``), or an array (see ``as_bgr``, which ``channels``
+    is for: encoded images know their own). ImageError for anything else."""
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(os.fspath(image), max_pixels)
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return decode_image(bytes(image), None, max_pixels)
+    if hasattr(image, "read") and not isinstance(image, np.ndarray):
+        name = getattr(image, "name", None)
+        path = name if isinstance(name, str) else None
+        data = image.read()
+        if isinstance(data, str):
+            raise ImageError(f"{path or 'image file object'}: a text file object; open the image in binary mode "
+                             "('rb')", path=path, expected="a binary file object", found="a text one")
+        return decode_image(data, path, max_pixels, what="image file object")
+    return as_bgr(image, channels)
 
 
 def header_size(data):
@@ -114,24 +137,24 @@ def _jpeg_size(data):
     return None
 
 
-def _check_pixels(path, width, height, max_pixels):
+def _check_pixels(name, path, width, height, max_pixels):
     if width * height > max_pixels:
-        raise ImageError(f"{path}: {width} x {height} = {width * height:,} pixels, more than the {max_pixels:,} "
+        raise ImageError(f"{name}: {width} x {height} = {width * height:,} pixels, more than the {max_pixels:,} "
                          "darkfold decodes (raise it with --max-pixels, or darkfold.images.MAX_PIXELS)", path=path,
                          expected=f"at most {max_pixels} pixels", found=width * height)
 
 
-def _decode_error(path, error, size):
+def _decode_error(name, path, error, size):
     """The ImageError for OpenCV's refusal (its own pixel limit) or a failed allocation."""
     pixels = "" if size is None else f" of {size[0]} x {size[1]} pixels"
     if isinstance(error, MemoryError) or error.code == cv2.Error.StsNoMem:
-        return ImageError(f"{path}: not enough memory to decode this image{pixels}", path=path,
+        return ImageError(f"{name}: not enough memory to decode this image{pixels}", path=path,
                           expected="an image that fits in memory", found="out of memory")
     if "CV_IO_MAX_IMAGE_PIXELS" in error.err:
-        return ImageError(f"{path}: OpenCV refuses to decode this image{pixels}: more than its limit of pixels "
+        return ImageError(f"{name}: OpenCV refuses to decode this image{pixels}: more than its limit of pixels "
                           "(2**30 unless the environment variable OPENCV_IO_MAX_IMAGE_PIXELS sets another)",
                           path=path, expected="at most OpenCV's pixel limit", found="more pixels")
-    return ImageError(f"{path}: OpenCV cannot decode it: {error.err}", path=path, expected="an image OpenCV reads",
+    return ImageError(f"{name}: OpenCV cannot decode it: {error.err}", path=path, expected="an image OpenCV reads",
                       found=error.err)
 
 
@@ -170,20 +193,42 @@ def _jpeg_complete(data):
     return data.rfind(b"\xff\xd9") > data.rfind(b"\xff\xda")
 
 
-def as_bgr(image):
-    """Check an array given as an image: HxWx3 (BGR) or HxW (grey) uint8."""
+CHANNELS = ("bgr", "rgb")
+
+
+def check_channels(channels):
+    """ImageError unless ``channels`` is one of ``CHANNELS``."""
+    if not isinstance(channels, str) or channels not in CHANNELS:
+        raise ImageError(f"channels={channels!r}: expected 'bgr' or 'rgb', the order of an image array's "
+                         "colour channels", expected="'bgr' or 'rgb'", found=repr(channels))
+
+
+def as_bgr(image, channels="bgr"):
+    """An image array as BGR uint8, read as ``cv2.imread`` reads the file it could come from.
+
+    ``channels``: the order of a colour array's channels, "bgr" (OpenCV's) or "rgb" (PIL's,
+    imageio's, a browser canvas's). Height x width (x 1) is grey; a fourth channel (alpha) is
+    dropped, as imread drops a PNG's; uint16 values keep their high byte, as imread reads a
+    16-bit PNG. Any other array, or anything else, is an ImageError.
+    """
+    check_channels(channels)
     if not isinstance(image, np.ndarray):
-        raise ImageError(f"expected an image path or a numpy array, got {type(image).__name__}",
-                         expected="a path or a numpy array", found=type(image).__name__)
-    if image.dtype != np.uint8:
-        raise ImageError(f"expected a uint8 image array as cv2.imread returns, got dtype {image.dtype}",
-                         expected="uint8", found=str(image.dtype))
-    if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    if image.ndim != 3 or image.shape[2] not in (3, 4) or min(image.shape[:2]) < 1:
-        raise ImageError(f"expected an image array of shape (height, width, 3), got {image.shape}",
-                         expected="(height, width, 3)", found=str(image.shape))
-    return image[:, :, :3]
+        raise ImageError(f"expected an image: a path, encoded image bytes, a binary file object or a numpy array; "
+                         f"got {type(image).__name__}", expected="an image", found=type(image).__name__)
+    if image.dtype not in (np.uint8, np.uint16):
+        raise ImageError(f"expected an image array of uint8 (or uint16) values, as cv2.imread and PIL give them, "
+                         f"got {image.dtype}: scale it to 0-255 and use .astype(np.uint8)",
+                         expected="uint8 or uint16", found=str(image.dtype))
+    grey = image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1)
+    if not (grey or (image.ndim == 3 and image.shape[2] in (3, 4))) or min(image.shape[:2], default=0) < 1:
+        hint = " (the bytes of an encoded image go as bytes: array.tobytes())" if image.ndim == 1 else ""
+        raise ImageError(f"expected an image array of shape (height, width, 3), (height, width, 4) or (height, "
+                         f"width), got {image.shape}{hint}", expected="(height, width, 3)", found=str(image.shape))
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)  # libpng's png_set_strip_16, which imread uses
+    if grey:
+        return cv2.cvtColor(np.ascontiguousarray(image.reshape(image.shape[:2])), cv2.COLOR_GRAY2BGR)
+    return image[:, :, 2::-1] if channels == "rgb" else image[:, :, :3]
 
 
 # --------------------------------------------------------------------------------------------
@@ -221,29 +266,70 @@ def preprocess(image, net_w, net_h, letterbox=False):
 
 @dataclass(frozen=True)
 class Input:
-    """One thing to detect on: ``kind`` is "image" or "video"; or "error", with ``error`` saying why."""
+    """One thing to detect on: ``kind`` is "image" or "video"; or "error", with ``error`` saying why.
+
+    ``path`` names it in results and messages: a file's path, a stream's URL (a password in it
+    hidden), a camera's number, or for an image given in memory ``<bytes 2>``, ``<array 0>``
+    (its place among the inputs) or a file object's name. ``source`` is what is read when it
+    is not ``path`` itself: the URL, the camera number (int), the bytes, file object or array.
+    ``name``: the file name its annotated copy takes, when not ``path``'s. ``live``: a camera or
+    a live stream (rtsp://, ...), read in real time unless asked otherwise.
+    """
 
     path: str
     kind: str
     error: str = None
+    source: object = field(default=None, compare=False, repr=False)
+    name: str = None
+    live: bool = False
 
 
-def list_inputs(paths):
-    """Expand ``paths`` into Inputs, in order: a folder gives its images, sorted by name.
+def list_inputs(items):
+    """Expand ``items`` into Inputs, in order: a folder gives its images, sorted by name.
 
-    Problems found here (a missing path, an empty folder) become "error"
-    Inputs, so that the caller reports them in turn and goes on.
+    An item is a path (an image, a folder, a video, a camera device such as /dev/video0), a
+    stream's URL (rtsp://, http://, ...), a camera's number (an int, or a string of digits
+    that names no file), or an image in memory: encoded bytes, a binary file object, an
+    array. Problems found here (a missing path, an empty folder) become "error" Inputs, so
+    that the caller reports them in turn and goes on; an item of another type is an ImageError.
     """
     inputs = []
-    for path in map(os.fspath, paths):
-        if os.path.isdir(path):
-            inputs += _folder_inputs(path)
-        elif not os.path.exists(path) and not os.path.islink(path):  # a broken link: reading it says why
-            inputs.append(Input(path, "error", f"{path}: no such file or folder"))
+    for position, item in enumerate(items):
+        if isinstance(item, (str, os.PathLike)):
+            inputs += _path_inputs(os.fspath(item))
+        elif isinstance(item, int) and not isinstance(item, bool) and item >= 0:
+            inputs.append(Input(str(item), "video", source=item, name=f"camera-{item}.mp4", live=True))
+        elif isinstance(item, (bytes, bytearray, memoryview, np.ndarray)) or hasattr(item, "read"):
+            kind = "array" if isinstance(item, np.ndarray) else "file" if hasattr(item, "read") else "bytes"
+            name = getattr(item, "name", None) if kind == "file" else None
+            label = name if isinstance(name, str) else f"<{kind} {position}>"
+            inputs.append(Input(label, "image", source=item, name=os.path.basename(label) if isinstance(name, str)
+                                else f"{kind}-{position}.jpg"))
         else:
-            kind = "video" if _extension(path) in VIDEO_EXTENSIONS else "image"
-            inputs.append(Input(path, kind))
+            raise ImageError(f"expected images, folders, videos, stream URLs or camera numbers, got "
+                             f"{type(item).__name__}", expected="a path, URL, camera number or image",
+                             found=type(item).__name__)
     return inputs
+
+
+def _path_inputs(path):
+    if stream_scheme(path) is not None:
+        return [Input(shown_url(path), "video", source=path, name=url_name(path),
+                      live=stream_scheme(path) not in ("http", "https"))]
+    if path.isascii() and path.isdigit() and not os.path.lexists(path):
+        return [Input(path, "video", source=int(path), name=f"camera-{path}.mp4", live=True)]
+    if os.path.isdir(path):
+        return _folder_inputs(path)
+    if not os.path.exists(path) and not os.path.islink(path):  # a broken link: reading it says why
+        return [Input(path, "error", f"{path}: no such file or folder")]
+    if os.path.exists(path) and stat.S_ISCHR(os.stat(path).st_mode):  # a camera device, /dev/video0
+        return [Input(path, "video", live=True)]
+    extension = _extension(path)
+    if extension in IMAGE_EXTENSIONS:
+        return [Input(path, "image")]
+    # Another extension (clip.dat): an image if OpenCV knows its signature, else tried as a video.
+    image = extension not in VIDEO_EXTENSIONS and cv2.haveImageReader(path)
+    return [Input(path, "image" if image else "video")]
 
 
 def _folder_inputs(folder):
@@ -263,38 +349,6 @@ _SHOWN_EXTENSIONS = (".jpg", ".png", ".bmp", ".webp", ".tif")
 
 def _extension(path):
     return os.path.splitext(path)[1].lower()
-
-
-class Video:
-    """Frames of a video file: ``len()`` is the frame count the container claims (0 if unknown)."""
-
-    def __init__(self, path):
-        check_readable(path, "video")
-        self.path = path
-        self._capture = cv2.VideoCapture(path)
-        if not self._capture.isOpened():
-            raise ImageError(f"{path}: cannot open as a video (unknown format or corrupt file)", path=path,
-                             expected="a video OpenCV reads", found="a file it cannot open")
-        self.fps = self._capture.get(cv2.CAP_PROP_FPS) or 25.0
-        self.frame_count = max(0, int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT)))
-
-    def __len__(self):
-        return self.frame_count
-
-    def __iter__(self):
-        read = 0
-        while True:
-            ok, frame = self._capture.read()
-            if not ok:
-                break
-            read += 1
-            yield frame
-        if read == 0:
-            raise ImageError(f"{self.path}: no frame could be decoded (corrupt or unsupported video)",
-                             path=self.path, expected="video frames", found="none decodable")
-
-    def close(self):
-        self._capture.release()
 
 
 # --------------------------------------------------------------------------------------------
@@ -325,39 +379,6 @@ def write_image(path, image, inputs=None):
         raise OutputError(f"{path}: OpenCV cannot encode an image of this type", path=path)
     with atomic_outputs(path, inputs=inputs) as (temporary,):
         encoded.tofile(temporary)
-
-
-class VideoOutput:
-    """An .mp4 written frame by frame to a hidden file, renamed to ``path`` on ``close()``."""
-
-    def __init__(self, path, fps, size, inputs=None):
-        self.path = path
-        self._inputs = inputs
-        # VideoWriter picks the container from the extension, so the temporary name keeps it;
-        # the rest of it is short, so that a long output name still fits beside it.
-        self._temporary = temporary_beside(path, suffix=".mp4")
-        self._writer = cv2.VideoWriter(self._temporary, cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
-        if not self._writer.isOpened():
-            self._discard()
-            raise OutputError(f"{path}: OpenCV cannot write an mp4 video here", path=path)
-
-    def write(self, frame):
-        self._writer.write(frame)
-
-    def close(self):
-        self._writer.release()
-        try:
-            with atomic_outputs(self.path, inputs=self._inputs) as (temporary,):
-                os.replace(self._temporary, temporary)
-        finally:
-            self._discard()
-
-    def abort(self):
-        self._writer.release()
-        self._discard()
-
-    def _discard(self):
-        discard(self._temporary)
 
 
 # --------------------------------------------------------------------------------------------

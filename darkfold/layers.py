@@ -19,6 +19,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
 
+import numpy as np
+
 from . import activations
 from .errors import CfgError, quoted, shortened
 
@@ -480,6 +482,22 @@ def parse_shortcut(ctx):
     options = dict(activation=activation, weights_type=weights_type,
                    weights_normalization=weights_normalization)
     return ctx.layer(ctx.input, sources=tuple(sources), params=params, bflops=bflops, options=options)
+
+
+def shortcut_weights(weights, layer):
+    """A weighted [shortcut]'s ``weights`` array as Darknet's detector runs it: (inputs, channels)
+    or (inputs, 1) float32, normalised across the inputs. load_network_custom calls
+    fuse_conv_batchnorm, which normalises once with max(w, 0.001) for relu (the training-time
+    forward uses max(w, 0)). The engine and the ONNX export both run these."""
+    inputs = len(layer.sources) + 1
+    weights = np.asarray(weights).reshape(inputs, -1).astype(np.float64)
+    if layer.weights_normalization in ("relu", "avg_relu"):
+        positive = np.where(weights > 0.001, weights, 0.001)
+        weights = positive / (positive.sum(axis=0) + 1e-4)
+    elif layer.weights_normalization == "softmax":
+        exp = np.exp(weights - weights.max(axis=0))
+        weights = exp / (exp.sum(axis=0) + 1e-4)
+    return weights.astype(np.float32)
 
 
 def parse_scale_channels(ctx):

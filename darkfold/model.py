@@ -26,7 +26,7 @@ class Model:
         self.net, self.layers, self.warnings = build_layers(cfg)
         self.header = header
         self.params = params if params is not None else [None] * len(self.layers)
-        self.folded = ()  # indices of layers whose BatchNorm fold() folded
+        self.folded_layers = ()  # indices (in the model it was folded from) of the layers fold() folded
         self.sources = ()  # the files it was read from, which save() never writes over
 
     def __repr__(self):
@@ -126,21 +126,25 @@ class Model:
 
         return forward(self, x, layers, fold=fold, threads=threads)
 
-    def detect(self, image, thresh=0.25, nms=0.45, *, names=None, letterbox=None, threads=None):
+    def detect(self, image, thresh=0.25, nms=0.45, *, names=None, letterbox=None, threads=None, channels="bgr"):
         """Detect objects as Darknet's ``detector test`` does; see ``darkfold.detect``.
 
-        ``image`` is a path or a BGR uint8 array as ``cv2.imread`` returns it;
-        returns a list of ``Detection`` (``class_id``, ``name``,
-        ``confidence``, ``box`` = left, top, width, height in pixels), or a
-        list of such lists for a list of images. ``names``: a list or a
-        .names file (default: COCO for the bundled model, else class ids);
-        ``letterbox``: None follows the cfg's ``letter_box``; ``threads``: as
-        for ``forward``.
+        ``image`` is a path, the bytes of an encoded image (JPEG, PNG, ...), a
+        binary file object holding one, or an array: BGR uint8 as ``cv2.imread``
+        returns it, or RGB with ``channels="rgb"`` (PIL, imageio); grey,
+        4-channel and uint16 arrays are read as their files would be. Returns
+        a list of ``Detection`` (``class_id``, ``name``, ``confidence``, ``box``
+        = left, top, width, height in pixels), or a list of such lists for a
+        list of images. ``names``: a list or a .names file (default: COCO for
+        the bundled model, else class ids); ``letterbox``: None follows the
+        cfg's ``letter_box``; ``threads``: as for ``forward``. One model may be
+        shared by threads: their calls run one at a time.
         """
         # Imported here for the same reason as in forward(): detection loads numba and OpenCV.
         from .detect import detect
 
-        return detect(self, image, thresh, nms, names=names, letterbox=letterbox, threads=threads)
+        return detect(self, image, thresh, nms, names=names, letterbox=letterbox, threads=threads,
+                      channels=channels)
 
 
 def write_files(cfg, cfg_path, weights_path=None, header=None, layers=(), params=()):

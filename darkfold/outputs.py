@@ -44,7 +44,9 @@ def text(prediction):
 def json_line(prediction):
     """``{"image": path, "detections": [...]}``, or ``{"video": path, "frame": n, "detections":
     [...]}``, each detection in ``Detection.as_dict``'s form; a failed input is ``{"image" (or
-    "video", or "input" for a path that named neither): path, "error": message}``."""
+    "video", or "input" for a path that named neither): path, "error": message}``. A result
+    with warnings (a video's last frame: the video was shorter than its container said) holds
+    them as ``"warnings": [...]``, which also go to stderr."""
     record = {prediction.kind: prediction.source}
     if prediction.frame is not None:
         record["frame"] = prediction.frame
@@ -52,4 +54,6 @@ def json_line(prediction):
         record["error"] = str(prediction.error)
     else:
         record["detections"] = [detection.as_dict() for detection in prediction.detections]
+    if prediction.warnings:
+        record["warnings"] = list(prediction.warnings)
     return json.dumps(record)

@@ -1,11 +1,13 @@
-"""Detection over images, folders and videos, one result per image or frame: ``darkfold.predict``.
+"""Detection over images, folders, videos and streams, one result per image or frame: ``darkfold.predict``.
 
 What `darkfold detect` runs, for Python: the inputs listed (a folder gives its images, by
-name), consecutive images detected ``detect.BATCH`` to a forward pass, each video frame by
-frame, and, with an ``output`` folder, an annotated copy of each image and video written there
-through ``files``' discipline: atomically, and never over one of the run's inputs (an image,
-the cfg, the weights, the names file). An input that fails is one ``Prediction`` holding its
-error, and the run goes on.
+name), consecutive images detected ``detect.BATCH`` to a forward pass, and so are a video's
+frames, decoded on a thread of their own meanwhile (``videos.Video``); a camera or a live
+stream detects its newest frame, dropping those it has no time for. With an ``output``
+folder, an annotated copy of each image and video is written there through ``files``'
+discipline: atomically, and never over one of the run's inputs (an image, the cfg, the
+weights, the names file). An input that fails is one ``Prediction`` holding its error, and
+the run goes on.
 
     for result in darkfold.predict(["photos/", "clip.mp4"], output="predictions"):
         print(result.source, result.frame, result.detections, result.output)
@@ -15,7 +17,9 @@ import dataclasses
 import os
 import time
 
-from . import images
+import numpy as np
+
+from . import images, videos
 from .detect import BATCH, NMS, THRESH, Detector
 from .errors import DarkfoldError, ImageError, OutputError
 from .files import InputFiles, OutputFolder
@@ -26,16 +30,21 @@ from .model import load
 class Prediction:
     """What one image, or one frame of a video, gave.
 
-    ``source``: the input's path; ``kind``: "image", "video", or "input" for a path that
-    named neither (missing, or a folder without images), which always fails; ``frame``: the
-    frame's number in its video, from 0, else None; ``detections``: a tuple of ``Detection``,
+    ``source``: the input's path, or its URL (a password hidden), camera number, or for an
+    image in memory ``<bytes 0>``, ``<array 1>``, ``<file 2>`` (its place among the inputs);
+    ``kind``: "image", "video" (a camera or stream too), or "input" for a path that named
+    neither (missing, or a folder without images), which always fails; ``frame``: the frame's
+    number in its video, from 0, else None (frames a real-time run skipped leave gaps); ``detections``: a tuple of ``Detection``,
     as ``Model.detect`` gives them; ``output``: where the annotated copy goes, or None when
     none is written (a video's copy is complete once its ``last`` frame is yielded);
     ``size``: (width, height) of the image or frame; ``seconds``: the detection's time
-    (a batch's time shared among its images); ``frames``: for a video frame, the frame
-    count the video's container claims (0 if it does not say; a count can lie); ``last``:
+    (a batch's time shared among its images or frames); ``frames``: for a video frame, the
+    frame count the video's container claims (0 if it does not say, or for a camera or live
+    stream; a count can lie); ``last``:
     True on a video's last frame; ``error``: the ``DarkfoldError`` of a failed input, which
-    then has no detections (and, for a video, no ``frame``: frames yielded before it stand).
+    then has no detections (and, for a video, no ``frame``: frames yielded before it stand);
+    ``warnings``: what looked wrong without stopping it (a video shorter than its container
+    says, a stream that stopped, a copy written in a codec browsers do not play), each a line.
     """
 
     source: str
@@ -48,6 +57,7 @@ class Prediction:
     frames: int = None
     last: bool = False
     error: DarkfoldError = None
+    warnings: tuple = ()
 
     @property
     def ok(self):
@@ -55,35 +65,41 @@ class Prediction:
 
 
 def predict(inputs, model=None, *, names=None, thresh=THRESH, nms=NMS, letterbox=None, threads=None,
-            output=None, draw=True, max_pixels=None):
-    """Detect objects in images, folders and videos: an iterator of ``Prediction``, one per image
-    or video frame, in input order.
+            output=None, draw=True, max_pixels=None, channels="bgr", realtime=None):
+    """Detect objects in images, folders, videos and streams: an iterator of ``Prediction``, one
+    per image or video frame, in input order.
 
-    ``inputs``: a path or a list of paths, each an image, a folder (every image in it, sorted
-    by name) or a video (by its extension: .mp4, .avi, .mkv, ...). ``model``: a loaded
-    ``Model`` (default: the bundled YOLOv3-tiny); ``names``, ``thresh``, ``nms``,
+    ``inputs``: one input or a list of them, each a path (an image, a folder: every image in
+    it, sorted by name; a video, known by its extension or, for another one, by not being an
+    image; a camera device such as /dev/video0), a stream's URL (rtsp://, http(s)://, ...), a
+    camera's number (0, or "0" when no file has that name), or an image in memory: encoded
+    bytes, a binary file object, or an array in ``channels`` order ("bgr" or "rgb"). ``model``:
+    a loaded ``Model`` (default: the bundled YOLOv3-tiny); ``names``, ``thresh``, ``nms``,
     ``letterbox`` and ``threads`` as for ``Model.detect``. With ``output``, a folder (created
     for the first copy; removed again if the run created it and wrote nothing), each image
     gets an annotated copy there in its own format and each video one as .mp4, named after
-    the input (a second ``dog.jpg`` becomes ``dog-2.jpg``); an earlier copy of that name is
-    replaced, an input never. ``draw=False`` writes no copy. An image of more pixels than
-    ``max_pixels`` (default: ``images.MAX_PIXELS``) is refused from its header, undecoded.
+    the input (a second ``dog.jpg`` becomes ``dog-2.jpg``; an image in memory ``bytes-2.jpg``
+    after its place); an earlier copy of that name is replaced, an input never. ``draw=False``
+    writes no copy. An image of more pixels than ``max_pixels`` (default:
+    ``images.MAX_PIXELS``) is refused from its header, undecoded.
+
+    ``realtime``: detect a video's newest frame each time, dropping those a slow model has
+    no time for, rather than every frame (a file is then played at its own frame rate). None:
+    for cameras and live streams (rtsp://, ...) only; files and http(s):// are read whole.
 
     The model and names are checked and the inputs listed when ``predict`` is called (errors
     about them raise here); detection runs as the iterator is consumed, and ``close()`` ends
-    it early. An input that fails (missing, unreadable, a copy that cannot be written) is one
-    Prediction with its ``error``, and the run goes on.
+    it early. An input that fails (missing, unreadable, a copy that cannot be written, a
+    stream that breaks off) is one Prediction with its ``error``, and the run goes on.
     """
-    inputs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
-    for item in inputs:
-        if not isinstance(item, (str, os.PathLike)):
-            raise ImageError(f"predict takes paths of images, folders and videos, got {type(item).__name__} "
-                             "(Model.detect takes image arrays)", expected="a path", found=type(item).__name__)
+    single = isinstance(inputs, (str, os.PathLike, bytes, bytearray, memoryview, int, np.ndarray))
+    listed = images.list_inputs([inputs] if single or hasattr(inputs, "read") else list(inputs))
+    images.check_channels(channels)
     model = load() if model is None else model
     detector = Detector(model, names=names, thresh=thresh, nms=nms, letterbox=letterbox, threads=threads)
     names_file = [os.fspath(names)] if isinstance(names, (str, os.PathLike)) else []
-    return PredictionRun(detector, images.list_inputs(inputs), [*model.sources, *names_file],
-                         output if draw else None, max_pixels)
+    return PredictionRun(detector, listed, [*model.sources, *names_file], output if draw else None, max_pixels,
+                         channels, realtime)
 
 
 class PredictionRun:
@@ -91,15 +107,19 @@ class PredictionRun:
     expanded), a progress bar's total; ``close()`` stops it, removing what a stopped video
     left half-written and an output folder the run made and left empty."""
 
-    def __init__(self, detector, inputs, model_files, output, max_pixels=None):
+    def __init__(self, detector, inputs, model_files, output, max_pixels=None, channels="bgr", realtime=None):
         self.detector = detector
         self.max_pixels = max_pixels
+        self.channels = channels
+        self.realtime = realtime
         self.images = sum(item.kind == "image" for item in inputs)
         self._inputs = inputs
         # Every file the run reads, so that no annotated copy replaces one of them.
-        self._sources = InputFiles([item.path for item in inputs if item.kind != "error"] + model_files)
+        self._sources = InputFiles([item.path for item in inputs if item.kind != "error" and item.source is None]
+                                   + model_files)
         self._folder = None if output is None else OutputFolder(output)
         self._taken = set()  # output names given so far
+        self._noted = False  # whether the note on the video codec was given
         self._results = self._run()
 
     def __iter__(self):
@@ -120,7 +140,7 @@ class PredictionRun:
                     yield from self._images(group)
                 elif item.kind == "video":
                     try:
-                        yield from self._video(item.path)
+                        yield from self._video(item)
                     except DarkfoldError as error:
                         yield Prediction(item.path, "video", error=error)
                 else:
@@ -135,8 +155,9 @@ class PredictionRun:
         read = []  # (path, image, output, error) in input order
         for item in items:
             try:
-                image = images.read_image(item.path, self.max_pixels)
-                read.append((item.path, image, self._output(item.path), None))
+                image = images.load_image(item.path if item.source is None else item.source, self.channels,
+                                          self.max_pixels)
+                read.append((item.path, image, self._output(item), None))
             except DarkfoldError as error:
                 read.append((item.path, None, None, error))
         loaded = [image for _, image, _, error in read if error is None]
@@ -159,36 +180,53 @@ class PredictionRun:
             yield Prediction(path, "image", detections=tuple(detections), output=output,
                              size=(image.shape[1], image.shape[0]), seconds=seconds)
 
-    def _video(self, path):
-        """The frames of a video, each yielded once the next one is read, so that the last one
-        knows it is last and comes when the annotated video is in place."""
-        video = images.Video(path)
+    def _video(self, item):
+        """The frames of a video, detected in batches as its reader thread decodes them; each
+        batch's last frame is yielded once the next batch (or the end) is known, so that the
+        last one knows it is last and comes when the annotated video is in place. A reading
+        failure ends the video like its end, the frames before it kept, then is its error."""
+        realtime = item.live if self.realtime is None else self.realtime
+        video = videos.Video(item.path if item.source is None else item.source, item.path, live=item.live,
+                             realtime=realtime)
         writer = output = None
         try:
-            frames = iter(video)
-            frame, number = next(frames, None), 0  # ImageError if no frame decodes
-            while frame is not None:
-                if self._folder is not None and writer is None:
-                    output = self._output(path, video=True)
-                    writer = images.VideoOutput(output, video.fps, (frame.shape[1], frame.shape[0]),
-                                                inputs=self._sources)
+            batches = video.batches(BATCH)
+            batch, failure = next(batches), None  # ImageError if no frame decodes
+            while batch:
                 started = time.perf_counter()
-                detections = self.detector.detect(frame)
-                seconds = time.perf_counter() - started
-                if writer is not None:
-                    writer.write(images.draw_detections(frame, detections, self.detector.classes))
-                following = next(frames, None)
-                result = Prediction(path, "video", number, tuple(detections), output=output,
-                                    size=(frame.shape[1], frame.shape[0]), seconds=seconds, frames=len(video),
-                                    last=following is None)
-                if result.last and writer is not None:
-                    try:
-                        writer.close()
-                    except DarkfoldError:
-                        yield dataclasses.replace(result, last=False)  # its detections stand; the error follows
-                        raise
-                yield result
-                frame, number = following, number + 1
+                found = self.detector.detect_many([frame for _, frame in batch], batch=len(batch))
+                seconds = (time.perf_counter() - started) / len(batch)
+                following = []
+                for position, ((number, frame), detections) in enumerate(zip(batch, found)):
+                    notes = []
+                    if self._folder is not None and writer is None:
+                        output = self._output(item, video=True)
+                        writer = videos.VideoOutput(output, video.fps, (frame.shape[1], frame.shape[0]),
+                                                    inputs=self._sources)
+                        if writer.note is not None and not self._noted:
+                            notes.append(writer.note)
+                            self._noted = True
+                    if writer is not None:
+                        writer.write(images.draw_detections(frame, detections, self.detector.classes))
+                    if position == len(batch) - 1:
+                        try:
+                            following = next(batches, [])
+                        except DarkfoldError as error:
+                            failure = error
+                    last = position == len(batch) - 1 and not following
+                    result = Prediction(item.path, "video", number, tuple(detections), output=output,
+                                        size=(frame.shape[1], frame.shape[0]), seconds=seconds, frames=len(video),
+                                        last=last, warnings=tuple(notes + (video.warnings if last else [])))
+                    if last and writer is not None:
+                        try:
+                            writer.close()
+                        except DarkfoldError:
+                            yield dataclasses.replace(result, last=False)  # its detections stand; the error follows
+                            raise
+                    yield result
+                batch = following
+            if failure is not None:
+                raise failure
         except BaseException:
             if writer is not None:
                 writer.abort()
@@ -196,18 +234,21 @@ class PredictionRun:
         finally:
             video.close()
 
-    def _output(self, path, video=False):
-        """Where the annotated copy of ``path`` goes (None when none is written); OutputError if
-        that is one of the run's inputs."""
+    def _output(self, item, video=False):
+        """Where the annotated copy of the input ``item`` goes (None when none is written);
+        OutputError if that is one of the run's inputs."""
         if self._folder is None:
             return None
         self._folder.make()
-        output = images.output_path(path, self._folder.path, self._taken, video=video)
+        output = images.output_path(item.name or item.path, self._folder.path, self._taken, video=video)
         source = self._sources.matching(output)
         if source is not None:
-            what = "the image itself" if os.path.realpath(source) == os.path.realpath(path) else f"the input {source}"
-            raise OutputError(f"{output}: the annotated copy of {path} would overwrite {what}; choose another -o",
-                              path=output, expected="a file that is not an input", found=f"the input {source}")
+            if os.path.realpath(source) == os.path.realpath(item.path):
+                raise OutputError(f"{output}: the annotated copy would overwrite the image itself; choose another -o",
+                                  path=output, expected="a file that is not an input", found="the image itself")
+            raise OutputError(f"{output}: the annotated copy of {item.path} would overwrite the input {source}; "
+                              "choose another -o", path=output, expected="a file that is not an input",
+                              found=f"the input {source}")
         return output
 
 

@@ -7,7 +7,7 @@ import numba
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .kernels import kernel
+from .jit import kernel
 
 # Indices into the flags: spinning allowed (1) or not (0); the job number; the calling thread's
 # kernel started (announce); the calling thread asleep, waiting for a worker; then, for each

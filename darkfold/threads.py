@@ -16,9 +16,8 @@ from . import blas
 from .options import default_threads
 from .thread_flags import CALLER_ASLEEP, DONE, JOB, SPINNING, STARTED, spin_until, worker_wait
 
-# Handing a part to a worker and waiting for it (12-40 us) costs more than pooling, upsampling or
-# copying fewer values takes. Measured on yolov3-tiny 416: splitting from 128K values made a pass
-# 0.3 ms faster than from 512K; from 64K, only 0.1 ms.
+# Handing a part to a worker and waiting for it costs more than pooling, upsampling or copying
+# fewer values takes (the README's engine section has the figures behind this bound).
 MIN_SPLIT_VALUES = 1 << 17
 
 
@@ -96,8 +95,7 @@ class Workers:
     @contextlib.contextmanager
     def spinning(self):
         """Waiting threads spin instead of sleeping while the block runs, unless there are more
-        threads than CPUs: a spinning thread would then hold a CPU that a working one needs
-        (measured: 3 threads on 2 CPUs took 2.1x as long as 2 threads when they spun)."""
+        threads than CPUs: a spinning thread would then hold a CPU that a working one needs."""
         self._flags[SPINNING] = self.threads <= default_threads()
         try:
             yield

@@ -19,7 +19,7 @@ TOLERANCE = 1e-4
 class OutputDifference:
     """How far one output of the folded model is from the original's."""
 
-    layer: int  # Darknet's index of the output layer (in the original)
+    layer: object  # Darknet's index of the output layer (in the original), or an exported output's name
     shape: tuple  # (batch, c, h, w)
     max_abs: float  # largest absolute difference
     scale: float  # max(1, largest absolute value of the original's output)
@@ -56,9 +56,9 @@ class VerificationError(ModelError):
         self.verification = verification
 
 
-def sample_input(model, seed=0):
-    """A fixed 1-image input of uniform [0, 1) values, the range of a normalised image."""
-    shape = (1, model.net.channels, model.net.height, model.net.width)
+def sample_input(model, seed=0, batch=1):
+    """A fixed input of ``batch`` images of uniform [0, 1) values, the range of a normalised image."""
+    shape = (batch, model.net.channels, model.net.height, model.net.width)
     return np.random.default_rng(seed).random(shape, dtype=np.float32)
 
 

@@ -2,7 +2,8 @@
 
 ``NET`` is the [net] section most small test models start with (its four lines put the first
 layer's header on line 5); ``SMALL_YOLO`` a complete detection model of four layers;
-``ONE_OF_EACH_TYPE`` one small valid cfg per registry type, whose last layer is of that type.
+``ONE_OF_EACH_TYPE`` one small valid cfg per registry type, whose last layer is of that type;
+``EVERY_LAYER_CFG`` one network of most layer types and options the engine runs.
 """
 
 NET = "[net]\nwidth=32\nheight=32\nchannels=3\n"
@@ -62,3 +63,112 @@ ONE_OF_EACH_TYPE = {
     "cost": NET + "[softmax]\n[cost]\n",
     "batchnorm": NET + "[batchnorm]\n",
 }
+
+
+# Every layer type and option the engine runs that the YOLO cfgs leave out, but [reorg] and
+# [reorg3d] (which the float64 reference of test_engine.py does not run), and the heads.
+EVERY_LAYER_CFG = """\
+[net]
+width=24
+height=24
+channels=3
+
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+stride=1
+pad=1
+activation=mish
+
+[convolutional]
+batch_normalize=1
+filters=8
+groups=2
+size=3
+stride=1
+pad=1
+activation=swish
+
+[convolutional]
+batch_normalize=1
+filters=8
+groups=8
+size=3
+stride=1
+pad=1
+dilation=2
+activation=relu6
+
+[shortcut]
+from=-3
+weights_type=per_channel
+weights_normalization=softmax
+activation=leaky
+
+[shortcut]
+from=-1,-4
+weights_type=per_feature
+weights_normalization=relu
+activation=linear
+
+[maxpool]
+size=2
+stride=1
+
+[local_avgpool]
+size=3
+stride=2
+
+[convolutional]
+batch_normalize=1
+filters=16
+size=3
+stride=2
+pad=1
+activation=hard_mish
+
+[upsample]
+stride=-2
+
+[upsample]
+stride=2
+scale=0.5
+
+[route]
+layers=-1,-3
+groups=2
+group_id=1
+
+[avgpool]
+
+[convolutional]
+filters=16
+size=1
+activation=logistic
+
+[scale_channels]
+from=10
+
+[convolutional]
+filters=16
+size=1
+stride_x=1
+stride_y=1
+activation=gelu
+
+[sam]
+from=-2
+activation=tanh
+
+[connected]
+output=10
+batch_normalize=1
+activation=elu
+
+[softmax]
+groups=2
+
+[dropout]
+probability=0.5
+"""

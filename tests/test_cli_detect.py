@@ -3,19 +3,17 @@
 import io
 import json
 import os
-import re
 import shutil
-import subprocess
-import sys
 import zlib
 
 import cv2
 import numpy as np
 import pytest
-from conftest import CFG_DIR, DATA_DIR, REPO, make_video, write
+from conftest import CFG_DIR, DATA_DIR, make_video, truncated_video, write
 from fixtures import NET
 
 import darkfold
+from darkfold import videos
 from darkfold.cli import main
 from darkfold.images import read_image
 from darkfold.threads import default_threads
@@ -32,9 +30,14 @@ DOG_LINES = [
 
 
 def run(capsys, *argv):
+    """Exit code, stdout and stderr of ``darkfold detect argv``; stderr without the note that a
+    video's copy is not H.264 (the opencv-python wheels have no H.264 encoder), which has its test."""
     code = main(["detect", *map(str, argv)])
     out, err = capsys.readouterr()
-    return code, out, err
+    return code, out, "".join(line for line in err.splitlines(keepends=True) if CODEC_NOTE not in line)
+
+
+CODEC_NOTE = ": written as MPEG-4 Part 2 (mp4v), which web browsers do not play"
 
 
 def count_frames(path):
@@ -145,7 +148,7 @@ def test_each_bad_input_gets_one_message_and_the_others_are_still_processed(caps
     errors = [line for line in err.splitlines() if line.startswith("darkfold: error: ")]
     assert errors == [
         f"darkfold: error: {inputs[0]}: no such file or folder",
-        f"darkfold: error: {inputs[1]}: not an image OpenCV can read (unknown format or corrupt file)",
+        f"darkfold: error: {inputs[1]}: not an image or a video OpenCV can read (unknown format or corrupt file)",
         f"darkfold: error: {inputs[2]}: corrupt JPEG: OpenCV cannot decode it (truncated or damaged file)",
         f"darkfold: error: {inputs[3]}: folder holds no images (.jpg, .png, .bmp, .webp, .tif, ...)",
         f"darkfold: error: {inputs[4]}: cannot open as a video (unknown format or corrupt file)",
@@ -158,9 +161,15 @@ def test_an_annotated_copy_never_replaces_an_input(capsys, tmp_path):
     shutil.copy(DATA_DIR / "dog.jpg", image)
     code, _, err = run(capsys, image, "-o", tmp_path)
     assert code == 2
-    assert err == (f"darkfold: error: {image}: the annotated copy of {image} would overwrite the image itself; "
-                   "choose another -o\n")
+    assert err == f"darkfold: error: {image}: the annotated copy would overwrite the image itself; choose another -o\n"
     assert image.read_bytes() == (DATA_DIR / "dog.jpg").read_bytes()
+
+
+def test_the_image_named_once_when_its_copy_would_replace_it_in_the_current_folder(capsys, tmp_cwd):
+    shutil.copy(DATA_DIR / "dog.jpg", tmp_cwd / "dog.jpg")
+    code, _, err = run(capsys, "dog.jpg", "-o", ".")
+    assert code == 2
+    assert err == "darkfold: error: ./dog.jpg: the annotated copy would overwrite the image itself; choose another -o\n"
 
 
 def test_an_annotated_copy_never_replaces_the_model_files(capsys, tmp_path, tiny_cfg, tiny_weights):
@@ -316,24 +325,65 @@ def test_weights_holding_nan_are_an_error_naming_the_layer_that_holds_them(capsy
                    "18,432): the weights file is damaged (or its exporter wrote them); get it again\n")
 
 
-def test_a_first_run_compiles_before_the_first_image_and_says_so_apart_from_the_detection(tmp_path):
-    """An empty numba cache is a first run after installing: the kernels compile before the first
-    image, with a line saying how long that took, and the detection line times the detection. A
-    later run compiles nothing, and `darkfold warmup` says where the compiled kernels are."""
-    cache = tmp_path / "numba-cache"
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache))
+# --------------------------------------------------------------------------------------------
+# cameras, streams, and videos that end early
 
-    def run_darkfold(*argv):
-        return subprocess.run([sys.executable, "-m", "darkfold", *argv], cwd=REPO, env=env, capture_output=True,
-                              text=True, check=True)
 
-    first = run_darkfold("detect", "--no-draw")
-    assert re.fullmatch(r"darkfold: compiling the numba kernels \(once per install; `darkfold warmup` compiles them "
-                        r"ahead\)\ndarkfold: compiled kernels in \d+\.\d s \(once per install\)\n", first.stderr)
-    assert re.match(r".*dog\.jpg: 6 detected in \d+ ms\n", first.stdout)
-    later = run_darkfold("detect", "--no-draw")
-    assert later.stderr == ""
-    assert later.stdout.splitlines()[1:] == first.stdout.splitlines()[1:]
-    warmup = run_darkfold("warmup")
-    assert warmup.stderr == ""
-    assert warmup.stdout == f"{darkfold.DEFAULT_CFG}: the kernels it runs are compiled, in numba's cache under {cache}\n"
+def test_a_camera_or_stream_that_does_not_open_is_one_error_each(capsys, tmp_path):
+    code, out, err = run(capsys, "57", "/dev/null", "rtsp://127.0.0.1:1/live", DATA_DIR / "eagle.jpg", "--no-draw")
+    assert code == 2 and " 1 detected in " in out
+    assert err.splitlines() == [
+        "darkfold: error: camera 57: cannot open it (no camera with this number, or another program is using it)",
+        "darkfold: error: /dev/null: cannot open it as a camera (no camera there, or another program is using it)",
+        "darkfold: error: rtsp://127.0.0.1:1/live: cannot open the stream (unreachable, refused, or not a video)",
+    ]
+
+
+def test_a_video_over_http_is_detected_and_copied_as_the_file(capsys, tmp_path, http_folder):
+    folder, url = http_folder
+    make_video(folder / "clip.avi", frames=3)
+    code, out, err = run(capsys, f"{url}/clip.avi", "--json", "-o", tmp_path / "out")
+    assert (code, err) == (0, "")
+    assert [(line["video"], line["frame"]) for line in json_lines(out)] == [(f"{url}/clip.avi", i) for i in range(3)]
+    assert count_frames(tmp_path / "out" / "clip.mp4") == 3
+
+
+def test_a_truncated_video_keeps_its_frames_and_warns_with_the_counts(capsys, tmp_path):
+    video = truncated_video(tmp_path / "cut.avi", frames=30)
+    code, out, err = run(capsys, video, "--json", "--no-draw")
+    lines = json_lines(out)
+    warning = f"{video}: the video ended after {len(lines)} frames, though its container says 30: a truncated or " \
+              "damaged file?"
+    assert code == 0 and 0 < len(lines) < 30
+    assert err == f"darkfold: warning: {warning}\n" and lines[-1]["warnings"] == [warning]
+
+
+@pytest.mark.parametrize("argv, realtime", [([], None), (["--realtime"], True), (["--no-realtime"], False)])
+def test_realtime_is_asked_for_or_refused_or_left_to_the_source(capsys, monkeypatch, argv, realtime):
+    asked = {}
+
+    class Run:
+        images = 0
+
+        def __iter__(self):
+            return iter(())
+
+        def close(self):
+            pass
+
+    def predict(inputs, model, **options):
+        asked.update(options)
+        return Run()
+
+    monkeypatch.setattr("darkfold.prediction.predict", predict)
+    assert run(capsys, "0", *argv)[0] == 0
+    assert asked["realtime"] is realtime
+
+
+def test_a_copy_not_in_h264_is_noted_once_per_run(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(videos, "CODECS", ("XXXX", "mp4v"))  # as the opencv-python wheels, without H.264
+    clips = [make_video(tmp_path / name, frames=2) for name in ("a.avi", "b.avi")]
+    assert main(["detect", *map(str, clips), "-o", str(tmp_path / "out")]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if CODEC_NOTE in line]
+    assert notes == [f"darkfold: warning: {tmp_path / 'out' / 'a.mp4'}{CODEC_NOTE}: this OpenCV has no H.264 (avc1) "
+                     "encoder; 'ffmpeg -i IN -c:v libx264 OUT' converts it"]

@@ -19,7 +19,7 @@ def test_convert_streams_the_same_files_as_fold_then_save(tiny_model, tiny_cfg, 
     folded = darkfold.convert(tiny_cfg, tiny_weights, tmp_path / "b.cfg", tmp_path / "b.weights")
     assert (tmp_path / "b.weights").read_bytes() == (tmp_path / "a.weights").read_bytes()
     assert (tmp_path / "b.cfg").read_bytes() == (tmp_path / "a.cfg").read_bytes()
-    assert folded.folded == tiny_model.fold().folded and len(folded.layers) == 24
+    assert folded.folded_layers == tiny_model.fold().folded_layers and len(folded.layers) == 24
 
 
 def test_convert_refuses_to_write_over_its_input(tiny_cfg, tiny_weights, tmp_path):
@@ -37,7 +37,7 @@ def test_convert_replaces_existing_outputs_only_with_force(tiny_cfg, tiny_weight
         darkfold.convert(tiny_cfg, tiny_weights, out_cfg, out_weights)
     assert out_cfg.read_text() == "mine" and not out_weights.exists()
     darkfold.convert(tiny_cfg, tiny_weights, out_cfg, out_weights, force=True)
-    assert darkfold.load(out_cfg, out_weights).fold().folded == ()  # nothing left to fold
+    assert darkfold.load(out_cfg, out_weights).fold().folded_layers == ()  # nothing left to fold
 
 
 def test_convert_needs_two_different_output_paths(tiny_cfg, tiny_weights, tmp_path):

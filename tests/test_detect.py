@@ -7,10 +7,12 @@ score threshold and cv2.dnn.NMSBoxes) fed the very same network input, and with 
 own output on data/dog.jpg (DESIGN.md).
 """
 
+import io
 import os
 import re
 import subprocess
 import sys
+import threading
 import warnings
 
 import cv2
@@ -384,11 +386,108 @@ def test_a_list_is_detected_in_batches_with_the_same_results_as_one_by_one(tiny_
 
 
 # --------------------------------------------------------------------------------------------
+# images given as encoded bytes, file objects, and arrays of every kind an app holds
+
+
+def test_encoded_bytes_and_binary_file_objects_are_detected_as_their_files(tiny_model, tmp_path):
+    path = DATA_DIR / "dog.jpg"
+    expected = tiny_model.detect(str(path))
+    data = path.read_bytes()
+    assert tiny_model.detect(data) == expected
+    assert tiny_model.detect(bytearray(data)) == expected and tiny_model.detect(memoryview(data)) == expected
+    assert tiny_model.detect(io.BytesIO(data)) == expected  # an upload, as web frameworks hand it over
+    with open(path, "rb") as file:
+        assert tiny_model.detect(file) == expected
+    assert tiny_model.detect([data, io.BytesIO(data), path]) == tiny_model.detect([path] * 3)  # one batch
+
+
+def test_bytes_and_file_objects_that_are_not_images_are_one_image_error(tiny_model, tmp_path):
+    with pytest.raises(darkfold.ImageError, match=r"^image bytes: not an image OpenCV can read"):
+        tiny_model.detect(b"not an image")
+    with pytest.raises(darkfold.ImageError, match=r"^image file object: corrupt JPEG"):
+        tiny_model.detect(io.BytesIO((DATA_DIR / "dog.jpg").read_bytes()[:5000]))
+    with pytest.raises(darkfold.ImageError, match=r"^image bytes: empty, not an image"):
+        tiny_model.detect(b"")
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image")
+    with open(text) as file, pytest.raises(darkfold.ImageError, match=f"^{text}: a text file object; open the "
+                                                                      r"image in binary mode \('rb'\)"):
+        tiny_model.detect(file)
+
+
+@pytest.mark.parametrize("path", SAMPLE_IMAGES, ids=lambda p: p.name)
+def test_an_rgb_array_gives_the_detections_of_the_bgr_one(tiny_model, path):
+    bgr = cv2.imread(str(path))
+    expected = tiny_model.detect(bgr, thresh=0.1)
+    assert expected  # every sample image holds something to find
+    assert tiny_model.detect(np.ascontiguousarray(bgr[:, :, ::-1]), thresh=0.1, channels="rgb") == expected
+    rgba = np.dstack([bgr[:, :, ::-1], np.full(bgr.shape[:2], 7, np.uint8)])  # PIL's RGBA
+    assert tiny_model.detect(rgba, thresh=0.1, channels="rgb") == expected
+
+
+def test_without_channels_an_rgb_array_is_taken_as_bgr(tiny_model):
+    bgr = cv2.imread(str(DATA_DIR / "dog.jpg"))
+    assert tiny_model.detect(bgr[:, :, ::-1]) != tiny_model.detect(bgr)  # the dog drops to 60%
+
+
+def test_grey_4_channel_and_16_bit_arrays_are_read_as_their_files(tiny_model, tmp_path):
+    bgr = cv2.imread(str(DATA_DIR / "dog.jpg"))
+    grey = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+    cv2.imwrite(str(tmp_path / "grey.png"), grey)
+    assert tiny_model.detect(grey[:, :, None]) == tiny_model.detect(grey) == tiny_model.detect(str(tmp_path / "grey.png"))
+    bgra = np.dstack([bgr, np.zeros(bgr.shape[:2], np.uint8)])
+    cv2.imwrite(str(tmp_path / "bgra.png"), bgra)
+    assert tiny_model.detect(bgra) == tiny_model.detect(str(tmp_path / "bgra.png")) == tiny_model.detect(bgr)
+    deep = bgr.astype(np.uint16) * 256 + np.arange(bgr.size).reshape(bgr.shape).astype(np.uint16) % 256
+    cv2.imwrite(str(tmp_path / "deep.png"), deep)
+    assert tiny_model.detect(deep) == tiny_model.detect(str(tmp_path / "deep.png")) == tiny_model.detect(bgr)
+
+
+@pytest.mark.parametrize("image, message", [
+    (np.zeros((8, 8, 3), np.float32), "expected an image array of uint8 \\(or uint16\\) values.* got float32"),
+    (np.zeros((8, 8, 3), bool), "got bool"),
+    (np.zeros((8, 8, 3), np.int32), "got int32"),
+    (np.zeros((8, 8, 2), np.uint8), "got \\(8, 8, 2\\)$"),
+    (np.zeros((0, 8, 3), np.uint8), "got \\(0, 8, 3\\)$"),
+    (np.zeros((2, 8, 8, 3), np.uint8), "got \\(2, 8, 8, 3\\)$"),
+    (np.zeros(100, np.uint8), "got \\(100,\\) \\(the bytes of an encoded image go as bytes: array.tobytes"),
+    (42, "expected an image: a path, encoded image bytes, a binary file object "
+                                           "or a numpy array; got int"),
+])
+def test_anything_else_is_one_image_error(tiny_model, image, message):
+    with pytest.raises(darkfold.ImageError, match=message):
+        tiny_model.detect(image)
+
+
+def test_threads_sharing_one_model_get_what_one_thread_gets(tiny_model):
+    # The README's contract: one model may be shared by threads; their calls run one at a time.
+    images = [cv2.imread(str(path)) for path in SAMPLE_IMAGES[:4]]
+    expected = [tiny_model.detect(image) for image in images]
+    found = [[] for _ in range(4)]
+
+    def work(k):
+        for round_ in range(3):
+            found[k].append(tiny_model.detect(images[(k + round_) % 4]))
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(found[k][r] == expected[(k + r) % 4] for k in range(4) for r in range(3))
+
+
+def test_channels_is_bgr_or_rgb(tiny_model):
+    with pytest.raises(darkfold.ImageError, match="channels='RGBA': expected 'bgr' or 'rgb'"):
+        tiny_model.detect(np.zeros((8, 8, 3), np.uint8), channels="RGBA")
+
+
+# --------------------------------------------------------------------------------------------
 # values that are not numbers, and weights that overflow
 
 
 @pytest.mark.parametrize("option", ["thresh", "nms"])
-@pytest.mark.parametrize("value", [float("nan"), float("inf"), -0.1, 1.5, True, "0.5", None])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -0.1, 1.5, 5, True, "0.5", None])
 def test_thresh_and_nms_must_be_numbers_from_0_to_1(tiny_model, option, value):
     with pytest.raises(ModelError) as error:
         tiny_model.detect(str(DATA_DIR / "dog.jpg"), **{option: value})

@@ -8,21 +8,16 @@ import sys
 import numpy as np
 import oracle
 import pytest
-from conftest import CFG_DIR, REPO
+from conftest import ENGINE_CFGS, REPO, yolo_blob as blob
+from fixtures import EVERY_LAYER_CFG
 from oracle import needs_opencv_darknet
 
 import darkfold
+from darkfold.convolution import Convolution, WinogradConvolution, make_convolution
 from darkfold.engine import STEPS, Engine
+from darkfold.step import Step
 from darkfold.runtime import engine_for
 from darkfold.layers import TYPES
-
-# Every YOLO network the engine claims, with an input size that keeps CI short.
-ENGINE_CFGS = {
-    "yolov2": 160, "yolov2-tiny": 160, "yolov2-voc": 160, "yolov3": 128, "yolov3-tiny": 160,
-    "yolov3-spp": 128, "yolov3-tiny-prn": 160, "yolov4": 128, "yolov4-tiny": 160, "yolov4-csp": 128,
-    "yolov4x-mish": 128, "yolov7-tiny": 160, "yolov7": 128,
-}
-
 
 def within(actual, expected, tolerance=1e-4):
     """Max abs difference against tolerance * max(1, max |expected|), and that limit."""
@@ -48,26 +43,14 @@ def assert_every_layer_matches_a_float64_reference(model, x, threads=None, **opt
             assert difference <= limit, f"layer {layer.index} [{layer.type}]: {difference:.3g} > {limit:.3g}"
 
 
-def blob(size):
-    return oracle.random_blob(size, size, seed=1)
-
-
 @pytest.fixture(scope="module")
-def random_models(tmp_path_factory):
+def random_models(random_yolo):
     """name -> (model with random weights at the small size, its cfg, weights with OpenCV's BN eps)."""
-    folder = tmp_path_factory.mktemp("engine")
     made = {}
 
     def make(name):
         if name not in made:
-            size = ENGINE_CFGS[name]
-            cfg = oracle.resized_cfg(CFG_DIR / f"{name}.cfg", folder / f"{name}.cfg", size, size)
-            weights = folder / f"{name}.weights"
-            # BN statistics measured on the test input keep swish and mish nets in range; the
-            # reorg nets are leaky, which fixed gains keep in range (numpy_layer has no reorg).
-            calibrate_on = None if name.startswith("yolov2") else blob(size)[0]
-            layers, _ = oracle.write_random_weights(cfg, weights, seed=len(name), calibrate_on=calibrate_on)
-            bumped = oracle.write_bumped_copy(weights, folder / f"{name}-bumped.weights", layers)
+            cfg, weights, bumped = random_yolo(name)
             made[name] = (darkfold.load(cfg, weights), cfg, bumped)
         return made[name]
 
@@ -112,114 +95,6 @@ def test_convolutions_writing_into_a_route_give_every_layer_opencvs_output(rando
     for index in wanted:
         difference, limit = within(ours[index], theirs[index])
         assert difference <= limit, f"layer {index}: {difference:.3g} > {limit:.3g}"
-
-
-# Every layer type and option the engine runs that the YOLO cfgs above leave out.
-EVERY_LAYER_CFG = """\
-[net]
-width=24
-height=24
-channels=3
-
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-stride=1
-pad=1
-activation=mish
-
-[convolutional]
-batch_normalize=1
-filters=8
-groups=2
-size=3
-stride=1
-pad=1
-activation=swish
-
-[convolutional]
-batch_normalize=1
-filters=8
-groups=8
-size=3
-stride=1
-pad=1
-dilation=2
-activation=relu6
-
-[shortcut]
-from=-3
-weights_type=per_channel
-weights_normalization=softmax
-activation=leaky
-
-[shortcut]
-from=-1,-4
-weights_type=per_feature
-weights_normalization=relu
-activation=linear
-
-[maxpool]
-size=2
-stride=1
-
-[local_avgpool]
-size=3
-stride=2
-
-[convolutional]
-batch_normalize=1
-filters=16
-size=3
-stride=2
-pad=1
-activation=hard_mish
-
-[upsample]
-stride=-2
-
-[upsample]
-stride=2
-scale=0.5
-
-[route]
-layers=-1,-3
-groups=2
-group_id=1
-
-[avgpool]
-
-[convolutional]
-filters=16
-size=1
-activation=logistic
-
-[scale_channels]
-from=10
-
-[convolutional]
-filters=16
-size=1
-stride_x=1
-stride_y=1
-activation=gelu
-
-[sam]
-from=-2
-activation=tanh
-
-[connected]
-output=10
-batch_normalize=1
-activation=elu
-
-[softmax]
-groups=2
-
-[dropout]
-probability=0.5
-"""
 
 
 IN_PLACE_CFG = """[net]
@@ -463,6 +338,17 @@ def test_a_model_without_weights_cannot_run(tiny_cfg):
 def test_the_engine_runs_registry_types_by_their_names_and_all_but_local_and_cost():
     # A type added to layers.TYPES fails here until it has a step (or joins the exceptions).
     assert set(STEPS) <= set(TYPES) and set(TYPES) - set(STEPS) == {"local", "cost"}
+
+
+def test_every_step_is_a_step_so_the_engine_never_probes_for_what_it_can_do(tiny_model):
+    # The engine reads Step's attributes and calls its methods on every step, never probing.
+    classes = [step for step in STEPS.values() if isinstance(step, type)] + [Convolution, WinogradConvolution]
+    assert all(issubclass(step, Step) for step in classes)
+    assert {step for step in STEPS.values() if not isinstance(step, type)} == {make_convolution}
+    engine = Engine(tiny_model, threads=1)
+    assert all(isinstance(step, Step) for step in engine.steps)
+    assert [type(step).__name__ for step in engine.steps[:3]] == ["Convolution", "PooledAway", "WinogradConvolution"]
+    engine.close()
 
 
 def test_a_layer_the_engine_cannot_run_is_named_before_running(tmp_path):

@@ -143,7 +143,7 @@ def test_folded_model_in_numpy_matches_original_in_opencv_at_every_layer(tmp_pat
     layers, params = oracle.write_random_weights(cfg, tmp_path / "net.weights", seed=2)
     oracle.write_weights_file(tmp_path / "bumped.weights", layers, oracle.bump_variances(params))
     folded, folded_layers, folded_params = fold_files(cfg, tmp_path / "net.weights", tmp_path)
-    assert folded.folded and [l.type for l in folded_layers] == [l.type for l in layers]
+    assert folded.folded_layers and [l.type for l in folded_layers] == [l.type for l in layers]
     blob = oracle.random_blob(64, 64, seed=3)
     indices = [l.index for l in layers if l.type not in oracle.HEAD_TYPES]
     original = oracle.opencv_outputs(cfg, tmp_path / "bumped.weights", blob, indices)
@@ -158,13 +158,13 @@ def test_folded_model_in_numpy_matches_original_in_opencv_at_every_layer(tmp_pat
 
 
 def test_fold_folds_every_batch_normalize_layer(pair):
-    assert pair.folded.folded == tuple(bn_layers_in_text(pair.cfg))
-    assert len(pair.folded.folded) > 0
+    assert pair.folded.folded_layers == tuple(bn_layers_in_text(pair.cfg))
+    assert len(pair.folded.folded_layers) > 0
 
 
 def test_folded_weights_file_is_12_bytes_per_folded_filter_smaller(pair):
     filters = 0
-    for index in pair.folded.folded:
+    for index in pair.folded.folded_layers:
         layer = pair.model.layers[index]
         assert layer.type == "convolutional"
         filters += layer.filters
@@ -182,7 +182,7 @@ def folded_layer_arrays(pair):
 
 def test_folded_weights_are_darknets_fuse_conv_batchnorm_bit_for_bit(pair):
     for layer, before, after in folded_layer_arrays(pair):
-        if layer.index in pair.folded.folded:
+        if layer.index in pair.folded.folded_layers:
             weights, _ = oracle.darknet_fuse(before["weights"], before["biases"], before["scales"],
                                              before["rolling_mean"], before["rolling_variance"])
             assert sorted(after) == ["biases", "weights"]
@@ -196,7 +196,7 @@ def test_folded_weights_are_darknets_fuse_conv_batchnorm_bit_for_bit(pair):
 
 def test_folded_biases_are_darknets_fuse_conv_batchnorm_bit_for_bit(pair):
     for layer, before, after in folded_layer_arrays(pair):
-        if layer.index in pair.folded.folded:
+        if layer.index in pair.folded.folded_layers:
             _, biases = oracle.darknet_fuse(before["weights"], before["biases"], before["scales"],
                                             before["rolling_mean"], before["rolling_variance"])
             np.testing.assert_array_equal(after["biases"], biases, err_msg=f"layer {layer.index} biases")
@@ -212,7 +212,7 @@ def test_folded_pair_loads_back_and_saves_byte_identically(pair, tmp_path):
 def test_refolding_a_folded_model_folds_nothing_and_keeps_its_arrays(pair, tmp_path):
     reloaded = darkfold.load(pair.folded_cfg, pair.folded_weights)
     refolded = reloaded.fold()
-    assert refolded.folded == ()
+    assert refolded.folded_layers == ()
     assert refolded.cfg.text() == reloaded.cfg.text()
     assert len(refolded.params) == len(reloaded.params)
     for before, after in zip(reloaded.params, refolded.params):
@@ -238,7 +238,7 @@ def test_folded_cfg_differs_only_in_the_batch_normalize_line_of_folded_layers(pa
             assert re.fullmatch(r"\s*batch_normalize\s*=\s*1\s*(#.*)?\s*", old), f"line {number + 1}: {old!r}"
             assert new == re.sub(r"(=\s*)1", r"\g<1>0", old, count=1), f"line {number + 1}: {old!r} -> {new!r}"
             changed.setdefault(section_of_line[number], []).append(number)
-    assert sorted(changed) == list(pair.folded.folded)
+    assert sorted(changed) == list(pair.folded.folded_layers)
     assert all(len(lines) == 1 for lines in changed.values())
 
 
@@ -253,7 +253,7 @@ FORMATTED_NET = (
 def test_folded_cfg_keeps_line_endings_spacing_and_comments(tmp_path):
     cfg, weights, _, _ = write_random_pair(tmp_path, FORMATTED_NET, seed=1)
     folded, _, _ = fold_files(cfg, weights, tmp_path)
-    assert folded.folded == (0, 1)
+    assert folded.folded_layers == (0, 1)
     expected = FORMATTED_NET.replace("batch_normalize = 1   #", "batch_normalize = 0   #").replace("cbn=1 ;", "cbn=0 ;")
     assert (tmp_path / "folded.cfg").read_bytes() == expected.encode()
 
@@ -265,7 +265,7 @@ def test_fold_leaves_the_original_model_and_files_unchanged(tmp_path):
     model = darkfold.load(cfg, weights)
     model.fold().save(tmp_path / "folded.cfg", tmp_path / "folded.weights")
     assert cfg.read_bytes() == cfg_bytes and weights.read_bytes() == weights_bytes
-    assert model.cfg.text().encode() == cfg_bytes and model.folded == ()
+    assert model.cfg.text().encode() == cfg_bytes and model.folded_layers == ()
     _, params = oracle.read_weights_file(weights, model.layers)
     for before, now in zip(params, model.params):
         assert sorted(now) == sorted(before)
@@ -407,7 +407,7 @@ def test_standalone_batchnorm_after_linear_conv_is_merged_and_references_renumbe
     cfg, weights, layers, params = write_random_pair(tmp_path, net, seed=7)
     folded, folded_layers, folded_params = fold_files(cfg, weights, tmp_path)
     assert (tmp_path / "folded.cfg").read_text() == expected_cfg
-    assert folded.folded == ((0, 1, 2, 3) if conv_bn else (0, 2, 3))
+    assert folded.folded_layers == ((0, 1, 2, 3) if conv_bn else (0, 2, 3))
     assert [l.type for l in folded_layers] == ["convolutional"] * 3 + ["shortcut", "route", "route", "convolutional"]
     assert sorted(folded_params[1]) == ["biases", "weights"]
     # the file loses the [batchnorm]'s four arrays and three BN arrays per normalizing conv
@@ -431,7 +431,7 @@ def test_batchnorm_that_cannot_be_merged_is_kept(tmp_path, change, reason):
     assert text != BATCHNORM_NET
     cfg, weights, layers, params = write_random_pair(tmp_path, text, seed=8)
     folded, folded_layers, folded_params = fold_files(cfg, weights, tmp_path)
-    assert folded.folded == (0, 3), reason
+    assert folded.folded_layers == (0, 3), reason
     assert [l.type for l in folded_layers] == [l.type for l in layers]
     x = oracle.random_blob(32, 32, seed=4)[0].astype(np.float64)
     expected = oracle.numpy_forward(layers, params, x)
@@ -472,7 +472,7 @@ activation=linear
 def test_connected_batchnorm_is_folded_into_weights_and_biases(tmp_path, header):
     cfg, weights, layers, params = write_random_pair(tmp_path, CONNECTED_NET, seed=11, header=header)
     folded, folded_layers, folded_params = fold_files(cfg, weights, tmp_path)
-    assert folded.folded == (0, 1)
+    assert folded.folded_layers == (0, 1)
     assert "batch_normalize=0\noutput=10" in (tmp_path / "folded.cfg").read_text()
     assert sorted(folded_params[1]) == ["biases", "weights"]
     expected_weights, _ = oracle.darknet_fuse(*(params[1][k] for k in ("weights", "biases", "scales",

@@ -1,13 +1,15 @@
 """Images: Darknet's preprocessing (resize_image, letterbox_image), reading, inputs, outputs."""
 
+import io
 import os
+import shutil
 import struct
 import zlib
 
 import cv2
 import numpy as np
 import pytest
-from conftest import DATA_DIR, write
+from conftest import DATA_DIR, make_video, write
 
 from darkfold import ImageError, images
 from darkfold.images import (
@@ -197,6 +199,38 @@ def test_inputs_expand_folders_to_their_images_in_name_order(tmp_path):
         Input(str(tmp_path / "none.jpg"), "error", f"{tmp_path / 'none.jpg'}: no such file or folder"),
     ]
     assert list_inputs([tmp_path / "sub" / "missing"])[0].kind == "error"
+
+
+def test_inputs_name_cameras_streams_and_videos_of_any_extension(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "5", (DATA_DIR / "dog.jpg").read_bytes())  # a file named 5 is that file, not camera 5
+    shutil.copy(make_video(tmp_path / "clip.avi", frames=1), tmp_path / "clip.dat")
+    shutil.copy(DATA_DIR / "dog.jpg", tmp_path / "photo.dat")
+    found = list_inputs(["0", 2, "5", "rtsp://cam/live", "HTTPS://host/v/clip.webm", "/dev/null", "clip.dat",
+                         "photo.dat"])
+    assert [(i.path, i.kind, i.source, i.name, i.live) for i in found] == [
+        ("0", "video", 0, "camera-0.mp4", True),
+        ("2", "video", 2, "camera-2.mp4", True),
+        ("5", "image", None, None, False),
+        ("rtsp://cam/live", "video", "rtsp://cam/live", "live.mp4", True),
+        ("HTTPS://host/v/clip.webm", "video", "HTTPS://host/v/clip.webm", "clip.mp4", False),
+        ("/dev/null", "video", None, None, True),  # a character device: a camera, as /dev/video0
+        ("clip.dat", "video", None, None, False),  # not an image by its signature: tried as a video
+        ("photo.dat", "image", None, None, False),
+    ]
+
+
+def test_images_in_memory_are_inputs_named_by_their_place(tmp_path):
+    array, data = np.zeros((2, 2, 3), np.uint8), b"\x89PNG..."
+    with open(write(tmp_path / "up.png", data), "rb") as named:
+        found = list_inputs([data, array, io.BytesIO(data), named])
+    assert [(i.path, i.kind, i.name) for i in found] == [
+        ("<bytes 0>", "image", "bytes-0.jpg"), ("<array 1>", "image", "array-1.jpg"),
+        ("<file 2>", "image", "file-2.jpg"), (str(tmp_path / "up.png"), "image", "up.png")]
+    assert found[1].source is array
+    with pytest.raises(ImageError, match="expected images, folders, videos, stream URLs or camera numbers, got "
+                                         "NoneType"):
+        list_inputs([None])
 
 
 def test_outputs_keep_the_image_type_and_never_share_a_name(tmp_path):

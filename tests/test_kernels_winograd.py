@@ -1,6 +1,5 @@
 """darkfold.kernels.winograd against a direct convolution in float64."""
 
-import itertools
 
 import numpy as np
 import oracle
@@ -53,7 +52,7 @@ def _winograd_case(seed, n, h, w, c, f, tile, edges, transposed):
     at, g, bt = (m.astype(np.float32) for m in WinogradConvolution.MATRICES[tile])
     positions = len(bt) ** 2
     transformed = np.einsum("ai,fcij,bj->abcf", g, weights, g).reshape(positions, c, f).astype(np.float32)
-    blocks = [transformed[:, :, a:b] for a, b in itertools.pairwise(edges)]
+    blocks = [transformed[:, :, a:b] for a, b in zip(edges, edges[1:])]
     flat = np.concatenate([(block.transpose(0, 2, 1) if transposed else block).reshape(-1) for block in blocks])
     grid = (-(-h // tile), -(-w // tile))
     return x, weights, biases, at, bt, positions, flat, np.array(edges, np.int64), grid

@@ -29,7 +29,7 @@ def test_head_inputs_are_what_the_detection_heads_read_or_the_last_layer(name, e
 def test_fold_returns_a_new_model_and_leaves_the_original_alone(tiny_model):
     before = {name: array.copy() for name, array in tiny_model.params[0].items()}
     folded = tiny_model.fold()
-    assert folded is not tiny_model and folded.folded == (0, 2, 4, 6, 8, 10, 12, 13, 14, 18, 21)
+    assert folded is not tiny_model and folded.folded_layers == (0, 2, 4, 6, 8, 10, 12, 13, 14, 18, 21)
     assert set(folded.params[0]) == {"biases", "weights"}
     assert all(np.array_equal(tiny_model.params[0][n], a) for n, a in before.items())
     assert tiny_model.layers[0].batch_normalize == 1 and folded.layers[0].batch_normalize == 0

@@ -1,16 +1,18 @@
 """darkfold.predict: images, folders and videos in, one Prediction per image or frame, in order."""
 
+import io
 import os
 import shutil
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pytest
-from conftest import DATA_DIR, REPO, make_video, write
+from conftest import DATA_DIR, REPO, make_video, truncated_video, write
 
 import darkfold
-from darkfold import DarkfoldError, ImageError, OutputError, images
+from darkfold import DarkfoldError, ImageError, OutputError, images, videos
 from darkfold.detect import BATCH
 
 SAMPLE_IMAGES = sorted(DATA_DIR.glob("*.jpg"))
@@ -115,7 +117,7 @@ def test_a_video_copy_that_cannot_be_written_gives_the_frames_then_the_error(tmp
         self.abort()
         raise OutputError(f"{self.path}: cannot write: No space left on device", path=self.path)
 
-    monkeypatch.setattr(images.VideoOutput, "close", fail)
+    monkeypatch.setattr(videos.VideoOutput, "close", fail)
     video = make_video(tmp_path / "clip.avi", frames=2)
     results = list(darkfold.predict([video, DATA_DIR / "eagle.jpg"], tiny_model, output=tmp_path / "out"))
     assert [(r.kind, r.frame, r.last, r.ok) for r in results] == [
@@ -126,11 +128,101 @@ def test_a_video_copy_that_cannot_be_written_gives_the_frames_then_the_error(tmp
 def test_model_and_argument_problems_raise_at_the_call(tiny_model, tmp_path):
     with pytest.raises(DarkfoldError, match="missing.names: names file not found"):
         darkfold.predict(DATA_DIR, tiny_model, names=tmp_path / "missing.names")
-    with pytest.raises(ImageError, match="predict takes paths .* got ndarray"):
-        darkfold.predict([np.zeros((8, 8, 3), np.uint8)], tiny_model)
+    with pytest.raises(ImageError, match="expected images, folders, videos, stream URLs or camera numbers, got float"):
+        darkfold.predict([DATA_DIR, 1.5], tiny_model)
+    with pytest.raises(darkfold.ModelError, match="thresh=5: expected a number from 0 to 1"):
+        darkfold.predict(DATA_DIR, tiny_model, thresh=5)
+    with pytest.raises(ImageError, match="channels='BGR': expected 'bgr' or 'rgb'"):
+        darkfold.predict(DATA_DIR, tiny_model, channels="BGR")
 
 
 def test_import_darkfold_loads_neither_opencv_nor_the_prediction_module():
     code = "import sys, darkfold; print('cv2' in sys.modules, 'darkfold.prediction' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["False", "False"]
+
+
+# --------------------------------------------------------------------------------------------
+# images in memory, videos in batches, streams
+
+
+def test_images_in_memory_are_detected_and_named_by_their_place(tmp_path, tiny_model):
+    dog = DATA_DIR / "dog.jpg"
+    rgb = cv2.imread(str(dog))[:, :, ::-1]
+    results = list(darkfold.predict([dog.read_bytes(), io.BytesIO(dog.read_bytes()), rgb, open(dog, "rb")],
+                                    tiny_model, channels="rgb", output=tmp_path / "out"))
+    assert [r.source for r in results] == ["<bytes 0>", "<file 1>", "<array 2>", str(dog)]
+    assert [r.detections for r in results] == [tuple(d) for d in tiny_model.detect([dog] * 4)]
+    assert sorted(os.listdir(tmp_path / "out")) == ["array-2.jpg", "bytes-0.jpg", "dog.jpg", "file-1.jpg"]
+    (single,) = darkfold.predict(dog.read_bytes(), tiny_model)  # one input, not a list of them
+    assert single.source == "<bytes 0>" and single.ok
+
+
+def test_a_videos_frames_in_batches_give_the_detections_of_frame_by_frame(tmp_path, tiny_model):
+    video = make_video(tmp_path / "clip.avi", frames=BATCH + 2)  # a full batch and a partial one
+    results = list(darkfold.predict(video, tiny_model))
+    assert [r.frame for r in results] == list(range(BATCH + 2)) and [r.last for r in results][-2:] == [False, True]
+    for result, frame in zip(results, video_frames(video)):
+        alone = tiny_model.detect(frame)
+        assert [d.class_id for d in result.detections] == [d.class_id for d in alone]
+        np.testing.assert_allclose([d.box for d in result.detections], [d.box for d in alone], atol=1e-3)
+        np.testing.assert_allclose([d.confidence for d in result.detections], [d.confidence for d in alone],
+                                   atol=1e-5)
+
+
+def video_frames(path):
+    capture = cv2.VideoCapture(str(path))
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            return
+        yield frame
+
+
+def test_a_truncated_video_warns_with_its_counts_on_its_last_frame(tmp_path, tiny_model):
+    video = truncated_video(tmp_path / "cut.avi", frames=30)
+    results = list(darkfold.predict(video, tiny_model))
+    read = len(results)
+    assert 0 < read < 30 and all(r.ok for r in results) and results[-1].last
+    assert [r.warnings for r in results] == [()] * (read - 1) + [(
+        f"{video}: the video ended after {read} frames, though its container says 30: a truncated or damaged file?",)]
+
+
+def test_an_http_stream_gives_every_frame_with_the_files_detections(http_folder, tiny_model):
+    folder, url = http_folder
+    video = make_video(folder / "clip.avi", frames=5)
+    streamed = list(darkfold.predict(f"{url}/clip.avi", tiny_model))
+    from_file = list(darkfold.predict(video, tiny_model))
+    assert [r.source for r in streamed] == [f"{url}/clip.avi"] * 5 and [r.frames for r in streamed] == [5] * 5
+    assert [(r.frame, r.detections, r.last) for r in streamed] == [(r.frame, r.detections, r.last) for r in from_file]
+
+
+def test_cameras_and_live_streams_are_read_in_realtime_unless_told_otherwise(monkeypatch, tiny_model):
+    opened = []
+
+    def record(source, name, *, live, realtime):
+        opened.append((source, live, realtime))
+        raise ImageError(f"{name}: not opened in this test")
+
+    monkeypatch.setattr(videos, "Video", record)
+    inputs = [0, "1", "rtsp://user:pw@cam/live", "http://host/clip.mp4"]
+    results = list(darkfold.predict(inputs, tiny_model))
+    assert [r.source for r in results] == ["0", "1", "rtsp://user:***@cam/live", "http://host/clip.mp4"]
+    assert [type(r.error) for r in results] == [ImageError] * 4
+    assert opened == [(0, True, True), (1, True, True), ("rtsp://user:pw@cam/live", True, True),
+                      ("http://host/clip.mp4", False, False)]
+    opened.clear()
+    list(darkfold.predict(inputs, tiny_model, realtime=False))
+    assert [realtime for _, _, realtime in opened] == [False] * 4
+    opened.clear()
+    list(darkfold.predict(inputs, tiny_model, realtime=True))
+    assert [realtime for _, _, realtime in opened] == [True] * 4
+
+
+def test_a_copy_not_in_h264_is_noted_once_per_run(tmp_path, tiny_model, monkeypatch):
+    monkeypatch.setattr(videos, "CODECS", ("XXXX", "mp4v"))  # as an OpenCV without an H.264 encoder
+    clips = [make_video(tmp_path / name, frames=2) for name in ("a.avi", "b.avi")]
+    results = list(darkfold.predict(clips, tiny_model, output=tmp_path / "out"))
+    notes = [note for r in results for note in r.warnings]
+    assert len(notes) == 1 and list(results[0].warnings) == notes
+    assert notes[0].startswith(f"{tmp_path / 'out' / 'a.mp4'}: written as MPEG-4 Part 2 (mp4v)")

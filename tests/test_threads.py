@@ -1,6 +1,5 @@
 """darkfold.threads.Workers: every part runs once, errors reach the caller, threads end."""
 
-import itertools
 import threading
 import time
 
@@ -124,7 +123,7 @@ def test_a_small_split_runs_in_the_calling_thread(workers):
     calls.clear()
     workers.split(lambda a, b: calls.append((a, b)), 12, MIN_SPLIT_VALUES)
     bounds = [12 * i // workers.threads for i in range(workers.threads + 1)]
-    assert sorted(calls) == list(itertools.pairwise(bounds))
+    assert sorted(calls) == list(zip(bounds, bounds[1:]))
 
 
 def test_close_ends_the_worker_threads():

@@ -173,7 +173,7 @@ def test_folded_weights_with_the_unfolded_cfg_are_recognised(tiny_cfg, tmp_path)
         darkfold.load(tiny_cfg, tmp_path / "f.weights")
     with pytest.raises(WeightsError, match="look like unfolded weights; use them with the original cfg"):
         darkfold.load(tmp_path / "f.cfg", darkfold.DEFAULT_WEIGHTS)
-    assert folded.folded
+    assert folded.folded_layers
 
 
 def test_a_32_bit_seen_under_a_64_bit_version_is_recognised(small_cfg, tmp_path):

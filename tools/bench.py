@@ -1,4 +1,4 @@
-"""Benchmark: darkfold's forward pass vs OpenCV 4.14 DNN, and both vs the GEMM floor.
+"""Benchmark: darkfold's forward pass vs OpenCV 4.14 DNN and onnxruntime, and vs the GEMM floor.
 
     python tools/bench.py [--rows ROW ...] [--runs N] [--threads N] [--json]
     python tools/bench.py --layers ROW [--top N] [--runs N] [--threads N] [--json]
@@ -7,9 +7,12 @@ Rows (ROWS below): yolov3-tiny at 416 and 608 with batch 1, at 416 with batch 4,
 its bundled COCO weights; yolov4-tiny at 416 and yolov4 at 608 with random weights
 (written to a temporary folder). Each row resizes the cfg's [net] width= and height=.
 
-In each row darkfold (``model.forward(x)``) and OpenCV (``readNetFromDarknet``, CPU
-backend, default settings: layer fusion and Winograd on, the peer's real speed) run
-the same input, taking turns round by round (tools/_bench.py) after warm-up rounds.
+In each row darkfold (``model.forward(x)``), OpenCV (``readNetFromDarknet``, CPU
+backend, default settings: layer fusion and Winograd on, the peer's real speed) and,
+when onnx and onnxruntime are installed, onnxruntime on darkfold's ONNX export of the
+model (``darkfold export``: BatchNorm folded; default graph optimisations, sequential
+execution) run the same input, taking turns round by round (tools/_bench.py) after
+warm-up rounds.
 The first darkfold call loads or compiles the numba kernels and builds the engine; it
 is left out of the statistics and printed apart ("first call").
 
@@ -55,6 +58,12 @@ import numpy as np
 
 import darkfold
 from darkfold.runtime import engine_for
+
+try:
+    from darkfold import onnx_export
+    from darkfold.onnx_graph import onnx_model
+except ImportError:  # without onnx: no onnxruntime column
+    onnx_export = None
 from darkfold.threads import CAN_SET_BLAS_THREADS, blas_threads
 
 CFGS = {
@@ -84,7 +93,8 @@ def machine():
     cpu = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.MULTILINE)
     return {"cpu": cpu.group(1) if cpu else platform.processor(), "cpus": os.cpu_count(),
             "avx512f": " avx512f" in cpuinfo, "python": platform.python_version(),
-            "numpy": np.__version__, "numba": numba.__version__, "opencv": cv2.__version__}
+            "numpy": np.__version__, "numba": numba.__version__, "opencv": cv2.__version__,
+            "onnxruntime": onnx_export.onnxruntime.__version__ if onnx_export and onnx_export.onnxruntime else None}
 
 
 class Sgemm:
@@ -194,6 +204,9 @@ class Peers:
         self.net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
         self.net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
         self.outputs = self.net.getUnconnectedOutLayersNames()
+        self.session = None
+        if onnx_export is not None and onnx_export.onnxruntime is not None:
+            self.session = onnx_export.session(onnx_model(self.model).SerializeToString(), threads)
 
     def darkfold(self):
         return self.model.forward(self.x, threads=self.threads)
@@ -201,6 +214,15 @@ class Peers:
     def opencv(self):
         self.net.setInput(self.x)
         return self.net.forward(self.outputs)
+
+    def onnxruntime(self):
+        return self.session.run(None, {"images": self.x})
+
+    def cases(self):
+        cases = {"darkfold": self.darkfold, "opencv": self.opencv}
+        if self.session is not None:
+            cases["onnxruntime"] = self.onnxruntime
+        return cases
 
 
 def seconds(function):
@@ -215,21 +237,27 @@ def seconds(function):
 def bench_row(row, folder, runs, threads, sgemm):
     cfg, weights, batch, real = prepare(row, folder)
     peers = Peers(cfg, weights, batch, threads)
-    first = {"darkfold": seconds(peers.darkfold), "opencv": seconds(peers.opencv)}
+    cases = peers.cases()
+    first = {name: seconds(case) for name, case in cases.items()}
     if not all(np.isfinite(out).all() for out in peers.darkfold().values()):
         raise SystemExit(f"{row}: darkfold's output is not finite; the weights are unfit for timing")
     with _bench.OtherLoad() as load:
-        times = _bench.rounds({"darkfold": peers.darkfold, "opencv": peers.opencv, "sgemm": sgemm},
-                              repeat=runs, warmup=WARMUP)
+        times = _bench.rounds({**cases, "sgemm": sgemm}, repeat=runs, warmup=WARMUP)
     del times["sgemm"]
     best = {name: min(values) for name, values in times.items()}
     middle = {name: statistics.median(values) for name, values in times.items()}
-    return {
+    result = {
         "row": row, "real_weights": real, "flops": sum(conv_flops(layer, batch) for layer in peers.model.layers),
         "first_call_s": first, "min_s": best, "median_s": middle, "other_load": load.share,
         "darkfold_vs_opencv": {"min": best["darkfold"] / best["opencv"],
                                "median": middle["darkfold"] / middle["opencv"]},
     }
+    if "onnxruntime" in times:
+        result["darkfold_vs_onnxruntime"] = {"min": best["darkfold"] / best["onnxruntime"],
+                                             "median": middle["darkfold"] / middle["onnxruntime"]}
+        result["onnxruntime_vs_opencv"] = {"min": best["onnxruntime"] / best["opencv"],
+                                           "median": middle["onnxruntime"] / middle["opencv"]}
+    return result
 
 
 def add_floor(result, peak):
@@ -242,10 +270,18 @@ def add_floor(result, peak):
 
 ROW_HEADER = (
     f"{'row':19s} {'weights':7s} {'GFLOP':>6s} {'darkfold ms':>14s} {'OpenCV ms':>14s} {'darkfold/OpenCV':>16s} "
-    f"{'floor/':>7s} {'darkfold/':>9s} {'first call s':>15s}  load\n"
+    f"{'darkfold/ORT':>16s} {'ORT/OpenCV':>16s} {'floor/':>7s} {'darkfold/':>9s} {'first call s':>15s}  load\n"
     f"{'':19s} {'':7s} {'':6s} {'min':>6s} {'median':>7s} {'min':>6s} {'median':>7s} {'min':>7s} {'median':>8s} "
+    f"{'min':>7s} {'median':>8s} {'min':>7s} {'median':>8s} "
     f"{'OpenCV':>7s} {'floor':>9s} {'darkfold':>8s} {'OpenCV':>6s}"
 )
+
+
+def _ratio(r, key):
+    """A row's min and median ratio columns; dashes where the peer did not run."""
+    if key not in r:
+        return f"{'-':>7s} {'-':>8s}"
+    return f"{r[key]['min']:6.2f}x {r[key]['median']:7.2f}x"
 
 
 def format_row(r):
@@ -253,8 +289,8 @@ def format_row(r):
     load = "?" if r["other_load"] is None else f"{100 * r['other_load']:.0f}%"
     return (f"{r['row']:19s} {'real' if r['real_weights'] else 'random':7s} {r['flops'] / 1e9:6.2f} "
             f"{ms[0]:6.1f} {ms[1]:7.1f} {ms[2]:6.1f} {ms[3]:7.1f} "
-            f"{r['darkfold_vs_opencv']['min']:6.2f}x {r['darkfold_vs_opencv']['median']:7.2f}x "
-            f"{r['floor_vs_opencv']:6.2f}x {r['darkfold_vs_floor']:8.2f}x "
+            f"{_ratio(r, 'darkfold_vs_opencv')} {_ratio(r, 'darkfold_vs_onnxruntime')} "
+            f"{_ratio(r, 'onnxruntime_vs_opencv')} {r['floor_vs_opencv']:6.2f}x {r['darkfold_vs_floor']:8.2f}x "
             f"{r['first_call_s']['darkfold']:8.2f} {r['first_call_s']['opencv']:6.2f}  {load}")
 
 
@@ -378,7 +414,8 @@ def measure(args, say):
     report = {"machine": machine(), "runs": args.runs, "warmup": WARMUP, "threads": args.threads}
     m = report["machine"]
     say(f"machine: {m['cpu']}, {m['cpus']} CPUs{', AVX-512' if m['avx512f'] else ''}; Python {m['python']}, "
-        f"numpy {m['numpy']}, numba {m['numba']}, OpenCV {m['opencv']}; threads: {args.threads or 'all'}")
+        f"numpy {m['numpy']}, numba {m['numba']}, OpenCV {m['opencv']}, onnxruntime {m['onnxruntime']}; "
+        f"threads: {args.threads or 'all'}")
     workers = args.threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
     peak = sgemm_peak(args.threads)
     say(f"sgemm at the start, {workers} threads (numpy float32 matmul, 2048-4096 square, best of 3 each): "
@@ -412,7 +449,8 @@ def measure(args, say):
 def print_rows(rows):
     print(ROW_HEADER)
     print("\n".join(format_row(result) for result in rows))
-    print("\nratios: below 1 = darkfold faster; floor = conv FLOPs / sgemm peak; floor ratios on min times.")
+    print("\nratios: below 1 = the first named faster; ORT = onnxruntime on darkfold's ONNX export; floor = conv FLOPs /")
+    print("sgemm peak; floor ratios on min times.")
     print("first call: darkfold's includes loading (or compiling) its numba kernels and building the engine.")
     print("load: CPU share other processes used during the row's rounds (above 10%: rerun on a quiet machine).")
     if any(r["floor_vs_opencv"] > 1 or r["darkfold_vs_floor"] < 1 for r in rows):

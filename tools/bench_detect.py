@@ -18,6 +18,12 @@ whole folder, the images already in the page cache:
 A second part runs both with 4 images to a forward pass (Detector.detect_many, which
 Model.detect of a list uses; blobFromImages for OpenCV): the throughput for a folder.
 
+A last part compares darkfold with itself: darkfold.predict over a video (mp4v, as darkfold
+writes them: the images of FOLDER at the first one's size, 4 times over) against predict over
+a folder holding the same decoded frames as JPEG files (quality 95), nothing written. Goal:
+video frames/s >= 0.95x the folder's images/s, the video's frames being decoded on their own
+thread and detected 4 to a forward pass as a folder's images are.
+
 --threads N gives both the same number of threads (Model.forward's threads=, cv2.setNumThreads);
 by default each uses every CPU.
 
@@ -33,6 +39,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _bench
@@ -152,6 +159,11 @@ def main(argv=None):
 
     results["forward"] = _measure({"darkfold": lambda: [model.forward(x, threads=args.threads) for x in inputs],
                                    "opencv": opencv_forward}, args.repeat, len(paths))
+    with tempfile.TemporaryDirectory() as folder:
+        video, frames = _video_and_frames(loaded, folder)
+        cases = {"video": lambda: list(darkfold.predict(video, model, threads=args.threads)),
+                 "folder": lambda: list(darkfold.predict(frames, model, threads=args.threads))}
+        results["video"] = _measure(cases, args.repeat, len(os.listdir(frames)), subject="video", peer="folder")
     if args.json:
         print(json.dumps(results, indent=1))
         return 0
@@ -159,12 +171,34 @@ def main(argv=None):
     return 0
 
 
+def _video_and_frames(loaded, folder, repeat=4):
+    """An mp4v video of the images ``loaded`` (resized to the first one's size), ``repeat`` times
+    over, and a folder holding its decoded frames as JPEG files: ``(video path, folder path)``."""
+    height, width = loaded[0].shape[:2]
+    video = os.path.join(folder, "frames.mp4")
+    writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"mp4v"), 25, (width, height))
+    for image in loaded * repeat:
+        writer.write(cv2.resize(image, (width, height)))
+    writer.release()
+    frames = os.path.join(folder, "frames")
+    os.mkdir(frames)
+    capture = cv2.VideoCapture(video)
+    number = 0
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        cv2.imwrite(os.path.join(frames, f"{number:04d}.jpg"), frame, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        number += 1
+    return video, frames
+
+
 def _head_inputs(detector, image):
     """What Detector.decode takes: the forward pass's outputs for the image."""
     return detector.model.forward(detector.preprocess(image), threads=detector.threads)
 
 
-def _measure(cases, repeat, count):
+def _measure(cases, repeat, count, subject="darkfold", peer="opencv"):
     if repeat <= 0:
         probe = _bench.rounds(cases, repeat=1, warmup=1)
         repeat = max(5, min(50, int(30 / sum(t[0] for t in probe.values()))))
@@ -173,8 +207,8 @@ def _measure(cases, repeat, count):
     return {"rounds": repeat, "other_load": load.share, "load": load.describe(),
             "seconds": {name: _bench.stats(values) for name, values in times.items()}, "times": times,
             "images_per_s": {name: count / _bench.stats(values)["median"] for name, values in times.items()},
-            # darkfold images/s over OpenCV's = OpenCV time over darkfold time
-            "ratio": _bench.ratio(times["opencv"], times["darkfold"])}
+            # the subject's images/s over the peer's = the peer's time over the subject's
+            "ratio": _bench.ratio(times[peer], times[subject])}
 
 
 def _report(results):
@@ -191,6 +225,12 @@ def _report(results):
         for name in ("darkfold", "opencv"):
             print(f"  {name:9s} {part['images_per_s'][name]:8.1f} images/s   round {_bench.fmt_ms(part['times'][name])}")
         print(f"  darkfold/OpenCV images/s = {_bench.fmt_ratio(part['ratio'])}")
+    part = results["video"]
+    print(f"\ndarkfold.predict over a video vs the same frames as a folder of JPEGs: {part['rounds']} interleaved "
+          f"rounds; {part['load']}")
+    for name in ("video", "folder"):
+        print(f"  {name:9s} {part['images_per_s'][name]:8.1f} frames/s   round {_bench.fmt_ms(part['times'][name])}")
+    print(f"  video/folder frames/s = {_bench.fmt_ratio(part['ratio'])}")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@
     pooling     max and average pooling, and the 2x2 stride-2 max the convolutions fuse
     resample    [upsample] and its downsampling form
     merge       a [route]'s channel copy and a [shortcut]'s sum
-    cache       whether numba has compiled the kernels yet (the CLI's first-run notice)
+    cache       compiling the kernels ahead (half in a helper process), noticing numba's compiles
 
 Plain functions over preallocated arrays. Tensors are NHWC float32 (batch, height, width,
 channels), C-contiguous; a 2-D view (batch * height * width, channels) is a GEMM operand as it
@@ -19,12 +19,3 @@ another file's functions (the formulas in activations.py, ``gemm`` from the Wino
 is not compiled again when only that other file changes. After editing one, delete the
 package's ``__pycache__`` folders.
 """
-
-import numba
-import numpy as np
-
-# error_model="numpy": with Python's, every division tests for zero and raises, and that branch
-# keeps LLVM from vectorising the loop.
-kernel = numba.njit(cache=True, nogil=True, error_model="numpy")
-
-f32 = np.float32  # constants in float32, so numba keeps the arithmetic in single precision

@@ -48,7 +48,7 @@ from ..activations import (
     swish,
     tanh,
 )
-from . import kernel
+from ..jit import kernel
 
 # With the kernels' error model (see kernel), so a formula's divisions do not stop vectorisation.
 for _function in {exp_by_squaring, clamp, *(activation.formula for activation in ACTIVATIONS.values())}:

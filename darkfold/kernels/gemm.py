@@ -8,7 +8,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .. import blas
-from . import f32, kernel
+from ..jit import f32, kernel
 
 
 @kernel

@@ -4,7 +4,7 @@ thread's share of a convolution that runs by tiles of those rows."""
 import numba
 
 from ..thread_flags import announce
-from . import kernel
+from ..jit import kernel
 from .activation import bias_or_batchnorm_activate
 from .gemm import gemm
 from .pooling import max_pool_2x2

@@ -1,7 +1,7 @@
 """[maxpool] and [local_avgpool] (maxpool_layer.c), and the 2x2 stride-2 max pool the
 convolutions apply as they write their output."""
 
-from . import f32, kernel
+from ..jit import f32, kernel
 
 
 @kernel

@@ -6,7 +6,7 @@ import numba
 import numpy as np
 
 from ..thread_flags import announce
-from . import kernel
+from ..jit import kernel
 from .activation import bias_activate
 from .gemm import gemm, matmul_streaming
 
