@@ -86,7 +86,8 @@ def overlap_graph(boxes, thresh, diou, beta):
             if overlap(boxes, i, j, diou, beta) > thresh:
                 if count == pairs.shape[0]:
                     grown = np.empty((2 * count, 2), np.int64)
-                    grown[:count] = pairs
+                    for p in range(count):  # a loop: a slice assignment compiles numba's error formatting, seconds
+                        grown[p, 0], grown[p, 1] = pairs[p, 0], pairs[p, 1]
                     pairs = grown
                 pairs[count, 0], pairs[count, 1] = i, j
                 count += 1

@@ -51,8 +51,9 @@ SIGNATURES = {
     copy_channels: (_F2, _INT, _INT, _F2, _INT, _INT, _INT),
 }
 # The helper's share: about half of the bundled model's compile (winograd_input comes with
-# winograd_tiles, which calls it). This process compiles the other half meanwhile.
-HELPER_SHARE = (winograd_tiles, winograd_channels, winograd_input)
+# winograd_tiles, which calls it). This process compiles the other half meanwhile, and detection's
+# kernels (detect.Detector).
+HELPER_SHARE = (winograd_tiles, winograd_channels, winograd_input, pool_nhwc, upsample_nhwc, copy_channels)
 OWN_SHARE = tuple(kernel for kernel in SIGNATURES if kernel not in HELPER_SHARE)
 
 
