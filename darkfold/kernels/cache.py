@@ -1,5 +1,6 @@
-"""numba's on-disk cache of the compiled kernels: whether it holds them yet, compiling the heaviest
-ahead of their first call (half of them in a helper process), and noticing when numba compiles.
+"""numba's on-disk cache of the compiled kernels: whether it holds them yet, compiling the ones most
+models run ahead of their first call (half of them in a helper process), and noticing when numba
+compiles.
 
 numba compiles a kernel on its first call in a process, unless its cache holds the kernel
 (``cache=True``: files in the package's ``__pycache__`` folders, or under ``NUMBA_CACHE_DIR``).
