@@ -34,11 +34,11 @@ from .errors import (
 from .conversion import convert
 from .model import Model, load
 from .verify import VerificationError, verify
+from .version import __version__ as __version__  # darkfold.__version__
 
 __all__ = ["load", "convert", "verify", "predict", "Prediction", "export_onnx", "warmup", "Model", "DarkfoldError",
            "CfgError", "WeightsError", "ModelError", "ImageError", "OutputError", "UnsupportedError",
            "VerificationError", "DEFAULT_CFG", "DEFAULT_WEIGHTS", "COCO_NAMES"]
-__version__ = "0.1.0"
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())  # a library's logger: the app decides what shows
 
@@ -46,14 +46,10 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())  # a library's log
 def __getattr__(name):
     # predict, Prediction and warmup live with detection, which loads OpenCV and the engine:
     # resolved on first use, so that `import darkfold` (and `darkfold info`) does not pay for them.
-    if name in ("predict", "Prediction"):
+    if name in ("predict", "Prediction", "warmup"):
         from . import prediction
 
         return getattr(prediction, name)
-    if name == "warmup":
-        from . import detect
-
-        return detect.warmup
     # export_onnx needs the onnx package, an extra: resolved on first use, like predict.
     if name == "export_onnx":
         from .onnx_export import export_onnx

@@ -520,7 +520,7 @@ def _dims(shape):
 
 def run_warmup(args):
     # The engine and its kernels: only the commands that run a model load them.
-    from .detect import warmup
+    from .prediction import warmup
     from .kernels.cache import cache_folder
 
     if args.cfg is not None and args.weights is None:

@@ -23,7 +23,6 @@ from .options import check_probability
 from .errors import DarkfoldError, ModelError
 from .files import read_bytes
 from .kernels.cache import cache_is_cold
-from .model import load
 from .runtime import check_finite, damaged_parameters, forward, warm_up
 
 THRESH = 0.25  # detector.c: -thresh default .25
@@ -470,18 +469,3 @@ def detect(model, image, thresh=THRESH, nms=NMS, *, names=None, letterbox=None, 
     if isinstance(image, (list, tuple)):
         return detector.detect_many(list(image), channels=channels)
     return detector.detect(load_image(image, channels))
-
-
-def warmup(model=None, *, threads=None):
-    """``darkfold.warmup``: have numba compile every kernel ``model`` (default: the bundled
-    one) runs to detect, ahead of its first image: in a container image's build, or as an
-    app starts. numba keeps them in its cache (once per install: the package's
-    ``__pycache__`` folders, or ``NUMBA_CACHE_DIR``), where later processes load them from.
-    Returns the seconds spent compiling, 0 when the cache held every kernel. A model that
-    darkfold does not detect with gets the kernels of its forward pass."""
-    model = load() if model is None else model
-    try:
-        detector = Detector(model, threads=threads)
-    except ModelError:  # not a detection model, or no weights (which warm_up reports)
-        return warm_up(model, threads=threads, everything=True)
-    return detector.prepare(everything=True)

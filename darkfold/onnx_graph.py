@@ -22,7 +22,7 @@ try:
 except ImportError:  # pragma: no cover - the test extra installs it
     onnx = None
 
-from . import __version__
+from .version import __version__
 from .batchnorm import fold_arrays, fold_own_batchnorm
 from .errors import DarkfoldError, ModelError, UnsupportedError
 from .layers import shortcut_weights

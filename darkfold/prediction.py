@@ -21,9 +21,10 @@ import numpy as np
 
 from . import images, videos
 from .detect import BATCH, NMS, THRESH, Detector
-from .errors import DarkfoldError, ImageError, OutputError
+from .errors import DarkfoldError, ImageError, ModelError, OutputError
 from .files import InputFiles, OutputFolder
 from .model import load
+from .runtime import warm_up
 
 
 @dataclasses.dataclass(frozen=True)
@@ -269,3 +270,18 @@ def _image_batches(inputs, size):
         yield [item]
     if group:
         yield group
+
+
+def warmup(model=None, *, threads=None):
+    """``darkfold.warmup``: have numba compile every kernel ``model`` (default: the bundled
+    one) runs to detect, ahead of its first image: in a container image's build, or as an
+    app starts. numba keeps them in its cache (once per install: the package's
+    ``__pycache__`` folders, or ``NUMBA_CACHE_DIR``), where later processes load them from.
+    Returns the seconds spent compiling, 0 when the cache held every kernel. A model that
+    darkfold does not detect with gets the kernels of its forward pass."""
+    model = load() if model is None else model
+    try:
+        detector = Detector(model, threads=threads)
+    except ModelError:  # not a detection model, or no weights (which warm_up reports)
+        return warm_up(model, threads=threads, everything=True)
+    return detector.prepare(everything=True)

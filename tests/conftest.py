@@ -2,6 +2,7 @@
 
 import http.server
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -162,3 +163,18 @@ def modules_loaded_by(script, *names):
 def tmp_cwd(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+# What the CLI prints the first time numba compiles a kernel in a process, which depends on what
+# ran before in the session (and on the cache), not on the command under test.
+COMPILE_LINES = re.compile(r"^darkfold: (compiling the numba kernels|compiled kernels in) .*\n", re.M)
+
+
+def run_cli(capsys, *argv):
+    """Exit code, stdout and stderr of ``darkfold argv`` run in this process; stderr without the
+    one-time compile lines (tests/test_cli_warmup.py checks those)."""
+    from darkfold.cli import main
+
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, COMPILE_LINES.sub("", err)

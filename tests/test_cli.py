@@ -6,14 +6,12 @@ import pytest
 import darkfold
 from darkfold.cli import main
 
-from conftest import CFG_DIR, REPO, write
+from conftest import CFG_DIR, REPO, run_cli, write
 from fixtures import NET
 
 
 def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_cli(capsys, *argv)
 
 
 def test_a_misspelt_key_is_shown_before_the_weights_error_it_causes(capsys, tmp_path, tiny_cfg, tiny_weights):

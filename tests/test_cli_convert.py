@@ -6,15 +6,12 @@ import os
 import numpy as np
 
 import darkfold
-from darkfold.cli import main
 
-from conftest import write
+from conftest import run_cli, write
 
 
 def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_cli(capsys, *argv)
 
 
 def test_convert_writes_folded_pair_and_summary(capsys, tmp_path):

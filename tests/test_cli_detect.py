@@ -9,7 +9,7 @@ import zlib
 import cv2
 import numpy as np
 import pytest
-from conftest import CFG_DIR, DATA_DIR, make_video, truncated_video, write
+from conftest import CFG_DIR, DATA_DIR, make_video, run_cli, truncated_video, write
 from fixtures import NET
 
 import darkfold
@@ -31,9 +31,9 @@ DOG_LINES = [
 
 def run(capsys, *argv):
     """Exit code, stdout and stderr of ``darkfold detect argv``; stderr without the note that a
-    video's copy is not H.264 (the opencv-python wheels have no H.264 encoder), which has its test."""
-    code = main(["detect", *map(str, argv)])
-    out, err = capsys.readouterr()
+    video's copy is not H.264 (the opencv-python wheels have no H.264 encoder), which has its test,
+    and without the one-time compile lines (conftest.run_cli)."""
+    code, out, err = run_cli(capsys, "detect", *argv)
     return code, out, "".join(line for line in err.splitlines(keepends=True) if CODEC_NOTE not in line)
 
 

@@ -8,7 +8,7 @@ import sys
 import onnx
 import oracle
 import pytest
-from conftest import REPO, write
+from conftest import REPO, run_cli, write
 from fixtures import ONE_OF_EACH_TYPE
 
 import darkfold
@@ -16,9 +16,7 @@ from darkfold.cli import main
 
 
 def run(capsys, *argv):
-    code = main(["export", *map(str, argv)])
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_cli(capsys, "export", *argv)
 
 
 def test_export_without_arguments_writes_the_bundled_model_to_the_current_folder(capsys, tmp_cwd):

@@ -5,15 +5,12 @@ import subprocess
 import sys
 
 
-from darkfold.cli import main
 
-from conftest import CFG_DIR, REPO, modules_loaded_by, write
+from conftest import CFG_DIR, REPO, modules_loaded_by, run_cli, write
 
 
 def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_cli(capsys, *argv)
 
 
 def test_info_without_arguments_describes_the_bundled_model(capsys):
