@@ -361,9 +361,15 @@ def _tolerance(text):
         raise argparse.ArgumentTypeError(f"expected a number of at least 0, got {text!r}") from None
 
 
-def _model_paths(args):
+def _model_paths(args, needs=None):
+    """(cfg, weights) from the arguments: the bundled model's without CFG. ``needs``, for a
+    command that runs or writes the model, says why CFG alone is refused ("convert needs")."""
     if args.cfg is None:
         return DEFAULT_CFG, DEFAULT_WEIGHTS
+    if needs is not None and args.weights is None:
+        command = needs.split()[0]
+        raise ModelError(f"{args.cfg}: {needs} the weights too: darkfold {command} CFG WEIGHTS",
+                         path=args.cfg, expected="WEIGHTS", found="none")
     return args.cfg, args.weights
 
 
@@ -388,10 +394,7 @@ def run_info(args):
 
 
 def run_convert(args):
-    if args.cfg is not None and args.weights is None:
-        raise ModelError(f"{args.cfg}: convert needs the weights too: darkfold convert CFG WEIGHTS",
-                         path=args.cfg, expected="WEIGHTS", found="none")
-    cfg_path, weights_path = _model_paths(args)
+    cfg_path, weights_path = _model_paths(args, "convert needs")
     out_cfg, out_weights = (os.path.join(args.output, _stem(path) + "-folded" + suffix)
                             for path, suffix in ((cfg_path, ".cfg"), (weights_path, ".weights")))
     started = time.perf_counter()
@@ -430,14 +433,12 @@ def run_convert(args):
 
 
 def run_verify(args):
-    if args.cfg is not None and args.weights is None:
-        raise ModelError(f"{args.cfg}: verify needs the weights too: darkfold verify CFG WEIGHTS",
-                         path=args.cfg, expected="WEIGHTS", found="none")
+    cfg_path, weights_path = _model_paths(args, "verify needs")
     if args.folded_cfg is not None and args.folded_weights is None:
         raise ModelError(f"{args.folded_cfg}: give the folded weights too: "
                          "darkfold verify CFG WEIGHTS FOLDED_CFG FOLDED_WEIGHTS", path=args.folded_cfg,
                          expected="FOLDED_WEIGHTS", found="none")
-    original = load(*_model_paths(args))
+    original = load(cfg_path, weights_path)
     folded = None if args.folded_cfg is None else load(args.folded_cfg, args.folded_weights)
     _print_warnings(original)
     check = verify(original, folded, tolerance=args.tolerance, threads=args.threads)
@@ -468,10 +469,7 @@ def run_export(args):
     # The exporter imports onnx and onnxruntime (extras): only this command pays for them.
     from .onnx_export import export_onnx
 
-    if args.cfg is not None and args.weights is None:
-        raise ModelError(f"{args.cfg}: export needs the weights too: darkfold export CFG WEIGHTS",
-                         path=args.cfg, expected="WEIGHTS", found="none")
-    cfg_path, weights_path = _model_paths(args)
+    cfg_path, weights_path = _model_paths(args, "export needs")
     name = _stem(cfg_path) + ".onnx"
     output = args.output or name
     if os.path.isdir(output):
@@ -523,10 +521,7 @@ def run_warmup(args):
     from .prediction import warmup
     from .kernels.cache import cache_folder
 
-    if args.cfg is not None and args.weights is None:
-        raise ModelError(f"{args.cfg}: warmup runs the model, so it needs the weights too: darkfold warmup CFG WEIGHTS",
-                         path=args.cfg, expected="WEIGHTS", found="none")
-    cfg_path, weights_path = _model_paths(args)
+    cfg_path, weights_path = _model_paths(args, "warmup runs the model, so it needs")
     model = load(cfg_path, weights_path)
     _print_warnings(model)
     warmup(model, threads=args.threads)  # logs the compile, if it compiled
