@@ -497,18 +497,12 @@ def onnx_model(model, *, decode=False, batch=None, opset=None):
     require_onnx()
     opset = check_opset(opset)
     batch = check_batch(batch)
-    if not model.has_weights:
-        raise ModelError(f"{model.cfg.path}: exporting needs the model's weights; load it with its .weights file",
-                         path=model.cfg.path, expected="a model loaded with weights", found="a cfg alone")
-    model.check_params()
-    for layer, arrays in zip(model.layers, model.params):
+    model.check_complete("export it")
+    for layer in model.layers:
         if layer.type not in LAYERS:
             raise UnsupportedError.at_layer(layer, f" cannot be exported to ONNX (darkfold exports: "
                                                    f"{', '.join(sorted(LAYERS))})",
                                             expected="a layer type darkfold exports", found=layer.type)
-        if layer.params and arrays is None:
-            raise ModelError.at_layer(layer, " has no weights; load the model with a complete .weights file to "
-                                             "export it", expected="its weights", found="none")
     size = 4 * model.param_count
     if size >= MAX_BYTES:
         raise UnsupportedError(f"{model.cfg.path}: {size:,} bytes of weights; an ONNX file holds less than "
