@@ -25,6 +25,7 @@ except ImportError:  # pragma: no cover - the test extra installs it
 from .version import __version__
 from .batchnorm import fold_arrays, fold_own_batchnorm
 from .errors import DarkfoldError, ModelError, UnsupportedError
+from .heads import model_heads
 from .layers import shortcut_weights
 
 INPUT = "images"
@@ -438,12 +439,8 @@ def _decode_head(g, head, x, shape, net):
 
 
 def decoded_heads(model):
-    """The heads ``decode=True`` decodes (``detect.Head``s): every head, if each is a [yolo] or a
+    """The heads ``decode=True`` decodes (``heads.Head``s): every head, if each is a [yolo] or a
     [region] that darkfold's detection decodes; else an error naming the first that is not."""
-    # Imported here: detect.py brings the runtime and the engine's kernels with it, which only a
-    # decoded export (for detect's Head descriptions) needs.
-    from .detect import model_heads
-
     for layer in model.layers:
         if layer.is_head and layer.type not in ("yolo", "region"):
             raise UnsupportedError.at_layer(layer, ": --decode decodes [yolo] and [region] heads only; export it "
