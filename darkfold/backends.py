@@ -28,9 +28,11 @@ from .runtime import forward as engine_forward
 
 log = logging.getLogger("darkfold")
 
-# What backend="auto" tries, first installed first: the order of tools/bench.py's min times on
-# yolov3-tiny (README, Benchmarks) on a 2-core AVX512 CPU.
-AUTO_ORDER = ("openvino", "onnxruntime", NUMBA)
+# What backend="auto" tries, first installed first: tools/bench.py's order on a 2-core AVX-512
+# CPU (README, Benchmarks): OpenVINO in float32 fastest or within 5% of it on every row, then
+# darkfold's engine, then onnxruntime. numba is always installed, so onnxruntime is never
+# reached; it stands in its place to say where it ranks.
+AUTO_ORDER = ("openvino", NUMBA, "onnxruntime")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,8 +145,8 @@ def session_for(model, backend, precision=F32, threads=None):
 
 
 def _auto(model, precision, threads):
-    """The session of the first installed backend of AUTO_ORDER; None (numba) when that is
-    the engine or the backend cannot run the model, which is said on stderr (the log)."""
+    """The session of the first installed backend of AUTO_ORDER; None when that is the numba
+    engine, or the backend cannot run the model, which is said on stderr (the log)."""
     for name in AUTO_ORDER:
         if name == NUMBA:
             break
@@ -159,8 +161,9 @@ def _auto(model, precision, threads):
         log.debug("backend auto: %s in %s", name, session.precision)
         return session
     if precision == BF16:
-        log.warning("backend auto: OpenVINO is not installed; float32 runs instead of bfloat16")
-    log.debug("backend auto: numba")
+        log.warning("backend auto: OpenVINO is not installed; darkfold's numba engine runs in float32, "
+                    "not bfloat16")
+    log.debug("backend auto: numba in f32")
     return None
 
 

@@ -26,7 +26,7 @@ def relative_difference(actual, expected):
 
 def test_the_cli_and_the_backend_table_name_the_same_backends():
     assert options.BACKENDS == (options.NUMBA, *backends.BACKENDS)
-    assert backends.AUTO_ORDER[-1] == options.NUMBA and set(backends.AUTO_ORDER) == set(options.BACKENDS)
+    assert set(backends.AUTO_ORDER) == set(options.BACKENDS)
 
 
 # -- the same numbers ------------------------------------------------------------------------------
@@ -164,6 +164,7 @@ def test_a_layer_the_backend_cannot_run_is_refused_naming_it(tmp_path, backend):
     assert caught.value.layer == 1 and caught.value.line == 10
 
 
+@pytest.mark.openvino
 def test_auto_runs_the_engine_where_the_first_backend_cannot_and_says_so(tmp_path, caplog):
     model = wide_padding_model(tmp_path)
     x = oracle.random_blob(32, 32, seed=1)
@@ -173,15 +174,18 @@ def test_auto_runs_the_engine_where_the_first_backend_cannot_and_says_so(tmp_pat
     np.testing.assert_array_equal(outputs[1], model.forward(x)[1])
 
 
-def test_auto_picks_the_first_installed_backend_of_its_order(tiny_cfg, tiny_weights, monkeypatch, caplog):
-    installed = {"openvino": False, "onnxruntime": True}
+@pytest.mark.openvino
+def test_auto_picks_openvino_where_installed_else_the_engine(tiny_cfg, tiny_weights, monkeypatch, caplog):
+    """AUTO_ORDER: OpenVINO, then numba, then onnxruntime (never reached: numba is always installed)."""
+    installed = {"openvino": True, "onnxruntime": True}
     monkeypatch.setattr(backends.Backend, "installed", lambda self: installed[self.name])
-    model = darkfold.load(tiny_cfg, tiny_weights)
     with caplog.at_level(logging.DEBUG, logger="darkfold"):
-        session = backends.session_for(model, "auto")
-    assert isinstance(session, backends.OnnxruntimeSession) and "backend auto: onnxruntime in f32" in caplog.text
-    installed["onnxruntime"] = False
-    assert backends.session_for(darkfold.load(tiny_cfg, tiny_weights), "auto") is None  # numba
+        assert isinstance(backends.session_for(darkfold.load(tiny_cfg, tiny_weights), "auto"), backends.OpenvinoSession)
+        installed["openvino"] = False
+        assert backends.session_for(darkfold.load(tiny_cfg, tiny_weights), "auto") is None  # numba
+        assert backends.session_for(darkfold.load(tiny_cfg, tiny_weights), "auto", "bf16") is None
+    assert "backend auto: openvino in f32" in caplog.text and "backend auto: numba in f32" in caplog.text
+    assert "OpenVINO is not installed; darkfold's numba engine runs in float32, not bfloat16" in caplog.text
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])

@@ -69,6 +69,7 @@ def test_verify_bf16_is_reported_past_the_float32_tolerance(capsys):
 
 
 @pytest.mark.onnxruntime
+@pytest.mark.openvino  # auto's first choice
 def test_a_layer_the_backend_cannot_run_exits_2_naming_it_and_auto_runs_the_engine(capsys, tmp_path):
     cfg = tmp_path / "pad.cfg"
     cfg.write_text(NET + "[convolutional]\nfilters=2\nsize=1\nactivation=leaky\n\n[maxpool]\nsize=2\nstride=2\n"
