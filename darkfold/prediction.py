@@ -76,8 +76,8 @@ def predict(inputs, model=None, *, names=None, thresh=THRESH, nms=NMS, letterbox
     camera's number (0, or "0" when no file has that name), or an image in memory: encoded
     bytes, a binary file object, or an array in ``channels`` order ("bgr" or "rgb"). ``model``:
     a loaded ``Model`` (default: the bundled YOLOv3-tiny); ``names``, ``thresh``, ``nms``,
-    ``letterbox``, ``threads``, ``backend`` and ``precision`` as for ``Model.detect``. With ``output``, a folder (created
-    for the first copy; removed again if the run created it and wrote nothing), each image
+    ``letterbox``, ``threads``, ``backend`` and ``precision`` as for ``Model.detect``. With
+    ``output``, a folder (created for the first copy; removed again if the run created it and wrote nothing), each image
     gets an annotated copy there in its own format and each video one as .mp4, named after
     the input (a second ``dog.jpg`` becomes ``dog-2.jpg``; an image in memory ``bytes-2.jpg``
     after its place); an earlier copy of that name is replaced, an input never. ``draw=False``

@@ -408,7 +408,8 @@ def test_every_backend_prints_the_engines_detections_on_the_sample_images(capsys
     for got, want in zip(actual, expected):
         assert [d["class"] for d in got["detections"]] == [d["class"] for d in want["detections"]]
         for d, e in zip(got["detections"], want["detections"]):
-            assert abs(d["confidence"] - e["confidence"]) <= 0.005 and np.abs(np.subtract(d["box"], e["box"])).max() <= 1
+            assert abs(d["confidence"] - e["confidence"]) <= 0.005
+            assert np.abs(np.subtract(d["box"], e["box"])).max() <= 1
 
 
 @pytest.mark.openvino
