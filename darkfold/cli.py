@@ -243,7 +243,8 @@ def _parser():
                "  darkfold detect 0 --no-draw             the first camera, in real time\n"
                "  darkfold detect rtsp://camera.local/stream --json\n"
                "  darkfold detect street.jpg --cfg yolov4.cfg --weights yolov4.weights --names coco.names\n"
-               "  darkfold detect street.jpg --json --thresh 0.5",
+               "  darkfold detect street.jpg --json --thresh 0.5\n"
+               "  darkfold detect photos/ --backend openvino --precision bf16",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     detect.add_argument("inputs", nargs="*", metavar="INPUT",
@@ -327,12 +328,12 @@ def _add_threads(parser):
 
 def _add_backend(parser, what):
     parser.add_argument("--backend", choices=(*BACKENDS, AUTO), default=NUMBA, metavar="BACKEND",
-                        help=f"{what}: numba (darkfold's engine, the default), onnxruntime, openvino (extras: "
-                             "pip install \"darkfold[openvino]\"), or auto: the fastest installed")
+                        help=f"{what}: numba (darkfold's engine, the default), onnxruntime, openvino (each an "
+                             "extra: pip install \"darkfold[openvino]\"), or auto: the fastest installed")
     parser.add_argument("--precision", choices=PRECISIONS, default=F32,
                         help="f32 (the default: the engine's outputs within float32 rounding) or bf16: OpenVINO "
-                             "in bfloat16 where the CPU has AVX512_BF16 or AMX (faster; confidences differ by "
-                             "up to about 0.01)")
+                             "in bfloat16 where the CPU has AVX512_BF16 or AMX (faster; close to float32, not "
+                             "equal: the README says how close)")
 
 
 def _probability(text):
