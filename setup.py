@@ -110,7 +110,7 @@ setup(
         # OpenCV 4.14 is the last release with cv2.dnn.readNetFromDarknet, the independent
         # implementation the tests compare against: the same distribution, pinned.
         # onnxruntime and OpenVINO: every backend is tested against the engine.
-        "test": ["pytest>=7", "hypothesis>=6", *requires_opencv("==4.14.*"), "onnx>=1.14", "onnxruntime>=1.15",
+        "test": ["pytest>=7.3", "hypothesis>=6", *requires_opencv("==4.14.*"), "onnx>=1.14", "onnxruntime>=1.15",
                  "openvino>=2024.0"],
     },
     entry_points={"console_scripts": ["darkfold=darkfold.cli:main"]},

@@ -13,13 +13,14 @@ the run goes on.
         print(result.source, result.frame, result.detections, result.output)
 """
 
+import contextlib
 import dataclasses
 import os
 import time
 
 import numpy as np
 
-from . import images, videos
+from . import images, interrupts, videos
 from .detect import BATCH, NMS, THRESH, Detector
 from .errors import DarkfoldError, ImageError, ModelError, OutputError
 from .files import InputFiles, OutputFolder
@@ -190,11 +191,26 @@ class PredictionRun:
         realtime = item.live if self.realtime is None else self.realtime
         video = videos.Video(item.path if item.source is None else item.source, item.path, live=item.live,
                              realtime=realtime)
-        writer = output = None
+        output = None
+        try:
+            if item.live and self._folder is not None:
+                output = self._output(item, video=True)
+            what = item.path if output is None else f"the annotated copy {output} of {item.path}"
+            with interrupts.finishing(what) if item.live else contextlib.nullcontext():
+                yield from self._frames(item, video, output)
+        finally:
+            video.close()
+
+    def _frames(self, item, video, output):
+        """``_video``'s frames, detected and drawn into ``output``: the annotated copy is in
+        place when the last frame comes, and removed if the frames end in an error."""
+        writer = None
         try:
             batches = video.batches(BATCH)
             batch, failure = next(batches), None  # ImageError if no frame decodes
             while batch:
+                if interrupts.stop_requested():
+                    video.close()  # the frames it holds are still detected and written
                 started = time.perf_counter()
                 found = self.detector.detect_many([frame for _, frame in batch], batch=len(batch))
                 seconds = (time.perf_counter() - started) / len(batch)
@@ -202,7 +218,7 @@ class PredictionRun:
                 for position, ((number, frame), detections) in enumerate(zip(batch, found)):
                     notes = []
                     if self._folder is not None and writer is None:
-                        output = self._output(item, video=True)
+                        output = output or self._output(item, video=True)
                         writer = videos.VideoOutput(output, video.fps, (frame.shape[1], frame.shape[0]),
                                                     inputs=self._sources)
                         if writer.note is not None and not self._noted:
@@ -233,8 +249,6 @@ class PredictionRun:
             if writer is not None:
                 writer.abort()
             raise
-        finally:
-            video.close()
 
     def _output(self, item, video=False):
         """Where the annotated copy of the input ``item`` goes (None when none is written);
