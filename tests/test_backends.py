@@ -32,18 +32,21 @@ def test_the_cli_and_the_backend_table_name_the_same_backends():
 # -- the same numbers ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("backend", EVERY_BACKEND)
+@pytest.mark.onnxruntime
+@pytest.mark.openvino
 @pytest.mark.parametrize("name", sorted(ENGINE_CFGS))
-def test_yolo_networks_raw_outputs_match_the_engine_on_every_backend(random_yolo, name, backend):
+def test_yolo_networks_raw_outputs_match_the_engine_on_every_backend(random_yolo, name):
+    """One model and one engine run per network, against each backend (a session each)."""
     cfg, weights, _ = random_yolo(name)
     model = darkfold.load(cfg, weights)
     size = model.net.width
     x = np.concatenate([yolo_blob(size), oracle.random_blob(size, size, seed=2)])
     expected = model.forward(x)
-    actual = model.forward(x, backend=backend)
-    assert list(actual) == list(expected)
-    for index, want in expected.items():
-        assert relative_difference(actual[index], want) <= 1e-4, index
+    for backend in backends.BACKENDS:
+        actual = model.forward(x, backend=backend)
+        assert list(actual) == list(expected), backend
+        for index, want in expected.items():
+            assert relative_difference(actual[index], want) <= 1e-4, (backend, index)
 
 
 def detections_agree(actual, expected, confidence=0.005, pixels=1.0):
