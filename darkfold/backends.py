@@ -29,7 +29,7 @@ from .runtime import forward as engine_forward
 log = logging.getLogger("darkfold")
 
 # What backend="auto" tries, first installed first: tools/bench.py's order on a 2-core AVX-512
-# CPU (README, Benchmarks): OpenVINO in float32 fastest or within 5% of it on every row, then
+# CPU (README, Benchmarks): OpenVINO in float32 fastest or within 10% of it on every row, then
 # darkfold's engine, then onnxruntime. numba is always installed, so onnxruntime is never
 # reached; it stands in its place to say where it ranks.
 AUTO_ORDER = ("openvino", NUMBA, "onnxruntime")
@@ -47,16 +47,19 @@ class Backend:
     open: object
 
     def module(self):
-        """The runtime's package, or a DarkfoldError naming the extra that installs it."""
-        try:
-            return importlib.import_module(self.package)
-        except ImportError:
-            raise DarkfoldError(f'backend={self.name!r} needs the {self.package} package: pip install '
-                                f'"darkfold[{self.extra}]"', expected=f"the {self.package} package",
-                                found="not installed") from None
+        """The runtime's package, or a DarkfoldError naming the extra that installs it (and onnx,
+        which builds the graph)."""
+        for package in ("onnx", self.package):
+            try:
+                module = importlib.import_module(package)
+            except ImportError:
+                raise DarkfoldError(f'backend={self.name!r} needs the {package} package: pip install '
+                                    f'"darkfold[{self.extra}]"', expected=f"the {package} package",
+                                    found="not installed") from None
+        return module
 
     def installed(self):
-        return importlib.util.find_spec(self.package) is not None
+        return all(importlib.util.find_spec(package) is not None for package in ("onnx", self.package))
 
 
 def _layer_outputs(names, arrays):

@@ -191,10 +191,12 @@ def test_auto_picks_openvino_where_installed_else_the_engine(tiny_cfg, tiny_weig
     assert "OpenVINO is not installed; darkfold's numba engine runs in float32, not bfloat16" in caplog.text
 
 
+@pytest.mark.parametrize("package", ["runtime", "onnx"])
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
-def test_without_its_package_a_backend_names_the_extra_to_install(tiny_model, monkeypatch, backend):
-    monkeypatch.setitem(sys.modules, backend, None)  # any import of it now fails
-    with pytest.raises(darkfold.DarkfoldError, match=rf'backend=\'{backend}\' needs the {backend} package: '
+def test_without_its_package_a_backend_names_the_extra_to_install(monkeypatch, backend, package):
+    missing = backend if package == "runtime" else package
+    monkeypatch.setitem(sys.modules, missing, None)  # any import of it now fails
+    with pytest.raises(darkfold.DarkfoldError, match=rf'backend=\'{backend}\' needs the {missing} package: '
                                                      rf'pip install "darkfold\[{backend}\]"'):
         backends.session_for(darkfold.load(), backend)
 
