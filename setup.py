@@ -101,12 +101,17 @@ setup(
     install_requires=["numpy>=1.22", "numba>=0.56", *requires_opencv(">=4.5")],
     extras_require={
         # darkfold export: the onnx package builds and checks the graph; onnxruntime, when
-        # installed, runs each export against darkfold's engine before it is written.
+        # installed, runs each export against darkfold's engine before it is written, and
+        # runs models for backend="onnxruntime" (--backend onnxruntime).
         "onnx": ["onnx>=1.14"],
         "onnxruntime": ["onnx>=1.14", "onnxruntime>=1.15"],
+        # backend="openvino" (--backend openvino): OpenVINO runs the model's ONNX graph, built by onnx.
+        "openvino": ["onnx>=1.14", "openvino>=2024.0"],
         # OpenCV 4.14 is the last release with cv2.dnn.readNetFromDarknet, the independent
         # implementation the tests compare against: the same distribution, pinned.
-        "test": ["pytest>=7.3", "hypothesis>=6", *requires_opencv("==4.14.*"), "onnx>=1.14", "onnxruntime>=1.15"],
+        # onnxruntime and OpenVINO: every backend is tested against the engine.
+        "test": ["pytest>=7.3", "hypothesis>=6", *requires_opencv("==4.14.*"), "onnx>=1.14", "onnxruntime>=1.15",
+                 "openvino>=2024.0"],
     },
     entry_points={"console_scripts": ["darkfold=darkfold.cli:main"]},
     cmdclass={"sdist": NoSdist},

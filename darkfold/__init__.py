@@ -7,6 +7,7 @@
     # or, streaming layer by layer (what `darkfold convert` runs):
     darkfold.convert("yolov4.cfg", "yolov4.weights", "yolov4-folded.cfg", "yolov4-folded.weights")
     outputs = model.forward(x)  # raw head inputs for an NCHW float32 batch
+    model.forward(x, backend="openvino")  # or "onnxruntime", "auto"; needs darkfold[openvino]
     darkfold.verify(model, darkfold.load("yolov4-folded.cfg", "yolov4-folded.weights")).ok
     for result in darkfold.predict(["photos/", "clip.mp4"], output="predictions"):  # `darkfold detect`
         print(result.source, result.frame, result.detections)

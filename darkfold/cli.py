@@ -17,7 +17,7 @@ from .errors import DarkfoldError, ModelError
 from .files import OutputFolder
 from .outputs import printable
 from .summary import layer_table, model_summary
-from .options import check_probability, check_tolerance, thread_count
+from .options import AUTO, BACKENDS, F32, NUMBA, PRECISIONS, check_probability, check_tolerance, thread_count
 from .verify import TOLERANCE, VerificationError, verify
 
 _EXAMPLES = """\
@@ -43,20 +43,21 @@ EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
 def main(argv=None):
     parser = _parser()
     args = parser.parse_args(argv)
-    _show_log()
+    _show_log(args.debug)
     with interrupts.handled():
         return _run(args)
 
 
-def _show_log():
-    """Print what darkfold logs at INFO and above (numba's one-time compile) on stderr, as
+def _show_log(debug=False):
+    """Print what darkfold logs at INFO and above (numba's one-time compile, a backend's
+    warnings), DEBUG too with ``--debug`` (the backend ``auto`` chose), on stderr, as
     ``darkfold: ...`` lines."""
     logger = logging.getLogger("darkfold")
     if not any(isinstance(handler, _StderrHandler) for handler in logger.handlers):
         handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("darkfold: %(message)s"))
         logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+    logger.setLevel(logging.DEBUG if debug else logging.INFO)
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -228,6 +229,7 @@ def _parser():
                        help=f"largest relative difference accepted (default: {TOLERANCE:g})")
     check.add_argument("--json", action="store_true", help="print the differences as JSON")
     _add_threads(check)
+    _add_backend(check, "run the folded model on BACKEND; the original runs on darkfold's numba engine")
     check.set_defaults(run=run_verify)
     detect = commands.add_parser(
         "detect", help="detect objects in images, folders and videos; write annotated copies",
@@ -241,7 +243,8 @@ def _parser():
                "  darkfold detect 0 --no-draw             the first camera, in real time\n"
                "  darkfold detect rtsp://camera.local/stream --json\n"
                "  darkfold detect street.jpg --cfg yolov4.cfg --weights yolov4.weights --names coco.names\n"
-               "  darkfold detect street.jpg --json --thresh 0.5",
+               "  darkfold detect street.jpg --json --thresh 0.5\n"
+               "  darkfold detect photos/ --backend openvino --precision bf16",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     detect.add_argument("inputs", nargs="*", metavar="INPUT",
@@ -270,6 +273,7 @@ def _parser():
                         help="refuse images of more than N pixels, from the header of a PNG or JPEG "
                              "(default: darkfold.images.MAX_PIXELS, 16384 x 16384)")
     _add_threads(detect)
+    _add_backend(detect, "run the network on BACKEND; darkfold's preprocessing, decoding and NMS around it")
     detect.set_defaults(run=run_detect)
 
     export = commands.add_parser(
@@ -320,6 +324,16 @@ def _parser():
 def _add_threads(parser):
     parser.add_argument("--threads", type=_threads, metavar="N",
                         help="worker threads for running the model (default and most: every CPU)")
+
+
+def _add_backend(parser, what):
+    parser.add_argument("--backend", choices=(*BACKENDS, AUTO), default=NUMBA, metavar="BACKEND",
+                        help=f"{what}: numba (darkfold's engine, the default), onnxruntime, openvino (each an "
+                             "extra: pip install \"darkfold[openvino]\"), or auto: the fastest installed")
+    parser.add_argument("--precision", choices=PRECISIONS, default=F32,
+                        help="f32 (the default: the engine's outputs within float32 rounding) or bf16: OpenVINO "
+                             "in bfloat16 where the CPU has AVX512_BF16 or AMX (faster; close to float32, not "
+                             "equal: the README says how close)")
 
 
 def _probability(text):
@@ -441,7 +455,8 @@ def run_verify(args):
     original = load(cfg_path, weights_path)
     folded = None if args.folded_cfg is None else load(args.folded_cfg, args.folded_weights)
     _print_warnings(original)
-    check = verify(original, folded, tolerance=args.tolerance, threads=args.threads)
+    check = verify(original, folded, tolerance=args.tolerance, threads=args.threads, backend=args.backend,
+                   precision=args.precision)
     if args.json:
         print(json.dumps(_verification_json(check)))
     else:
@@ -546,7 +561,8 @@ def run_detect(args):
     _print_warnings(model)
     run = predict(args.inputs or [SAMPLE_IMAGE], model, names=args.names, thresh=args.thresh,
                   letterbox=args.letterbox or None, threads=args.threads, output=args.output, draw=args.draw,
-                  max_pixels=args.max_pixels, realtime=args.realtime)
+                  max_pixels=args.max_pixels, realtime=args.realtime, backend=args.backend,
+                  precision=args.precision)
     show = outputs.json_line if args.json else outputs.text
     progress = _Progress(run.images)
     failed = False

@@ -19,11 +19,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from .bundled import COCO_NAMES, DEFAULT_CFG
-from .options import check_probability
+from .options import F32, NUMBA, check_backend, check_probability
 from .errors import DarkfoldError, ModelError
 from .files import read_bytes
+from .heads import model_heads
 from .kernels.cache import cache_is_cold
-from .runtime import check_finite, damaged_parameters, forward, warm_up
+from .backends import forward, session_for
+from .runtime import check_finite, damaged_parameters, warm_up
 
 THRESH = 0.25  # detector.c: -thresh default .25
 NMS = 0.45  # test_detector: nms = .45
@@ -60,56 +62,6 @@ class Detection:
         """The JSON form: class name, class id, confidence (4 decimals) and the pixel box."""
         return {"class": self.name, "class_id": self.class_id, "confidence": round(self.confidence, 4),
                 "box": list(self.pixel_box())}
-
-
-@dataclass(frozen=True)
-class Head:
-    """What decoding needs from a [yolo] or [region] layer."""
-
-    index: int
-    type: str
-    classes: int
-    anchors: np.ndarray  # (boxes, 2) float32: the anchors this head predicts with, in order
-    scale_x_y: float = 1.0
-    new_coords: int = 0
-    softmax: int = 0
-    classfix: int = 0
-    nms_kind: str = "default"
-    beta_nms: float = 0.6
-
-
-def model_heads(model):
-    """The model's detection heads, in layer order; ModelError if it has none it can decode."""
-    heads = []
-    for layer in model.layers:
-        if not layer.is_head:
-            continue
-        if layer.type == "yolo":
-            anchors = np.array([layer.anchors[m] for m in layer.mask], np.float32)
-            # parse_yolo (parser.c) knows greedynms and diounms; any other name is the default.
-            kind = layer.nms_kind if layer.nms_kind in ("greedynms", "diounms") else "default"
-            heads.append(Head(layer.index, "yolo", layer.classes, anchors, layer.scale_x_y, layer.new_coords,
-                              nms_kind=kind, beta_nms=layer.beta_nms))
-        elif layer.type == "region":
-            if layer.tree:
-                raise ModelError.at_layer(layer, f" tree={layer.tree}: hierarchical softmax (YOLO9000) is not "
-                                          "supported", expected="no tree=", found=f"tree={layer.tree}")
-            if layer.coords != 4:
-                raise ModelError.at_layer(layer, f" coords={layer.coords}: Darknet decodes region boxes with "
-                                          "coords=4 only", expected="coords=4", found=f"coords={layer.coords}")
-            heads.append(Head(layer.index, "region", layer.classes, np.array(layer.anchors, np.float32),
-                              softmax=layer.softmax, classfix=layer.classfix))
-        else:
-            raise ModelError.at_layer(layer, ": darkfold detect decodes [yolo] and [region] heads only",
-                                      expected="[yolo] or [region]", found=f"[{layer.type}]")
-    if not heads:
-        raise ModelError(f"{model.cfg.path}: no [yolo] or [region] layer: not a detection model",
-                         path=model.cfg.path, expected="a [yolo] or [region] layer", found="none")
-    if len({head.classes for head in heads}) > 1:
-        found = ", ".join(str(h.classes) for h in heads)
-        raise ModelError(f"{model.cfg.path}: the detection heads disagree on classes= ({found})",
-                         path=model.cfg.path, expected="one classes= for every head", found=found)
-    return heads
 
 
 # --------------------------------------------------------------------------------------------
@@ -338,10 +290,12 @@ class Detector:
 
     ``names`` is a list or a .names file (default: COCO for the bundled
     model, the class ids otherwise); ``letterbox`` None follows the cfg's
-    ``[net] letter_box``; ``threads`` goes to the engine (default: every CPU).
+    ``[net] letter_box``; ``threads``, ``backend`` and ``precision`` go to the forward pass
+    (``Model.forward``; default: every CPU, darkfold's numba engine, float32).
     """
 
-    def __init__(self, model, *, names=None, thresh=THRESH, nms=NMS, letterbox=None, threads=None):
+    def __init__(self, model, *, names=None, thresh=THRESH, nms=NMS, letterbox=None, threads=None, backend=NUMBA,
+                 precision=F32):
         if not model.has_weights:
             raise ModelError(f"{model.cfg.path}: detection needs the model's weights; load it with a .weights file",
                              path=model.cfg.path, expected="weights", found="a cfg alone")
@@ -365,12 +319,22 @@ class Detector:
         self.nms = check_probability("nms", nms)
         self.letterbox = bool(model.net.letter_box) if letterbox is None else bool(letterbox)
         self.threads = threads
+        self.backend, self.precision = check_backend(backend, precision)
 
     def prepare(self, everything=False):
         """Build the engine and have numba compile, or load from its cache, the kernels detection
         runs (runtime.warm_up, which logs a compile), so that the first image's time is the
-        detection's alone. Returns the seconds it took when it compiled, else 0."""
+        detection's alone; on another backend, open its session and compile detection's own
+        kernels. Returns the seconds it took when it compiled, else 0."""
+        if session_for(self.model, self.backend, self.precision, self.threads) is not None:
+            self._first_calls()
+            return 0
         return warm_up(self.model, threads=self.threads, everything=everything, first_calls=(self._first_calls,))
+
+    def _forward(self, x):
+        outputs = forward(self.model, x, threads=self.threads, backend=self.backend, precision=self.precision)
+        check_finite(self.model, x, outputs, threads=self.threads)  # NaN would be no detection, silently
+        return outputs
 
     def _first_calls(self):
         """Detection's own kernels called once, on a tiny image and two boxes, with the argument
@@ -392,10 +356,7 @@ class Detector:
         from .images import as_bgr
 
         image = as_bgr(image)
-        x = self.preprocess(image)
-        outputs = forward(self.model, x, threads=self.threads)
-        check_finite(self.model, x, outputs, threads=self.threads)  # NaN would be no detection, silently
-        return self.decode(outputs, image.shape[1], image.shape[0])
+        return self.decode(self._forward(self.preprocess(image)), image.shape[1], image.shape[0])
 
     def detect_many(self, images, batch=BATCH, channels="bgr"):
         """Detections on each of ``images`` (anything ``images.load_image`` takes: arrays in
@@ -410,8 +371,7 @@ class Detector:
         for start in range(0, len(images), batch):
             chunk = [load_image(item, channels) for item in images[start:start + batch]]
             x = np.concatenate([self.preprocess(image) for image in chunk])
-            outputs = forward(self.model, x, threads=self.threads)
-            check_finite(self.model, x, outputs, threads=self.threads)
+            outputs = self._forward(x)
             for k, image in enumerate(chunk):
                 one = {index: output[k:k + 1] for index, output in outputs.items()}
                 found.append(self.decode(one, image.shape[1], image.shape[0]))
@@ -458,12 +418,14 @@ class Detector:
                                    f"pixels: {cause}", expected="finite boxes", found="NaN or inf")
 
 
-def detect(model, image, thresh=THRESH, nms=NMS, *, names=None, letterbox=None, threads=None, channels="bgr"):
+def detect(model, image, thresh=THRESH, nms=NMS, *, names=None, letterbox=None, threads=None, channels="bgr",
+           backend=NUMBA, precision=F32):
     """``Model.detect``: detections on one image (a path, encoded bytes, a binary file object or
     an array in ``channels`` order), or a list of lists for a list of them."""
     from .images import load_image
 
-    detector = Detector(model, names=names, thresh=thresh, nms=nms, letterbox=letterbox, threads=threads)
+    detector = Detector(model, names=names, thresh=thresh, nms=nms, letterbox=letterbox, threads=threads,
+                        backend=backend, precision=precision)
     if cache_is_cold():  # the first run after installing: compile the kernels as prepare does, faster
         detector.prepare()
     if isinstance(image, (list, tuple)):

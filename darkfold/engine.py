@@ -17,7 +17,7 @@ import numpy as np
 from .activations import LINEAR, activation_code
 from .batchnorm import NO_BATCHNORM, runtime_batchnorm
 from .convolution import float32_array, make_convolution
-from .errors import ModelError, UnsupportedError
+from .errors import UnsupportedError
 from .kernels.activation import activate_inplace, bias_or_batchnorm_activate
 from .kernels.merge import add_rows, copy_channels
 from .kernels.pooling import max_pool_2x2, pool_nhwc
@@ -283,9 +283,6 @@ class Engine:
                 raise UnsupportedError.at_layer(layer, f" is not supported by darkfold's engine (it runs: "
                                                  f"{', '.join(sorted(STEPS))})",
                                           expected="a layer type the engine runs", found=layer.type)
-            if layer.params and arrays is None:
-                raise ModelError.at_layer(layer, " has no weights; load the model with a complete .weights "
-                                                 "file to run it", expected="its weights", found="none")
             self.steps.append(step(layer, arrays, fold))
         self.workers = Workers(threads or default_threads())
         self.close = weakref.finalize(self, self.workers.close)  # threads would otherwise outlive the model

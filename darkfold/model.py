@@ -90,6 +90,19 @@ class Model:
                         f"has shape {found}, the cfg needs {param.shape}",
                         path=self.cfg.path, layer=layer.index, expected=param.shape, found=found)
 
+    def check_complete(self, purpose):
+        """Raise a ModelError unless the model has every array its layers need, each of the shape
+        the cfg gives it: what a runtime or an exporter checks before it reads them. ``purpose``
+        finishes the messages: "run it", "export it"."""
+        if not self.has_weights:
+            raise ModelError(f"{self.cfg.path}: no weights: load the model with its .weights file to {purpose}",
+                             path=self.cfg.path, expected="a model loaded with weights", found="a cfg alone")
+        self.check_params()  # kernels and initializers trust these shapes
+        for layer, arrays in zip(self.layers, self.params):
+            if layer.params and arrays is None:  # past the end of a partial weights file
+                raise ModelError.at_layer(layer, f" has no weights; load the model with a complete .weights file "
+                                                 f"to {purpose}", expected="its weights", found="none")
+
     def fold(self):
         """Return a new Model with every BatchNorm folded into its layer.
 
@@ -106,7 +119,7 @@ class Model:
         heads = [source for layer in self.layers if layer.is_head for source in layer.inputs]
         return heads or [len(self.layers) - 1]
 
-    def forward(self, x, layers=None, *, fold=True, threads=None):
+    def forward(self, x, layers=None, *, fold=True, threads=None, backend="numba", precision="f32"):
         """Run the network on a batch and return raw layer outputs.
 
         ``x`` is a float32 array of shape (batch, channels, height, width) as the
@@ -118,15 +131,23 @@ class Model:
         engine is built on the first call and kept by ``darkfold.runtime``; on the
         first run after installing, numba compiles its kernels first (logged on the
         ``darkfold`` logger; ``darkfold.warmup`` does it ahead).
+
+        ``backend``: "numba" (darkfold's engine), "onnxruntime" or "openvino" (the model's
+        ONNX graph, built in memory, one session per model and options; extras
+        ``darkfold[onnxruntime]``, ``darkfold[openvino]``), or "auto": the first of these
+        installed, fastest first (``backends.AUTO_ORDER``). Other backends than numba return
+        the head inputs only and fold. ``precision``: "f32", or "bf16" on OpenVINO (bfloat16
+        where the CPU has AVX512_BF16 or AMX; close to float32, not equal).
         """
         # Imported here, not at the top: the runtime loads numba (a quarter of a second,
         # and seconds more on a first run), which `import darkfold` and `darkfold info`
-        # must not pay. The runtime does not import this module.
-        from .runtime import forward
+        # must not pay. Neither the runtime nor the backends import this module.
+        from .backends import forward
 
-        return forward(self, x, layers, fold=fold, threads=threads)
+        return forward(self, x, layers, fold=fold, threads=threads, backend=backend, precision=precision)
 
-    def detect(self, image, thresh=0.25, nms=0.45, *, names=None, letterbox=None, threads=None, channels="bgr"):
+    def detect(self, image, thresh=0.25, nms=0.45, *, names=None, letterbox=None, threads=None, channels="bgr",
+               backend="numba", precision="f32"):
         """Detect objects as Darknet's ``detector test`` does; see ``darkfold.detect``.
 
         ``image`` is a path, the bytes of an encoded image (JPEG, PNG, ...), a
@@ -137,14 +158,14 @@ class Model:
         = left, top, width, height in pixels), or a list of such lists for a
         list of images. ``names``: a list or a .names file (default: COCO for
         the bundled model, else class ids); ``letterbox``: None follows the
-        cfg's ``letter_box``; ``threads``: as for ``forward``. One model may be
-        shared by threads: their calls run one at a time.
+        cfg's ``letter_box``; ``threads``, ``backend`` and ``precision``: as for
+        ``forward``. One model may be shared by threads: their calls run one at a time.
         """
         # Imported here for the same reason as in forward(): detection loads numba and OpenCV.
         from .detect import detect
 
         return detect(self, image, thresh, nms, names=names, letterbox=letterbox, threads=threads,
-                      channels=channels)
+                      channels=channels, backend=backend, precision=precision)
 
 
 def write_files(cfg, cfg_path, weights_path=None, header=None, layers=(), params=()):

@@ -25,6 +25,7 @@ except ImportError:  # pragma: no cover - the test extra installs it
 from .version import __version__
 from .batchnorm import fold_arrays, fold_own_batchnorm
 from .errors import DarkfoldError, ModelError, UnsupportedError
+from .heads import model_heads
 from .layers import shortcut_weights
 
 INPUT = "images"
@@ -438,12 +439,8 @@ def _decode_head(g, head, x, shape, net):
 
 
 def decoded_heads(model):
-    """The heads ``decode=True`` decodes (``detect.Head``s): every head, if each is a [yolo] or a
+    """The heads ``decode=True`` decodes (``heads.Head``s): every head, if each is a [yolo] or a
     [region] that darkfold's detection decodes; else an error naming the first that is not."""
-    # Imported here: detect.py brings the runtime and the engine's kernels with it, which only a
-    # decoded export (for detect's Head descriptions) needs.
-    from .detect import model_heads
-
     for layer in model.layers:
         if layer.is_head and layer.type not in ("yolo", "region"):
             raise UnsupportedError.at_layer(layer, ": --decode decodes [yolo] and [region] heads only; export it "
@@ -497,18 +494,12 @@ def onnx_model(model, *, decode=False, batch=None, opset=None):
     require_onnx()
     opset = check_opset(opset)
     batch = check_batch(batch)
-    if not model.has_weights:
-        raise ModelError(f"{model.cfg.path}: exporting needs the model's weights; load it with its .weights file",
-                         path=model.cfg.path, expected="a model loaded with weights", found="a cfg alone")
-    model.check_params()
-    for layer, arrays in zip(model.layers, model.params):
+    model.check_complete("export it")
+    for layer in model.layers:
         if layer.type not in LAYERS:
             raise UnsupportedError.at_layer(layer, f" cannot be exported to ONNX (darkfold exports: "
                                                    f"{', '.join(sorted(LAYERS))})",
                                             expected="a layer type darkfold exports", found=layer.type)
-        if layer.params and arrays is None:
-            raise ModelError.at_layer(layer, " has no weights; load the model with a complete .weights file to "
-                                             "export it", expected="its weights", found="none")
     size = 4 * model.param_count
     if size >= MAX_BYTES:
         raise UnsupportedError(f"{model.cfg.path}: {size:,} bytes of weights; an ONNX file holds less than "

@@ -52,3 +52,25 @@ def thread_count(threads):
     if threads > cpus:
         return cpus, f"{threads} is more than the {cpus} CPUs this process may use; running {cpus} threads"
     return int(threads), None
+
+
+NUMBA = "numba"
+BACKENDS = (NUMBA, "onnxruntime", "openvino")  # backends.BACKENDS, and darkfold's own engine
+AUTO = "auto"
+F32, BF16 = "f32", "bf16"
+PRECISIONS = (F32, BF16)
+
+
+def check_backend(backend, precision=F32):
+    """``(backend, precision)`` if ``backend`` is one of ``BACKENDS`` or "auto" and ``precision``
+    one of ``PRECISIONS``, bf16 only where OpenVINO may run; else a ModelError."""
+    if backend not in (*BACKENDS, AUTO):
+        raise ModelError(f"backend={backend!r}: expected one of {', '.join(map(repr, (*BACKENDS, AUTO)))}",
+                         expected=f"one of {', '.join((*BACKENDS, AUTO))}", found=repr(backend))
+    if precision not in PRECISIONS:
+        raise ModelError(f"precision={precision!r}: expected 'f32' or 'bf16'", expected="'f32' or 'bf16'",
+                         found=repr(precision))
+    if precision == BF16 and backend not in ("openvino", AUTO):
+        raise ModelError(f"precision='bf16' runs on backend='openvino'; backend={backend!r} computes in float32",
+                         expected="backend='openvino'", found=repr(backend))
+    return backend, precision

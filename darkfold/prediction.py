@@ -67,7 +67,7 @@ class Prediction:
 
 
 def predict(inputs, model=None, *, names=None, thresh=THRESH, nms=NMS, letterbox=None, threads=None,
-            output=None, draw=True, max_pixels=None, channels="bgr", realtime=None):
+            output=None, draw=True, max_pixels=None, channels="bgr", realtime=None, backend="numba", precision="f32"):
     """Detect objects in images, folders, videos and streams: an iterator of ``Prediction``, one
     per image or video frame, in input order.
 
@@ -77,8 +77,8 @@ def predict(inputs, model=None, *, names=None, thresh=THRESH, nms=NMS, letterbox
     camera's number (0, or "0" when no file has that name), or an image in memory: encoded
     bytes, a binary file object, or an array in ``channels`` order ("bgr" or "rgb"). ``model``:
     a loaded ``Model`` (default: the bundled YOLOv3-tiny); ``names``, ``thresh``, ``nms``,
-    ``letterbox`` and ``threads`` as for ``Model.detect``. With ``output``, a folder (created
-    for the first copy; removed again if the run created it and wrote nothing), each image
+    ``letterbox``, ``threads``, ``backend`` and ``precision`` as for ``Model.detect``. With
+    ``output``, a folder (created for the first copy; removed again if the run created it and wrote nothing), each image
     gets an annotated copy there in its own format and each video one as .mp4, named after
     the input (a second ``dog.jpg`` becomes ``dog-2.jpg``; an image in memory ``bytes-2.jpg``
     after its place); an earlier copy of that name is replaced, an input never. ``draw=False``
@@ -98,7 +98,8 @@ def predict(inputs, model=None, *, names=None, thresh=THRESH, nms=NMS, letterbox
     listed = images.list_inputs([inputs] if single or hasattr(inputs, "read") else list(inputs))
     images.check_channels(channels)
     model = load() if model is None else model
-    detector = Detector(model, names=names, thresh=thresh, nms=nms, letterbox=letterbox, threads=threads)
+    detector = Detector(model, names=names, thresh=thresh, nms=nms, letterbox=letterbox, threads=threads,
+                        backend=backend, precision=precision)
     names_file = [os.fspath(names)] if isinstance(names, (str, os.PathLike)) else []
     return PredictionRun(detector, listed, [*model.sources, *names_file], output if draw else None, max_pixels,
                          channels, realtime)

@@ -42,10 +42,7 @@ def engine_for(model, *, fold=True, threads=None, fuse=True):
     with _building:
         engines = _engines.setdefault(model, {})
         if key not in engines:
-            if not model.has_weights:
-                raise ModelError(f"{model.cfg.path}: running the model needs its .weights file",
-                                 path=model.cfg.path, expected="a model loaded with weights", found="no weights")
-            model.check_params()  # the kernels trust these shapes
+            model.check_complete("run it")
             engines[key] = Engine(model, fold=fold, threads=threads, fuse=fuse)
         return engines[key]
 

@@ -62,11 +62,13 @@ def sample_input(model, seed=0, batch=1):
     return np.random.default_rng(seed).random(shape, dtype=np.float32)
 
 
-def verify(original, folded=None, *, tolerance=TOLERANCE, x=None, threads=None):
+def verify(original, folded=None, *, tolerance=TOLERANCE, x=None, threads=None, backend="numba", precision="f32"):
     """Compare ``folded`` (default: ``original`` folded in memory) with ``original``.
 
-    The original runs with each BatchNorm applied explicitly, as Darknet runs it;
-    the folded model runs as it is. ``x`` defaults to ``sample_input(original)``.
+    The original runs on darkfold's numba engine with each BatchNorm applied explicitly, as
+    Darknet runs it; the folded model runs as it is, on ``backend`` in ``precision`` (see
+    ``Model.forward``): so ``verify(model, backend="openvino")`` compares OpenVINO with the
+    engine. ``x`` defaults to ``sample_input(original)``.
     The folded model may lack merged [batchnorm] layers, so outputs are matched
     by position among the head inputs, not by index.
     """
@@ -79,7 +81,8 @@ def verify(original, folded=None, *, tolerance=TOLERANCE, x=None, threads=None):
     expected = original.forward(x, fold=False, threads=threads)
     check_finite(original, x, expected, fold=False, threads=threads)  # no fold can be checked against NaN
     other = folded or original
-    actual = other.forward(x, threads=threads)  # folded: the original folds in memory, by default
+    # folded: the original folds in memory, by default
+    actual = other.forward(x, threads=threads, backend=backend, precision=precision)
     check_finite(other, x, actual, threads=threads)
     if len(actual) != len(expected):
         raise ModelError(f"{other.cfg.path}: {len(actual)} detection heads, but {original.cfg.path} has "

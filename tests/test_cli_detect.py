@@ -387,3 +387,33 @@ def test_a_copy_not_in_h264_is_noted_once_per_run(capsys, tmp_path, monkeypatch)
     notes = [line for line in capsys.readouterr().err.splitlines() if CODEC_NOTE in line]
     assert notes == [f"darkfold: warning: {tmp_path / 'out' / 'a.mp4'}{CODEC_NOTE}: this OpenCV has no H.264 (avc1) "
                      "encoder; 'ffmpeg -i IN -c:v libx264 OUT' converts it"]
+
+
+# -- --backend -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("letterbox", [[], ["--letterbox"]], ids=["default", "letterbox"])
+@pytest.mark.parametrize("backend", [pytest.param("onnxruntime", marks=pytest.mark.onnxruntime),
+                                     pytest.param("openvino", marks=pytest.mark.openvino)])
+def test_every_backend_prints_the_engines_detections_on_the_sample_images(capsys, backend, letterbox):
+    """Same classes in the same order, pixel boxes within a pixel, confidences within 0.005."""
+    def detected(*options):
+        code, out, err = run(capsys, DATA_DIR, "--json", "--no-draw", *letterbox, *options)
+        assert code == 0 and err == ""
+        return [json.loads(line) for line in out.splitlines()]
+
+    expected, actual = detected(), detected("--backend", backend)
+    assert [image["image"] for image in actual] == [image["image"] for image in expected]
+    assert len(expected) == 7 and sum(len(image["detections"]) for image in expected) > 20
+    for got, want in zip(actual, expected):
+        assert [d["class"] for d in got["detections"]] == [d["class"] for d in want["detections"]]
+        for d, e in zip(got["detections"], want["detections"]):
+            assert abs(d["confidence"] - e["confidence"]) <= 0.005
+            assert np.abs(np.subtract(d["box"], e["box"])).max() <= 1
+
+
+@pytest.mark.openvino
+def test_backend_auto_names_the_backend_it_chose_with_debug(capsys):
+    code, out, err = run(capsys, DATA_DIR / "dog.jpg", "--no-draw", "--backend", "auto", "--debug")
+    assert code == 0 and "darkfold: backend auto: openvino in f32\n" in err
+    assert [line[:12] for line in out.splitlines()[1:]] == [line[:12] for line in DOG_LINES]

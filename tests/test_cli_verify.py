@@ -2,7 +2,9 @@
 
 import json
 
+import oracle
 import pytest
+from fixtures import NET
 from test_verify import folded_pair, tampered_copy  # noqa: F401 - a fixture, and its tampering
 
 import darkfold
@@ -49,3 +51,40 @@ def test_verify_command_refuses_a_tolerance_that_is_not_a_finite_number_of_at_le
         main(["verify", "--tolerance", tolerance])
     assert exit_.value.code == 2
     assert f"--tolerance: expected a number of at least 0, got '{tolerance}'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("backend", [pytest.param("onnxruntime", marks=pytest.mark.onnxruntime),
+                                     pytest.param("openvino", marks=pytest.mark.openvino)])
+def test_verify_backend_compares_it_with_the_engine_per_output(capsys, backend):
+    assert main(["verify", "--json", "--backend", backend]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] and [o["layer"] for o in report["outputs"]] == [15, 22]
+    assert all(0 < o["relative_diff"] <= 1e-4 for o in report["outputs"])
+
+
+@pytest.mark.openvino
+def test_verify_bf16_is_reported_past_the_float32_tolerance(capsys):
+    assert main(["verify", "--backend", "openvino", "--precision", "bf16"]) == 1
+    assert "FAILED: the folded model differs" in capsys.readouterr().out
+
+
+@pytest.mark.onnxruntime
+@pytest.mark.openvino  # auto's first choice
+def test_a_layer_the_backend_cannot_run_exits_2_naming_it_and_auto_runs_the_engine(capsys, tmp_path):
+    cfg = tmp_path / "pad.cfg"
+    cfg.write_text(NET + "[convolutional]\nfilters=2\nsize=1\nactivation=leaky\n\n[maxpool]\nsize=2\nstride=2\n"
+                   "padding=4\n")
+    oracle.write_random_weights(cfg, tmp_path / "pad.weights", seed=1)
+    argv = ["verify", str(cfg), str(tmp_path / "pad.weights")]
+    assert main([*argv, "--backend", "onnxruntime"]) == 2
+    assert (f"darkfold: error: {cfg}:10: layer 1 [maxpool]: padding=4 puts whole windows of size=2 outside the "
+            "image, which ONNX pooling cannot express; backend='onnxruntime' runs the model's ONNX graph: use "
+            "backend='numba'\n") in capsys.readouterr().err
+    assert main([*argv, "--backend", "auto"]) == 0
+    err = capsys.readouterr().err
+    assert "layer 1 [maxpool]" in err and "running darkfold's numba engine instead" in err
+
+
+def test_bf16_needs_the_openvino_backend(capsys):
+    assert main(["verify", "--precision", "bf16"]) == 2
+    assert "precision='bf16' runs on backend='openvino'" in capsys.readouterr().err

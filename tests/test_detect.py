@@ -26,14 +26,13 @@ from darkfold import DarkfoldError, ModelError
 from darkfold.detect import (
     Detection,
     Detector,
-    Head,
     correct_boxes,
     decode_region,
     decode_yolo,
-    model_heads,
     nms,
     to_detections,
 )
+from darkfold.heads import Head, model_heads
 from darkfold.images import preprocess
 
 SAMPLE_IMAGES = sorted(DATA_DIR.glob("*.jpg"))

@@ -331,7 +331,7 @@ def test_unknown_layer_index_is_refused(tiny_model):
 
 
 def test_a_model_without_weights_cannot_run(tiny_cfg):
-    with pytest.raises(darkfold.DarkfoldError, match="needs its .weights file"):
+    with pytest.raises(darkfold.DarkfoldError, match="no weights: load the model with its .weights file to run it"):
         darkfold.load(tiny_cfg).forward(np.zeros((1, 3, 416, 416), np.float32))
 
 

@@ -458,7 +458,7 @@ def test_weights_past_protobufs_2_gb_are_refused_before_anything_is_built(tmp_pa
 
 
 def test_a_model_without_weights_cannot_be_exported(tiny_cfg, tmp_path):
-    with pytest.raises(darkfold.ModelError, match="exporting needs the model's weights"):
+    with pytest.raises(darkfold.ModelError, match="no weights: load the model with its .weights file to export it"):
         darkfold.export_onnx(darkfold.load(tiny_cfg), tmp_path / "x.onnx")
 
 

@@ -1,4 +1,4 @@
-"""Benchmark: darkfold's forward pass vs OpenCV 4.14 DNN and onnxruntime, and vs the GEMM floor.
+"""Benchmark: darkfold's forward pass on each backend vs OpenCV 4.14 DNN, and vs the GEMM floor.
 
     python tools/bench.py [--rows ROW ...] [--runs N] [--threads N] [--json]
     python tools/bench.py --layers ROW [--top N] [--runs N] [--threads N] [--json]
@@ -7,14 +7,14 @@ Rows (ROWS below): yolov3-tiny at 416 and 608 with batch 1, at 416 with batch 4,
 its bundled COCO weights; yolov4-tiny at 416 and yolov4 at 608 with random weights
 (written to a temporary folder). Each row resizes the cfg's [net] width= and height=.
 
-In each row darkfold (``model.forward(x)``), OpenCV (``readNetFromDarknet``, CPU
-backend, default settings: layer fusion and Winograd on, the peer's real speed) and,
-when onnx and onnxruntime are installed, onnxruntime on darkfold's ONNX export of the
-model (``darkfold export``: BatchNorm folded; default graph optimisations, sequential
-execution) run the same input, taking turns round by round (tools/_bench.py) after
-warm-up rounds.
-The first darkfold call loads or compiles the numba kernels and builds the engine; it
-is left out of the statistics and printed apart ("first call").
+In each row darkfold on each of its backends that is installed (``model.forward(x,
+backend=, precision=)``: darkfold-numba, its own engine; darkfold-onnxruntime and
+darkfold-openvino-f32 / -bf16, on the model's ONNX graph built in memory, BatchNorm folded)
+and OpenCV (``readNetFromDarknet``, CPU backend, default settings: layer fusion and
+Winograd on, the peer's real speed) run the same input, taking turns round by round
+(tools/_bench.py) after warm-up rounds.
+Each case's first call (numba's kernels loaded or compiled and the engine built; a
+backend's session opened) is left out of the statistics and printed apart ("first call").
 
 The GEMM floor is the row's convolution work (2 x filters x c/groups x size^2 x out_h x
 out_w x batch, summed over the conv layers) divided by the peak float32 matrix product
@@ -25,9 +25,10 @@ take if every conv were one perfectly efficient GEMM and nothing else cost anyth
 It counts direct-convolution FLOPs: a Winograd 3x3 (OpenCV's, with fusion on) does
 fewer multiplies and can beat it on a layer.
 
-How to read it: darkfold/OpenCV below 1 means darkfold is faster; ratios of the min
-times and of the medians are both printed. floor/OpenCV says how close the peer is to
-the floor, darkfold/floor how far darkfold is from it (both on min times). Times are
+How to read it: a case's time over OpenCV's below 1 means it is faster; ratios of the
+min times and of the medians are both printed (on a shared machine, the min is the
+cleaner figure). floor/OpenCV says how close the peer is to
+the floor, numba/floor how far darkfold's engine is from it (both on min times). Times are
 context only: the machine is shared and noisy (10-15% run to run).
 
 ``--layers ROW`` times each of darkfold's layer steps (by wrapping ``engine.steps``)
@@ -37,6 +38,9 @@ lists them by darkfold's time, each against that layer's GEMM floor.
 
 import argparse
 import contextlib
+import functools
+import importlib.metadata
+import importlib.util
 import json
 import math
 import os
@@ -59,11 +63,6 @@ import numpy as np
 import darkfold
 from darkfold.runtime import engine_for
 
-try:
-    from darkfold import onnx_export
-    from darkfold.onnx_graph import onnx_model
-except ImportError:  # without onnx: no onnxruntime column
-    onnx_export = None
 from darkfold.threads import CAN_SET_BLAS_THREADS, blas_threads
 
 CFGS = {
@@ -94,7 +93,14 @@ def machine():
     return {"cpu": cpu.group(1) if cpu else platform.processor(), "cpus": os.cpu_count(),
             "avx512f": " avx512f" in cpuinfo, "python": platform.python_version(),
             "numpy": np.__version__, "numba": numba.__version__, "opencv": cv2.__version__,
-            "onnxruntime": onnx_export.onnxruntime.__version__ if onnx_export and onnx_export.onnxruntime else None}
+            "onnxruntime": _version("onnxruntime"), "openvino": _version("openvino")}
+
+
+def _version(package):
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 class Sgemm:
@@ -192,8 +198,22 @@ def prepare(row, folder):
     return cfg, weights, batch, real
 
 
+# darkfold's paths: (backend, precision), each model.forward(x, backend=, precision=).
+PATHS = {
+    "darkfold-numba": ("numba", "f32"),
+    "darkfold-onnxruntime": ("onnxruntime", "f32"),
+    "darkfold-openvino-f32": ("openvino", "f32"),
+    "darkfold-openvino-bf16": ("openvino", "bf16"),
+}
+NUMBA = "darkfold-numba"
+
+
+def installed(backend):
+    return backend == "numba" or importlib.util.find_spec(backend) is not None
+
+
 class Peers:
-    """darkfold and OpenCV loaded from the same files, with one input for both."""
+    """darkfold on each installed backend and OpenCV, loaded from the same files, one input for all."""
 
     def __init__(self, cfg, weights, batch, threads):
         self.model = darkfold.load(cfg, weights)
@@ -204,24 +224,17 @@ class Peers:
         self.net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
         self.net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
         self.outputs = self.net.getUnconnectedOutLayersNames()
-        self.session = None
-        if onnx_export is not None and onnx_export.onnxruntime is not None:
-            self.session = onnx_export.session(onnx_model(self.model).SerializeToString(), threads)
 
-    def darkfold(self):
-        return self.model.forward(self.x, threads=self.threads)
+    def darkfold(self, backend="numba", precision="f32"):
+        return self.model.forward(self.x, threads=self.threads, backend=backend, precision=precision)
 
     def opencv(self):
         self.net.setInput(self.x)
         return self.net.forward(self.outputs)
 
-    def onnxruntime(self):
-        return self.session.run(None, {"images": self.x})
-
     def cases(self):
-        cases = {"darkfold": self.darkfold, "opencv": self.opencv}
-        if self.session is not None:
-            cases["onnxruntime"] = self.onnxruntime
+        cases = {name: functools.partial(self.darkfold, *path) for name, path in PATHS.items() if installed(path[0])}
+        cases["opencv"] = self.opencv
         return cases
 
 
@@ -246,52 +259,39 @@ def bench_row(row, folder, runs, threads, sgemm):
     del times["sgemm"]
     best = {name: min(values) for name, values in times.items()}
     middle = {name: statistics.median(values) for name, values in times.items()}
-    result = {
+    return {
         "row": row, "real_weights": real, "flops": sum(conv_flops(layer, batch) for layer in peers.model.layers),
         "first_call_s": first, "min_s": best, "median_s": middle, "other_load": load.share,
-        "darkfold_vs_opencv": {"min": best["darkfold"] / best["opencv"],
-                               "median": middle["darkfold"] / middle["opencv"]},
+        "vs_opencv": {name: {"min": best[name] / best["opencv"], "median": middle[name] / middle["opencv"]}
+                      for name in times},
     }
-    if "onnxruntime" in times:
-        result["darkfold_vs_onnxruntime"] = {"min": best["darkfold"] / best["onnxruntime"],
-                                             "median": middle["darkfold"] / middle["onnxruntime"]}
-        result["onnxruntime_vs_opencv"] = {"min": best["onnxruntime"] / best["opencv"],
-                                           "median": middle["onnxruntime"] / middle["opencv"]}
-    return result
 
 
 def add_floor(result, peak):
-    """The GEMM floor of a row or a layer, and for a row its ratios to both peers' min times."""
+    """The GEMM floor of a row or a layer, and for a row its ratios to OpenCV's and darkfold-numba's min times."""
     result["floor_s"] = floor = result["flops"] / peak
     if "min_s" in result:
         best = result["min_s"]
-        result.update(floor_vs_opencv=floor / best["opencv"], darkfold_vs_floor=best["darkfold"] / floor)
+        result.update(floor_vs_opencv=floor / best["opencv"], darkfold_vs_floor=best[NUMBA] / floor)
 
 
-ROW_HEADER = (
-    f"{'row':19s} {'weights':7s} {'GFLOP':>6s} {'darkfold ms':>14s} {'OpenCV ms':>14s} {'darkfold/OpenCV':>16s} "
-    f"{'darkfold/ORT':>16s} {'ORT/OpenCV':>16s} {'floor/':>7s} {'darkfold/':>9s} {'first call s':>15s}  load\n"
-    f"{'':19s} {'':7s} {'':6s} {'min':>6s} {'median':>7s} {'min':>6s} {'median':>7s} {'min':>7s} {'median':>8s} "
-    f"{'min':>7s} {'median':>8s} {'min':>7s} {'median':>8s} "
-    f"{'OpenCV':>7s} {'floor':>9s} {'darkfold':>8s} {'OpenCV':>6s}"
-)
-
-
-def _ratio(r, key):
-    """A row's min and median ratio columns; dashes where the peer did not run."""
-    if key not in r:
-        return f"{'-':>7s} {'-':>8s}"
-    return f"{r[key]['min']:6.2f}x {r[key]['median']:7.2f}x"
+ROW_HEADER = (f"{'row':19s} {'weights':7s} {'GFLOP':>6s}  {'case':23s} {'min ms':>7s} {'median':>7s} "
+              f"{'/OpenCV min':>11s} {'median':>7s} {'first call s':>12s}")
 
 
 def format_row(r):
-    ms = [r[stat][name] * 1e3 for name in ("darkfold", "opencv") for stat in ("min_s", "median_s")]
     load = "?" if r["other_load"] is None else f"{100 * r['other_load']:.0f}%"
-    return (f"{r['row']:19s} {'real' if r['real_weights'] else 'random':7s} {r['flops'] / 1e9:6.2f} "
-            f"{ms[0]:6.1f} {ms[1]:7.1f} {ms[2]:6.1f} {ms[3]:7.1f} "
-            f"{_ratio(r, 'darkfold_vs_opencv')} {_ratio(r, 'darkfold_vs_onnxruntime')} "
-            f"{_ratio(r, 'onnxruntime_vs_opencv')} {r['floor_vs_opencv']:6.2f}x {r['darkfold_vs_floor']:8.2f}x "
-            f"{r['first_call_s']['darkfold']:8.2f} {r['first_call_s']['opencv']:6.2f}  {load}")
+    lines = []
+    for k, name in enumerate(r["min_s"]):
+        head = (f"{r['row']:19s} {'real' if r['real_weights'] else 'random':7s} {r['flops'] / 1e9:6.2f}" if k == 0
+                else " " * 34)
+        ratio = r["vs_opencv"][name]
+        lines.append(f"{head}  {name:23s} {r['min_s'][name] * 1e3:7.1f} {r['median_s'][name] * 1e3:7.1f} "
+                     f"{ratio['min']:10.2f}x {ratio['median']:6.2f}x {r['first_call_s'][name]:12.2f}")
+    fastest = min((name for name in r["min_s"] if name != "opencv"), key=r["min_s"].get)
+    lines.append(f"{'':34s}  fastest: {fastest}; floor/OpenCV {r['floor_vs_opencv']:.2f}x, numba/floor "
+                 f"{r['darkfold_vs_floor']:.2f}x; other load {load}")
+    return "\n".join(lines)
 
 
 # -- layer by layer -----------------------------------------------------------------------
@@ -414,7 +414,8 @@ def measure(args, say):
     report = {"machine": machine(), "runs": args.runs, "warmup": WARMUP, "threads": args.threads}
     m = report["machine"]
     say(f"machine: {m['cpu']}, {m['cpus']} CPUs{', AVX-512' if m['avx512f'] else ''}; Python {m['python']}, "
-        f"numpy {m['numpy']}, numba {m['numba']}, OpenCV {m['opencv']}, onnxruntime {m['onnxruntime']}; "
+        f"numpy {m['numpy']}, numba {m['numba']}, OpenCV {m['opencv']}, onnxruntime {m['onnxruntime']}, "
+        f"OpenVINO {m['openvino']}; "
         f"threads: {args.threads or 'all'}")
     workers = args.threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
     peak = sgemm_peak(args.threads)
@@ -449,9 +450,12 @@ def measure(args, say):
 def print_rows(rows):
     print(ROW_HEADER)
     print("\n".join(format_row(result) for result in rows))
-    print("\nratios: below 1 = the first named faster; ORT = onnxruntime on darkfold's ONNX export; floor = conv FLOPs /")
-    print("sgemm peak; floor ratios on min times.")
-    print("first call: darkfold's includes loading (or compiling) its numba kernels and building the engine.")
+    print("\n/OpenCV: each case's time over OpenCV's, of the min times and of the medians (below 1 = faster than")
+    print("OpenCV). darkfold-<backend>: Model.forward(x, backend=, precision=); onnxruntime and OpenVINO run")
+    print("darkfold's ONNX graph (BatchNorm folded), OpenVINO in float32 or bfloat16. floor = conv FLOPs / sgemm")
+    print("peak; floor ratios on min times.")
+    print("first call: includes loading (or compiling) numba's kernels and building the engine, or opening the")
+    print("backend's session (graph built, compiled).")
     print("load: CPU share other processes used during the row's rounds (above 10%: rerun on a quiet machine).")
     if any(r["floor_vs_opencv"] > 1 or r["darkfold_vs_floor"] < 1 for r in rows):
         print("WARNING: a peer beat the floor: the sgemm peak was measured while disturbed; floor ratios are low.")

@@ -10,6 +10,8 @@ whole folder, the images already in the page cache:
   darkfold   darkfold.images.read_image, then Detector.detect: Darknet's resize (or letterbox),
              Model.forward (darkfold's engine, default threads), decoding of every head,
              per-class NMS, Detection objects.
+  darkfold-onnxruntime, darkfold-openvino-f32, darkfold-openvino-bf16: the same pipeline, the
+             forward pass on that backend (Detector(backend=, precision=)), where installed.
   opencv     the peer, the pipeline OpenCV's samples run: cv2.imread, cv2.dnn.blobFromImage
              (1/255, network size, swapRB), Net.forward of the [yolo]/[region] outputs of
              readNetFromDarknet (default CPU backend and settings), then for every class the
@@ -27,7 +29,7 @@ thread and detected 4 to a forward pass as a folder's images are.
 --threads N gives both the same number of threads (Model.forward's threads=, cv2.setNumThreads);
 by default each uses every CPU.
 
-How to read it: "images/s" is images over the median round time; the ratio is darkfold's
+How to read it: "images/s" is images over the median round time; a ratio is a darkfold path's
 images/s over OpenCV's (above 1 = darkfold is faster; goal >= 1.0), with the min-max of the
 per-round ratios in brackets. A second part times the pre- and post-processing alone (everything
 but the forward pass), on network outputs computed beforehand, to show what detection adds
@@ -36,6 +38,8 @@ The report says how much CPU other processes used meanwhile; above 10% it is mar
 """
 
 import argparse
+import functools
+import importlib.util
 import json
 import os
 import sys
@@ -54,6 +58,17 @@ from darkfold import images
 from darkfold.detect import BATCH, Detector
 
 THRESH, NMS = 0.25, 0.45
+# darkfold's paths: (backend, precision). "darkfold" is its numba engine, the default.
+PATHS = {
+    "darkfold": ("numba", "f32"),
+    "darkfold-onnxruntime": ("onnxruntime", "f32"),
+    "darkfold-openvino-f32": ("openvino", "f32"),
+    "darkfold-openvino-bf16": ("openvino", "bf16"),
+}
+
+
+def installed(backend):
+    return backend == "numba" or importlib.util.find_spec(backend) is not None
 
 
 class OpenCVPipeline:
@@ -113,20 +128,27 @@ def main(argv=None):
         parser.error(f"{args.folder}: no images")
 
     model = darkfold.load(cfg, weights)
-    detector = Detector(model, thresh=THRESH, nms=NMS, threads=args.threads)
+    detectors = {name: Detector(model, thresh=THRESH, nms=NMS, threads=args.threads, backend=backend,
+                                precision=precision)
+                 for name, (backend, precision) in PATHS.items() if installed(backend)}
+    for each in detectors.values():
+        each.prepare()  # numba's kernels, or the backend's session: before the rounds
+    detector = detectors["darkfold"]
     if args.threads:
         cv2.setNumThreads(args.threads)
     opencv = OpenCVPipeline(cfg, weights, model.net.width, model.net.height)
     results = {"cfg": cfg, "weights": weights, "folder": args.folder, "images": len(paths),
                "opencv_version": cv2.__version__, "threads": args.threads}
-    cases = {"darkfold": lambda: [detector.detect(images.read_image(p)) for p in paths],
-             "opencv": lambda: [opencv.detect(cv2.imread(p)) for p in paths]}
+    cases = {name: functools.partial(lambda d: [d.detect(images.read_image(p)) for p in paths], each)
+             for name, each in detectors.items()}
+    cases["opencv"] = lambda: [opencv.detect(cv2.imread(p)) for p in paths]
     results["pipeline"] = _measure(cases, args.repeat, len(paths))
 
     # The same, BATCH images to a forward pass on both sides (Model.detect of a list does this).
     chunks = [paths[i:i + BATCH] for i in range(0, len(paths), BATCH)]
-    batched = {"darkfold": lambda: [detector.detect_many(chunk, batch=BATCH) for chunk in chunks],
-               "opencv": lambda: [opencv.detect_many([cv2.imread(p) for p in chunk]) for chunk in chunks]}
+    batched = {name: functools.partial(lambda d: [d.detect_many(chunk, batch=BATCH) for chunk in chunks], each)
+               for name, each in detectors.items()}
+    batched["opencv"] = lambda: [opencv.detect_many([cv2.imread(p) for p in chunk]) for chunk in chunks]
     results["pipeline_batched"] = _measure(batched, args.repeat, len(paths))
 
     # Pre- and post-processing alone: the network outputs are computed once, beforehand.
@@ -157,8 +179,10 @@ def main(argv=None):
             outputs.append(opencv.net.forward(opencv.outputs))
         return outputs
 
-    results["forward"] = _measure({"darkfold": lambda: [model.forward(x, threads=args.threads) for x in inputs],
-                                   "opencv": opencv_forward}, args.repeat, len(paths))
+    forward = {name: functools.partial(lambda d: [d.model.forward(x, threads=d.threads, backend=d.backend,
+                                                                  precision=d.precision) for x in inputs], each)
+               for name, each in detectors.items()}
+    results["forward"] = _measure({**forward, "opencv": opencv_forward}, args.repeat, len(paths))
     with tempfile.TemporaryDirectory() as folder:
         video, frames = _video_and_frames(loaded, folder)
         cases = {"video": lambda: list(darkfold.predict(video, model, threads=args.threads)),
@@ -207,8 +231,9 @@ def _measure(cases, repeat, count, subject="darkfold", peer="opencv"):
     return {"rounds": repeat, "other_load": load.share, "load": load.describe(),
             "seconds": {name: _bench.stats(values) for name, values in times.items()}, "times": times,
             "images_per_s": {name: count / _bench.stats(values)["median"] for name, values in times.items()},
-            # the subject's images/s over the peer's = the peer's time over the subject's
-            "ratio": _bench.ratio(times[peer], times[subject])}
+            # each subject's images/s over the peer's = the peer's time over the subject's
+            "ratio": _bench.ratio(times[peer], times[subject]),
+            "ratios": {name: _bench.ratio(times[peer], values) for name, values in times.items() if name != peer}}
 
 
 def _report(results):
@@ -222,9 +247,10 @@ def _report(results):
     for key, title in parts:
         part = results[key]
         print(f"\n{title}: {part['rounds']} interleaved rounds; {part['load']}")
-        for name in ("darkfold", "opencv"):
-            print(f"  {name:9s} {part['images_per_s'][name]:8.1f} images/s   round {_bench.fmt_ms(part['times'][name])}")
-        print(f"  darkfold/OpenCV images/s = {_bench.fmt_ratio(part['ratio'])}")
+        for name in part["times"]:
+            print(f"  {name:23s} {part['images_per_s'][name]:8.1f} images/s   round {_bench.fmt_ms(part['times'][name])}")
+        for name, ratio in part["ratios"].items():
+            print(f"  {name}/OpenCV images/s = {_bench.fmt_ratio(ratio)}")
     part = results["video"]
     print(f"\ndarkfold.predict over a video vs the same frames as a folder of JPEGs: {part['rounds']} interleaved "
           f"rounds; {part['load']}")
