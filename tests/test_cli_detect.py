@@ -364,6 +364,7 @@ def test_realtime_is_asked_for_or_refused_or_left_to_the_source(capsys, monkeypa
 
     class Run:
         images = 0
+        warnings = ()
 
         def __iter__(self):
             return iter(())

@@ -200,7 +200,7 @@ def test_an_http_stream_gives_every_frame_with_the_files_detections(http_folder,
 def test_cameras_and_live_streams_are_read_in_realtime_unless_told_otherwise(monkeypatch, tiny_model):
     opened = []
 
-    def record(source, name, *, live, realtime):
+    def record(source, name, *, live, realtime, start=0, stop=None):
         opened.append((source, live, realtime))
         raise ImageError(f"{name}: not opened in this test")
 
