@@ -47,9 +47,10 @@ def connect(scheduler):
     address), and what this module made and must close (nothing for a Client given)."""
     if not isinstance(scheduler, str):
         return scheduler, []
-    if scheduler == LOCAL or scheduler.startswith(LOCAL + ":"):
+    if scheduler.startswith(LOCAL) and "://" not in scheduler:
         count = scheduler[len(LOCAL) + 1:]
-        if count and not (count.isascii() and count.isdigit() and int(count) > 0):
+        if scheduler != LOCAL and not (scheduler[len(LOCAL)] == ":" and count.isascii() and count.isdigit()
+                                       and int(count) > 0):
             raise ClusterError(f"{scheduler}: expected local, local:N (N workers, at least 1) or a scheduler's "
                                "address such as tcp://host:8786", expected="local:N", found=scheduler)
         workers = int(count) if count else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
@@ -182,15 +183,16 @@ class Cluster:
     def _check_shared(self, paths, output):
         """ClusterError unless every worker sees the first of the input files ``paths`` and the
         output folder."""
-        probe = None
+        probe = made = None
         if output is not None:
             output.make()
-            probe = temporary_beside(os.path.join(output.path, "probe"))
+            made = temporary_beside(os.path.join(output.path, "probe"))
+            probe = os.path.join(output.path, os.path.basename(made))  # as the run names it: maybe relative
         try:
             seen = self.client.run(_missing, paths[:1] + ([probe] if probe else []))
         finally:
-            if probe is not None:
-                discard(probe)
+            if made is not None:
+                discard(made)
         for worker, missing in sorted(seen.items()):
             if missing and missing[0] == probe:
                 raise ClusterError(f"{output.path}: the worker {worker} does not see this output folder: the "

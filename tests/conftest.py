@@ -1,6 +1,7 @@
 """Shared fixtures: paths to the repository's models, cfgs and images."""
 
 import http.server
+import importlib.util
 import os
 import re
 import subprocess
@@ -73,24 +74,26 @@ def random_yolo(tmp_path_factory):
 
 
 # marker: (whether this environment runs its tests, what they need, where CI runs them)
-_OPENCV_MARKERS = {
+_ENVIRONMENT_MARKERS = {
     "opencv4": (oracle.HAS_DARKNET_IMPORTER, "opencv-python-headless 4.x (cv2.dnn.readNetFromDarknet)",
                 "install the test extra, pip install '.[test]'"),
     "opencv5": (oracle.HAS_OPENCV5, "opencv-python-headless 5.x (the ONNX exports in OpenCV 5)",
                 "run them in .ci/run's separate OpenCV 5 environment"),
+    "dask": (importlib.util.find_spec("distributed") is not None, "dask[distributed] (detection on a cluster)",
+             "install the test extra, pip install '.[test]'"),
 }
 
 
 def pytest_configure(config):
-    for marker, (_, needs, _) in _OPENCV_MARKERS.items():
+    for marker, (_, needs, _) in _ENVIRONMENT_MARKERS.items():
         config.addinivalue_line("markers", f"{marker}: needs {needs}")
 
 
 @pytest.hookimpl(trylast=True)  # after -m has deselected what an environment does not run
 def pytest_collection_modifyitems(config, items):
-    """Skip the tests this environment's OpenCV cannot run; under CI, where each environment
+    """Skip the tests this environment's OpenCV (or missing dask) cannot run; under CI, where each environment
     selects its tests with -m, such a test is a defect of the run, not a skip."""
-    for marker, (runs, needs, remedy) in _OPENCV_MARKERS.items():
+    for marker, (runs, needs, remedy) in _ENVIRONMENT_MARKERS.items():
         selected = [item for item in items if item.get_closest_marker(marker)]
         if runs or not selected:
             continue
