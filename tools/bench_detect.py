@@ -24,6 +24,15 @@ a folder holding the same decoded frames as JPEG files (quality 95), nothing wri
 video frames/s >= 0.95x the folder's images/s, the video's frames being decoded on their own
 thread and detected 4 to a forward pass as a folder's images are.
 
+With --dask SCHEDULER (local, local:N or a scheduler's address) it runs only this instead:
+darkfold.predict over the images of FOLDER, repeated to at least 200 inputs, on the Dask
+cluster (predict's client=: tasks of darkfold.cluster.IMAGES images, one detector per
+worker) against darkfold.predict in this one process, nothing written, interleaved rounds
+after warm-up rounds (the first compiles and builds the workers' detectors). Goal on one
+machine: ~1x (the same CPUs, shared differently); on a cluster, the workers' CPUs over this
+machine's. It also times Dask's own cost: a round of as many empty tasks as the run sends,
+per image. Report the min of the per-round ratios as well as the median: the CPUs may be shared.
+
 --threads N gives both the same number of threads (Model.forward's threads=, cv2.setNumThreads);
 by default each uses every CPU.
 
@@ -103,6 +112,8 @@ def main(argv=None):
     parser.add_argument("--repeat", type=int, default=0, metavar="N",
                         help="timed rounds (default: as many as fit in ~30 s, 5 to 50)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a report")
+    parser.add_argument("--dask", metavar="SCHEDULER",
+                        help="compare predict on this Dask cluster (local, local:N, tcp://host:8786) with one process")
     args = parser.parse_args(argv)
     if (args.cfg is None) != (args.weights is None):
         parser.error("give both --cfg and --weights, or neither")
@@ -113,6 +124,8 @@ def main(argv=None):
         parser.error(f"{args.folder}: no images")
 
     model = darkfold.load(cfg, weights)
+    if args.dask:
+        return _dask(args, model, paths)
     detector = Detector(model, thresh=THRESH, nms=NMS, threads=args.threads)
     if args.threads:
         cv2.setNumThreads(args.threads)
@@ -171,6 +184,53 @@ def main(argv=None):
     return 0
 
 
+def _dask(args, model, paths):
+    """darkfold.predict on the cluster ``args.dask`` vs in this process, over ``paths`` repeated
+    to at least 200 inputs."""
+    from darkfold import cluster
+
+    inputs = paths * -(-200 // len(paths))
+    client, owned = cluster.connect(args.dask)
+    try:
+        pids = list(client.run(os.getpid).values()) if args.dask.startswith(cluster.LOCAL) else []
+        workers = client.scheduler_info()["workers"]
+        cases = {"cluster": lambda: list(darkfold.predict(inputs, model, threads=args.threads, client=client)),
+                 "one process": lambda: list(darkfold.predict(inputs, model, threads=args.threads))}
+        results = {"cfg": model.cfg.path, "images": len(inputs), "scheduler": args.dask, "workers": len(workers),
+                   "worker_threads": sum(worker["nthreads"] for worker in workers.values()),
+                   "images_per_task": cluster.IMAGES}
+        results["predict"] = _measure(cases, args.repeat, len(inputs), subject="cluster", peer="one process",
+                                      pids=pids)
+        tasks = -(-len(inputs) // cluster.IMAGES)
+        empty = {"empty tasks": lambda: client.gather([client.submit(_nothing, k, pure=False) for k in range(tasks)]),
+                 "nothing": lambda: None}
+        results["empty_tasks"] = {"tasks": tasks, "seconds": _bench.stats(
+            _bench.rounds(empty, repeat=max(5, args.repeat), warmup=1)["empty tasks"])}
+    finally:
+        for thing in owned:
+            thing.close()
+    if args.json:
+        print(json.dumps(results, indent=1))
+        return 0
+    part = results["predict"]
+    print(f"darkfold.predict on a Dask cluster ({results['scheduler']}: {results['workers']} workers, "
+          f"{results['worker_threads']} threads) vs one process: {results['images']} images of {args.folder}, "
+          f"{results['images_per_task']} a task; model {results['cfg']}")
+    print(f"{part['rounds']} interleaved rounds; {part['load']}")
+    for name in ("cluster", "one process"):
+        print(f"  {name:12s} {part['images_per_s'][name]:8.1f} images/s   round {_bench.fmt_ms(part['times'][name])}")
+    print(f"  cluster/one process images/s = {_bench.fmt_ratio(part['ratio'])}")
+    empty = results["empty_tasks"]
+    print(f"Dask's own cost: {empty['tasks']} empty tasks take {empty['seconds']['median'] * 1e3:.1f} ms "
+          f"(min {empty['seconds']['min'] * 1e3:.1f}): {empty['seconds']['median'] / results['images'] * 1e3:.2f} ms "
+          "an image")
+    return 0
+
+
+def _nothing(number):
+    return number
+
+
 def _video_and_frames(loaded, folder, repeat=4):
     """An mp4v video of the images ``loaded`` (resized to the first one's size), ``repeat`` times
     over, and a folder holding its decoded frames as JPEG files: ``(video path, folder path)``."""
@@ -198,11 +258,11 @@ def _head_inputs(detector, image):
     return detector.model.forward(detector.preprocess(image), threads=detector.threads)
 
 
-def _measure(cases, repeat, count, subject="darkfold", peer="opencv"):
+def _measure(cases, repeat, count, subject="darkfold", peer="opencv", pids=()):
     if repeat <= 0:
         probe = _bench.rounds(cases, repeat=1, warmup=1)
         repeat = max(5, min(50, int(30 / sum(t[0] for t in probe.values()))))
-    with _bench.OtherLoad() as load:
+    with _bench.OtherLoad(pids) as load:
         times = _bench.rounds(cases, repeat=repeat, warmup=2)
     return {"rounds": repeat, "other_load": load.share, "load": load.describe(),
             "seconds": {name: _bench.stats(values) for name, values in times.items()}, "times": times,
