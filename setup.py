@@ -108,7 +108,7 @@ setup(
         "dask": ["dask[distributed]>=2024.1"],
         # OpenCV 4.14 is the last release with cv2.dnn.readNetFromDarknet, the independent
         # implementation the tests compare against: the same distribution, pinned.
-        "test": ["pytest>=7", "hypothesis>=6", *requires_opencv("==4.14.*"), "onnx>=1.14", "onnxruntime>=1.15",
+        "test": ["pytest>=7.3", "hypothesis>=6", *requires_opencv("==4.14.*"), "onnx>=1.14", "onnxruntime>=1.15",
                  "dask[distributed]>=2024.1"],
     },
     entry_points={"console_scripts": ["darkfold=darkfold.cli:main"]},

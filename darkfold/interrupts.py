@@ -9,6 +9,10 @@ temporary files and the empty folders this run made (``track``), and ends the
 process with 130 or 143, as a shell reports those signals. Putting finished
 outputs in place is ``critical()``: a signal then waits for it to end, so the
 outputs of one step appear together or not at all.
+
+A camera or a live stream has no end but the one its user gives it with Ctrl-C, so it runs
+``finishing()``: the first signal asks it to stop reading and finish its annotated copy, and the
+run then exits with that signal's code; a second signal ends the run at once, as elsewhere.
 """
 
 import contextlib
@@ -22,7 +26,7 @@ _MESSAGES = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
 
 _temporaries = {}  # path -> True: files to delete on a signal
 _folders = []  # folders this run created, outermost first: removed if empty
-_state = {"critical": 0, "pending": None}
+_state = {"installed": False, "critical": 0, "pending": None, "finishing": None, "stop": None}
 
 
 @contextlib.contextmanager
@@ -34,11 +38,12 @@ def handled():
         return
     _temporaries.clear()
     _folders.clear()
-    _state.update(critical=0, pending=None)
+    _state.update(installed=True, critical=0, pending=None, finishing=None, stop=None)
     previous = {signum: signal.signal(signum, _handle) for signum in EXIT_CODES}
     try:
         yield
     finally:
+        _state["installed"] = False
         for signum, handler in previous.items():
             signal.signal(signum, handler)
 
@@ -74,14 +79,44 @@ def critical():
             _exit(_state["pending"])
 
 
+@contextlib.contextmanager
+def finishing(what):
+    """While the block runs, the first signal only sets ``stop_requested()``: the block winds
+    down and, once it has ended normally, the run exits with that signal's code, saying that
+    ``what`` was finished. Without ``handled()`` (darkfold as a library) the block runs as it is."""
+    if not _state["installed"]:
+        yield
+        return
+    _state.update(finishing=what, stop=None)
+    try:
+        yield
+    except BaseException:
+        if _state["stop"] is not None:  # it could not finish: what it wrote is half-written
+            _exit(_state["stop"])
+        raise
+    finally:
+        _state["finishing"] = None
+    if _state["stop"] is not None:
+        _exit(_state["stop"], f"{what} was finished")
+
+
+def stop_requested():
+    """True once a signal asked the ``finishing()`` block to wind down."""
+    return _state["stop"] is not None
+
+
 def _handle(signum, frame):
+    if _state["finishing"] is not None and _state["stop"] is None:
+        _state["stop"] = signum
+        os.write(2, f"darkfold: stopping: finishing {_state['finishing']} (again to abandon it)\n".encode())
+        return
     if _state["critical"]:
         _state["pending"] = signum
         return
     _exit(signum)
 
 
-def _exit(signum):
+def _exit(signum, outcome="nothing half-written was left"):
     for path in list(_temporaries):
         with contextlib.suppress(OSError):
             os.unlink(path)
@@ -90,5 +125,5 @@ def _exit(signum):
             os.rmdir(folder)  # only if empty
     with contextlib.suppress(Exception):
         sys.stdout.flush()  # what was printed so far (JSON lines of finished inputs) stays
-    os.write(2, f"darkfold: {_MESSAGES[signum]}; nothing half-written was left\n".encode())
+    os.write(2, f"darkfold: {_MESSAGES[signum]}; {outcome}\n".encode())
     os._exit(EXIT_CODES[signum])

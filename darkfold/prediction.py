@@ -13,13 +13,14 @@ the run goes on.
         print(result.source, result.frame, result.detections, result.output)
 """
 
+import contextlib
 import dataclasses
 import os
 import time
 
 import numpy as np
 
-from . import images, videos
+from . import images, interrupts, videos
 from .detect import BATCH, NMS, THRESH, Detector
 from .errors import ClusterError, DarkfoldError, ImageError, ModelError, OutputError
 from .files import InputFiles, OutputFolder
@@ -228,21 +229,34 @@ def _images(detector, items, outputs, reading, inputs):
 
 def _video(detector, item, output, reading, inputs, task):
     """The frames of a video from ``task.start`` to ``task.stop``, detected in batches as its
-    reader thread decodes them; each batch's last frame is yielded once the next batch (or
-    the end) is known, so that the last one knows it is last and comes when the annotated
-    video is in place. A reading failure ends the video like its end, the frames before it
-    kept, then is its error."""
+    reader thread decodes them. A camera or live stream, which has no end but the user's
+    signal, ends at the first SIGINT/SIGTERM with its copy finished (``interrupts.finishing``)."""
     if isinstance(output, DarkfoldError):
         raise output
     realtime = item.live if reading.realtime is None else reading.realtime
     video = videos.Video(item.path if item.source is None else item.source, item.path, live=item.live,
                          realtime=realtime, start=task.start, stop=task.stop)
+    try:
+        what = item.path if output is None else f"the annotated copy {output} of {item.path}"
+        with interrupts.finishing(what) if item.live else contextlib.nullcontext():
+            yield from _frames(detector, video, item, output, inputs, task)
+    finally:
+        video.close()
+
+
+def _frames(detector, video, item, output, inputs, task):
+    """``_video``'s frames, detected and drawn into ``output``; each batch's last frame is
+    yielded once the next batch (or the end) is known, so that the last one knows it is last
+    and comes when the annotated video is in place. A reading failure ends the video like its
+    end, the frames before it kept, then is its error; the copy is then removed."""
     writer = None
     noted = not task.note
     try:
         batches = video.batches(BATCH)
         batch, failure = next(batches, []), None  # ImageError if no frame decodes
         while batch:
+            if interrupts.stop_requested():
+                video.close()  # the frames it holds are still detected and written
             started = time.perf_counter()
             found = detector.detect_many([frame for _, frame in batch], batch=len(batch))
             seconds = (time.perf_counter() - started) / len(batch)
@@ -280,8 +294,6 @@ def _video(detector, item, output, reading, inputs, task):
         if writer is not None:
             writer.abort()
         raise
-    finally:
-        video.close()
 
 
 class PredictionRun:

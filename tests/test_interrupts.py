@@ -1,5 +1,6 @@
 """SIGINT and SIGTERM at any moment of a run: a clean exit, and nothing half-written left."""
 
+import json
 import os
 import random
 import signal
@@ -7,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import cv2
 import pytest
 
 import darkfold
@@ -100,3 +102,72 @@ def test_a_signal_while_detecting_a_folder_removes_the_output_folder_it_made(tmp
     assert process.returncode == EXPECTED_CODES[signum], err
     assert not [name for name in os.listdir(out) if name.startswith(".darkfold-")]
     assert 0 < len(os.listdir(out)) < 40  # the finished copies stay; a run can be resumed
+
+
+# A camera that never ends, as `darkfold detect 0` sees it: frames of dog.jpg at about 20 a second.
+ENDLESS_CAMERA = """
+import sys, time
+import cv2
+from darkfold import cli, videos
+
+class EndlessCamera:
+    def __init__(self):
+        self.image = cv2.imread(sys.argv[1])
+
+    def get(self, prop):
+        return {cv2.CAP_PROP_FPS: 20.0}.get(prop, 0)
+
+    def read(self):
+        time.sleep(0.05)
+        return True, self.image.copy()
+
+    def release(self):
+        pass
+
+videos._open = lambda source, name, live: EndlessCamera()
+sys.exit(cli.main(sys.argv[2:]))
+"""
+
+
+def start_camera(out):
+    """`darkfold detect 0 --json -o out` on an endless camera; returns the process once it has
+    printed its first frames."""
+    process = subprocess.Popen([sys.executable, "-c", ENDLESS_CAMERA, str(REPO / "data" / "dog.jpg"), "detect",
+                                "0", "--json", "-o", str(out)], cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines = [process.stdout.readline() for _ in range(3)]
+    assert all(line.startswith("{") for line in lines), (lines, process.stderr.read() if process.poll() else "")
+    return process, lines
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_ends_a_camera_with_its_annotated_copy_finished(tmp_path, signum):
+    out = tmp_path / "out"
+    process, lines = start_camera(out)
+    process.send_signal(signum)
+    rest, err = process.communicate(timeout=60)
+    assert process.returncode == EXPECTED_CODES[signum], err
+    frames = lines + rest.splitlines()
+    copy = out / "camera-0.mp4"
+    assert err.splitlines()[-2:] == [
+        f"darkfold: stopping: finishing the annotated copy {copy} of 0 (again to abandon it)",
+        f"darkfold: {'interrupted' if signum == signal.SIGINT else 'terminated'}; the annotated copy {copy} of 0 "
+        "was finished"]
+    assert sorted(os.listdir(out)) == ["camera-0.mp4"]
+    video = cv2.VideoCapture(str(copy))
+    assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == len(frames)  # every frame printed is in the copy
+    numbers = [json.loads(line)["frame"] for line in frames]  # a camera is read in real time: frames may drop
+    assert numbers == sorted(set(numbers))
+
+
+def test_a_second_signal_abandons_the_camera_s_copy(tmp_path):
+    out = tmp_path / "out"
+    process, _ = start_camera(out)
+    process.send_signal(signal.SIGINT)
+    while not process.stderr.readline().startswith("darkfold: stopping: finishing the annotated copy"):
+        pass
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert err.splitlines()[-1] == "darkfold: interrupted; nothing half-written was left"
+    assert not out.exists() or os.listdir(out) == []
