@@ -21,7 +21,9 @@ before any task is sent. Images in memory travel with their task. Cameras and li
 are not files to share: they run in this process, in their turn.
 """
 
+import asyncio
 import collections
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -122,6 +124,7 @@ class Cluster:
 
     def __init__(self, scheduler, model, options, reading):
         self.client, self._owned = connect(scheduler)
+        self._plugin = None
         self.images_per_task, self.frames_per_task = IMAGES, FRAMES
         self.reading = reading
         try:
@@ -172,13 +175,26 @@ class Cluster:
         try:
             while pending:
                 task, future = pending.popleft()
-                results = here(task) if future is None else future.result()
+                results = here(task) if future is None else self._result(future, task)
                 fill()
                 yield from ranges.feed(task, results)
         finally:
             for _, future in pending:
                 if future is not None:
                     future.cancel()
+
+    @staticmethod
+    def _result(future, task):
+        """The task's results; ClusterError for a task that Dask gave up on."""
+        try:
+            return future.result()
+        except distributed.KilledWorker as error:
+            raise ClusterError(f"{task.items[0].path}: every worker that ran the task of this input died (out of "
+                               f"memory?), and Dask gave up on it: {error}", expected="a task that ends",
+                               found="workers dying") from None
+        except (OSError, asyncio.CancelledError) as error:
+            raise ClusterError(f"the Dask cluster was lost during the run ({type(error).__name__}: {error}); "
+                               "--resume continues a run from what it recorded", found=str(error)) from None
 
     def _check_shared(self, paths, output):
         """ClusterError unless every worker sees the first of the input files ``paths`` and the
@@ -206,7 +222,12 @@ class Cluster:
                                    found="none on the worker")
 
     def close(self):
-        """Close the client and the local cluster this run made (a Client given stays open)."""
+        """Close the client and the local cluster this run made; a Client given stays open, and
+        its workers drop the model."""
+        if not self._owned and self._plugin is not None:
+            with contextlib.suppress(Exception):  # a scheduler already gone has nothing to drop
+                self.client.unregister_worker_plugin(self._plugin.name)
+        self._plugin = None
         for thing in self._owned:
             thing.close()
         self._owned = []

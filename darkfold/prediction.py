@@ -328,6 +328,11 @@ class PredictionRun:
 
     def close(self):
         self._results.close()
+        # A run closed before its first result never entered _run, whose end closes these.
+        if self._cluster is not None:
+            self._cluster.close()
+        if self._records is not None:
+            self._records.close()
 
     def _run(self):
         results = None

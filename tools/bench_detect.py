@@ -216,10 +216,7 @@ def _dask(args, model, paths):
     print(f"darkfold.predict on a Dask cluster ({results['scheduler']}: {results['workers']} workers, "
           f"{results['worker_threads']} threads) vs one process: {results['images']} images of {args.folder}, "
           f"{results['images_per_task']} a task; model {results['cfg']}")
-    print(f"{part['rounds']} interleaved rounds; {part['load']}")
-    for name in ("cluster", "one process"):
-        print(f"  {name:12s} {part['images_per_s'][name]:8.1f} images/s   round {_bench.fmt_ms(part['times'][name])}")
-    print(f"  cluster/one process images/s = {_bench.fmt_ratio(part['ratio'])}")
+    _print_part("", part, ("cluster", "one process"))
     empty = results["empty_tasks"]
     print(f"Dask's own cost: {empty['tasks']} empty tasks take {empty['seconds']['median'] * 1e3:.1f} ms "
           f"(min {empty['seconds']['min'] * 1e3:.1f}): {empty['seconds']['median'] / results['images'] * 1e3:.2f} ms "
@@ -280,17 +277,18 @@ def _report(results):
              ("around_forward", "pre- and post-processing alone (forward computed beforehand)"),
              ("forward", "the forward pass alone (Model.forward vs Net.forward)")]
     for key, title in parts:
-        part = results[key]
-        print(f"\n{title}: {part['rounds']} interleaved rounds; {part['load']}")
-        for name in ("darkfold", "opencv"):
-            print(f"  {name:9s} {part['images_per_s'][name]:8.1f} images/s   round {_bench.fmt_ms(part['times'][name])}")
-        print(f"  darkfold/OpenCV images/s = {_bench.fmt_ratio(part['ratio'])}")
-    part = results["video"]
-    print(f"\ndarkfold.predict over a video vs the same frames as a folder of JPEGs: {part['rounds']} interleaved "
-          f"rounds; {part['load']}")
-    for name in ("video", "folder"):
-        print(f"  {name:9s} {part['images_per_s'][name]:8.1f} frames/s   round {_bench.fmt_ms(part['times'][name])}")
-    print(f"  video/folder frames/s = {_bench.fmt_ratio(part['ratio'])}")
+        _print_part(f"\n{title}: ", results[key], ("darkfold", "opencv"), peer_name="OpenCV")
+    _print_part("\ndarkfold.predict over a video vs the same frames as a folder of JPEGs: ", results["video"],
+                ("video", "folder"), unit="frames")
+
+
+def _print_part(title, part, names, unit="images", peer_name=None):
+    """A part's rounds, the CPU use of others, each case's rate and the ratio of the first to the second."""
+    print(f"{title}{part['rounds']} interleaved rounds; {part['load']}")
+    width = max(9, *map(len, names))
+    for name in names:
+        print(f"  {name:{width}s} {part['images_per_s'][name]:8.1f} {unit}/s   round {_bench.fmt_ms(part['times'][name])}")
+    print(f"  {names[0]}/{peer_name or names[1]} {unit}/s = {_bench.fmt_ratio(part['ratio'])}")
 
 
 if __name__ == "__main__":
