@@ -36,6 +36,7 @@ from . import videos
 from .detect import Detector
 from .errors import ClusterError
 from .files import discard, temporary_beside
+from .options import default_threads
 
 LOCAL = "local"
 CONNECT_TIMEOUT = 5.0  # seconds to reach a scheduler, and for it to have a worker
@@ -55,8 +56,7 @@ def connect(scheduler):
                                        and int(count) > 0):
             raise ClusterError(f"{scheduler}: expected local, local:N (N workers, at least 1) or a scheduler's "
                                "address such as tcp://host:8786", expected="local:N", found=scheduler)
-        workers = int(count) if count else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
-            else os.cpu_count() or 1
+        workers = int(count) if count else default_threads()
         # One single-threaded process per CPU: a worker's engine runs on one thread (darkfold's
         # threads, BLAS's), so the processes do not fight over the CPUs.
         cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,

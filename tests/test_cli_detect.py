@@ -423,6 +423,7 @@ def test_resume_after_a_killed_run_ends_with_every_image_once(capsys, tmp_path):
 
 def test_without_dask_the_dask_option_is_one_error_naming_the_extra(capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "darkfold.cluster", None)  # as where dask is not installed
+    monkeypatch.delattr(darkfold, "cluster", raising=False)  # imported by an earlier test
     code, out, err = run(capsys, DATA_DIR, "--dask", "local")
     assert code == 2 and out == ""
     assert err.startswith("darkfold: error: running on a Dask cluster needs dask's distributed package: "
