@@ -8,9 +8,10 @@ order.
 their numbers in the video). Each worker runs ``prediction.run_task``, the code a run on one
 process runs, with a detector it builds once: the model and the detector's options travel
 once, pickled in a worker plugin (``DetectorPlugin``) that the scheduler also hands to
-workers that join later, so no worker needs the model's files. ``TASKS_PER_THREAD`` tasks per
-worker thread are in flight at a time, so a run over millions of images holds a bounded
-number of futures; results are yielded in input order as they arrive. A worker that dies
+workers that join later, so no worker needs the model's files; the run drops it at its end.
+``TASKS_PER_THREAD`` tasks per worker thread are in flight at a time, so a run over millions
+of images holds a bounded number of futures; results are yielded in input order as they
+arrive. A worker that dies
 has its tasks run again elsewhere by the scheduler (its outputs are written atomically, so a
 task run twice writes each copy once), and each task's results are yielded once.
 
@@ -25,10 +26,9 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
-import hashlib
 import os
-import pickle
 import threading
+import uuid
 
 import distributed
 
@@ -79,15 +79,14 @@ def connect(scheduler):
 
 
 class DetectorPlugin(distributed.WorkerPlugin):
-    """The model and the detector's options, sent once to every worker; the worker's detector
-    is built at its first task and kept. Named after a digest of both, so that a run with the
-    same model and options finds the detector a former run built."""
+    """The model and the detector's options, sent once to every worker (and to those that join
+    later); the worker's detector is built at its first task and kept until the run ends. Each
+    run's plugin has a name of its own, so that runs sharing a cluster do not share one."""
 
     def __init__(self, model, options):
         self.model = model
         self.options = options
-        data = pickle.dumps((model, sorted(options.items())), protocol=pickle.HIGHEST_PROTOCOL)
-        self.name = "darkfold-detector-" + hashlib.sha256(data).hexdigest()[:16]
+        self.name = f"darkfold-detector-{uuid.uuid4().hex}"
         self._detector = None
         self._lock = threading.Lock()
 
