@@ -9,6 +9,12 @@ discipline: atomically, and never over one of the run's inputs (an image, the cf
 weights, the names file). An input that fails is one ``Prediction`` holding its error, and
 the run goes on.
 
+A run is a sequence of ``Task``s (a few consecutive images; a video, or a range of its
+frames), each turned into its Predictions by ``run_task``: in this process, or on the
+workers of a Dask cluster (``darkfold.cluster``), the same code either way. With ``resume``,
+what a JSON Lines file records is left out of the tasks and each result appended to it
+(``darkfold.records``).
+
     for result in darkfold.predict(["photos/", "clip.mp4"], output="predictions"):
         print(result.source, result.frame, result.detections, result.output)
 """
