@@ -107,11 +107,13 @@ setup(
         "onnxruntime": ["onnx>=1.14", "onnxruntime>=1.15"],
         # backend="openvino" (--backend openvino): OpenVINO runs the model's ONNX graph, built by onnx.
         "openvino": ["onnx>=1.14", "openvino>=2024.0"],
+        # darkfold detect --dask, predict(client=): detection on a Dask cluster (darkfold/cluster.py).
+        "dask": ["dask[distributed]>=2024.1"],
         # OpenCV 4.14 is the last release with cv2.dnn.readNetFromDarknet, the independent
         # implementation the tests compare against: the same distribution, pinned.
-        # onnxruntime and OpenVINO: every backend is tested against the engine.
+        # onnxruntime, OpenVINO and Dask: every backend and the cluster are tested for real.
         "test": ["pytest>=7.3", "hypothesis>=6", *requires_opencv("==4.14.*"), "onnx>=1.14", "onnxruntime>=1.15",
-                 "openvino>=2024.0"],
+                 "openvino>=2024.0", "dask[distributed]>=2024.1"],
     },
     entry_points={"console_scripts": ["darkfold=darkfold.cli:main"]},
     cmdclass={"sdist": NoSdist},

@@ -25,6 +25,7 @@ import logging
 from .bundled import COCO_NAMES, DEFAULT_CFG, DEFAULT_WEIGHTS
 from .errors import (
     CfgError,
+    ClusterError,
     DarkfoldError,
     ImageError,
     ModelError,
@@ -38,7 +39,7 @@ from .verify import VerificationError, verify
 from .version import __version__ as __version__  # darkfold.__version__
 
 __all__ = ["load", "convert", "verify", "predict", "Prediction", "export_onnx", "warmup", "Model", "DarkfoldError",
-           "CfgError", "WeightsError", "ModelError", "ImageError", "OutputError", "UnsupportedError",
+           "CfgError", "ClusterError", "WeightsError", "ModelError", "ImageError", "OutputError", "UnsupportedError",
            "VerificationError", "DEFAULT_CFG", "DEFAULT_WEIGHTS", "COCO_NAMES"]
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())  # a library's logger: the app decides what shows

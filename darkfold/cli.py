@@ -244,7 +244,8 @@ def _parser():
                "  darkfold detect rtsp://camera.local/stream --json\n"
                "  darkfold detect street.jpg --cfg yolov4.cfg --weights yolov4.weights --names coco.names\n"
                "  darkfold detect street.jpg --json --thresh 0.5\n"
-               "  darkfold detect photos/ --backend openvino --precision bf16",
+               "  darkfold detect photos/ --backend openvino --precision bf16\n"
+               "  darkfold detect archive/ --no-draw --dask local --resume archive.jsonl",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     detect.add_argument("inputs", nargs="*", metavar="INPUT",
@@ -269,6 +270,13 @@ def _parser():
                         help="detect each time on the newest frame of a video, dropping those a slow model has "
                              "no time for (default: for cameras and rtsp:// streams; files and http(s):// URLs "
                              "give every frame)")
+    detect.add_argument("--dask", metavar="SCHEDULER",
+                        help="run on a Dask cluster (needs darkfold[dask]): 'local' (one single-threaded worker "
+                             "process per CPU), 'local:N' (N of them) or a scheduler's address, tcp://host:8786; "
+                             "the workers read the inputs and write the copies under the same paths")
+    detect.add_argument("--resume", metavar="FILE.jsonl",
+                        help="skip the images and frames recorded in FILE.jsonl (what --json printed) and append "
+                             "the new results' JSON lines to it (created if missing)")
     detect.add_argument("--max-pixels", type=_positive_int, metavar="N",
                         help="refuse images of more than N pixels, from the header of a PNG or JPEG "
                              "(default: darkfold.images.MAX_PIXELS, 16384 x 16384)")
@@ -562,7 +570,8 @@ def run_detect(args):
     run = predict(args.inputs or [SAMPLE_IMAGE], model, names=args.names, thresh=args.thresh,
                   letterbox=args.letterbox or None, threads=args.threads, output=args.output, draw=args.draw,
                   max_pixels=args.max_pixels, realtime=args.realtime, backend=args.backend,
-                  precision=args.precision)
+                  precision=args.precision, client=args.dask, resume=args.resume)
+    _print_warnings(run)
     show = outputs.json_line if args.json else outputs.text
     progress = _Progress(run.images)
     failed = False
@@ -588,11 +597,13 @@ def run_detect(args):
 
 class _Progress:
     """Progress bars on stderr, drawn only when it is a terminal: one over the images of a run
-    of more than one, one over the frames of each video."""
+    of more than one, one over the frames of each video; each with the rate so far and, from
+    it, the time left."""
 
     def __init__(self, images):
         self.images, self.images_done = images, 0
         self.shown = sys.stderr.isatty()
+        self.started = {}  # what -> (time of the first result, its count)
 
     def advance(self, result):
         if result.kind == "image" and self.images > 1:
@@ -605,8 +616,13 @@ class _Progress:
 
     def _draw(self, count, total, what):
         if self.shown:
+            now = time.monotonic()
+            since, first = self.started.setdefault(what, (now, count))
+            rate = (count - first) / (now - since) if now > since else 0
+            speed = f" {rate:.1f}/s" if rate else ""
+            left = f" {_duration((total - count) / rate)} left" if rate and total > count else ""
             filled = 30 * min(count, total) // total if total else 0  # counts can lie
-            sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {count}/{total or '?'} {what}")
+            sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {count}/{total or '?'} {what}{speed}{left}\033[K")
             sys.stderr.flush()
 
     @staticmethod
@@ -614,3 +630,10 @@ class _Progress:
         if sys.stderr.isatty():
             sys.stderr.write("\r\033[K")
             sys.stderr.flush()
+
+
+def _duration(seconds):
+    """``1:02:03``, or ``2:03`` under an hour."""
+    minutes, seconds = divmod(int(seconds + 0.5), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"

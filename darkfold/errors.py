@@ -97,6 +97,11 @@ class OutputError(DarkfoldError):
     """An output that cannot be written, or would replace an input or an existing file."""
 
 
+class ClusterError(DarkfoldError):
+    """A Dask cluster that cannot be reached or used: no scheduler at the address, no workers,
+    workers that cannot see the run's files, or dask not installed."""
+
+
 def shortened(text, limit=60):
     """``text``, cut in the middle to ``limit`` characters ("start...end") if it is longer.
 

@@ -9,6 +9,12 @@ discipline: atomically, and never over one of the run's inputs (an image, the cf
 weights, the names file). An input that fails is one ``Prediction`` holding its error, and
 the run goes on.
 
+A run is a sequence of ``Task``s (a few consecutive images; a video, or a range of its
+frames), each turned into its Predictions by ``run_task``: in this process, or on the
+workers of a Dask cluster (``darkfold.cluster``), the same code either way. With ``resume``,
+what a JSON Lines file records is left out of the tasks and each result appended to it
+(``darkfold.records``).
+
     for result in darkfold.predict(["photos/", "clip.mp4"], output="predictions"):
         print(result.source, result.frame, result.detections, result.output)
 """
@@ -22,9 +28,10 @@ import numpy as np
 
 from . import images, interrupts, videos
 from .detect import BATCH, NMS, THRESH, Detector
-from .errors import DarkfoldError, ImageError, ModelError, OutputError
+from .errors import ClusterError, DarkfoldError, ImageError, ModelError, OutputError
 from .files import InputFiles, OutputFolder
 from .model import load
+from .records import Records
 from .runtime import warm_up
 
 
@@ -67,7 +74,8 @@ class Prediction:
 
 
 def predict(inputs, model=None, *, names=None, thresh=THRESH, nms=NMS, letterbox=None, threads=None,
-            output=None, draw=True, max_pixels=None, channels="bgr", realtime=None, backend="numba", precision="f32"):
+            output=None, draw=True, max_pixels=None, channels="bgr", realtime=None, backend="numba", precision="f32",
+            client=None, resume=None):
     """Detect objects in images, folders, videos and streams: an iterator of ``Prediction``, one
     per image or video frame, in input order.
 
@@ -89,40 +97,235 @@ def predict(inputs, model=None, *, names=None, thresh=THRESH, nms=NMS, letterbox
     no time for, rather than every frame (a file is then played at its own frame rate). None:
     for cameras and live streams (rtsp://, ...) only; files and http(s):// are read whole.
 
+    ``client``: run the detection on a Dask cluster (needs ``darkfold[dask]``): a
+    ``distributed.Client``, or ``"local"`` (a cluster of one single-threaded worker process
+    per CPU on this machine, ``"local:N"`` for N), or a scheduler's address
+    (``"tcp://host:8786"``), connected to for the run and closed after it; see
+    ``darkfold.cluster``. The results are the same, in the same order.
+
+    ``resume``: a JSON Lines file of an earlier run (what ``outputs.json_line`` writes, as
+    ``darkfold detect --json`` prints it): the images, videos and frames recorded there are
+    skipped, and each new result's line is appended to it, so that an interrupted run
+    continues where it stopped and the file ends holding every input once (see
+    ``records.Records``). A missing file is created.
+
     The model and names are checked and the inputs listed when ``predict`` is called (errors
-    about them raise here); detection runs as the iterator is consumed, and ``close()`` ends
-    it early. An input that fails (missing, unreadable, a copy that cannot be written, a
-    stream that breaks off) is one Prediction with its ``error``, and the run goes on.
+    about them raise here, and so does a cluster that cannot be reached); detection runs as
+    the iterator is consumed, and ``close()`` ends it early. An input that fails (missing,
+    unreadable, a copy that cannot be written, a stream that breaks off) is one Prediction
+    with its ``error``, and the run goes on.
     """
     single = isinstance(inputs, (str, os.PathLike, bytes, bytearray, memoryview, int, np.ndarray))
     listed = images.list_inputs([inputs] if single or hasattr(inputs, "read") else list(inputs))
     images.check_channels(channels)
     model = load() if model is None else model
-    detector = Detector(model, names=names, thresh=thresh, nms=nms, letterbox=letterbox, threads=threads,
-                        backend=backend, precision=precision)
+    options = {"names": names, "thresh": thresh, "nms": nms, "letterbox": letterbox, "threads": threads,
+               "backend": backend, "precision": precision}
+    detector = Detector(model, **options)
     names_file = [os.fspath(names)] if isinstance(names, (str, os.PathLike)) else []
-    return PredictionRun(detector, listed, [*model.sources, *names_file], output if draw else None, max_pixels,
-                         channels, realtime)
+    model_files = [*model.sources, *names_file]
+    reading = Reading(max_pixels, channels, realtime, tuple(model_files))
+    records = None if resume is None else Records(resume, InputFiles(
+        [item.path for item in listed if item.kind != "error" and item.source is None] + model_files))
+    cluster = None
+    if client is not None:
+        # darkfold.cluster imports dask's distributed (an extra, and half a second): only a run
+        # on a cluster loads it.
+        try:
+            from . import cluster
+        except ImportError as error:
+            raise ClusterError(f"running on a Dask cluster needs dask's distributed package: "
+                               f"pip install 'darkfold[dask]' ({error})", expected="dask[distributed]",
+                               found="not installed") from None
+        # The workers build their own detector from the model and these options, the names
+        # read here (a names file need not be on the workers' file system).
+        cluster = cluster.Cluster(client, model, {**options, "names": detector.names}, reading)
+    return PredictionRun(detector, listed, model_files, output if draw else None, reading=reading, cluster=cluster,
+                         records=records)
+
+
+@dataclasses.dataclass(frozen=True)
+class Reading:
+    """How a run reads its inputs, which every task needs: ``max_pixels`` and ``channels`` for
+    images, ``realtime`` for videos (None: for live sources), and the files no annotated copy
+    may replace besides the task's own inputs (the model's, the names file)."""
+
+    max_pixels: int = None
+    channels: str = "bgr"
+    realtime: bool = None
+    protected: tuple = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """A share of a run that runs on its own, in the process of the run or on a cluster's worker.
+
+    ``kind``: "images" (``items`` detected ``BATCH`` to a forward pass), "video" (one item,
+    its frames from ``start`` up to ``stop``, None for its end; frames before ``shown``
+    detected for the annotated copy but not yielded, as an earlier run recorded them), or
+    "input" (one item that failed when listed). ``outputs``: each item's annotated copy, None
+    for none, or the OutputError that forbids it. ``note``: whether a video copy not in H.264
+    says so (once a run). ``part``/``parts``: this video task's place among the frame ranges
+    of its video.
+    """
+
+    kind: str
+    items: tuple
+    outputs: tuple
+    start: int = 0
+    stop: int = None
+    shown: int = 0
+    note: bool = False
+    part: int = 0
+    parts: int = 1
+
+
+def run_task(task, detector, reading, inputs=None):
+    """The Predictions of ``task``, as a generator: what a run does with each task, in its own
+    process or on a worker. ``inputs``: the ``InputFiles`` no copy may replace (default: the
+    task's inputs and ``reading.protected``)."""
+    if inputs is None:
+        inputs = InputFiles([item.path for item in task.items if item.source is None] + list(reading.protected))
+    if task.kind == "images":
+        for start in range(0, len(task.items), BATCH):
+            yield from _images(detector, task.items[start:start + BATCH], task.outputs[start:start + BATCH],
+                               reading, inputs)
+    elif task.kind == "video":
+        (item,), (output,) = task.items, task.outputs
+        try:
+            yield from _video(detector, item, output, reading, inputs, task)
+        except DarkfoldError as error:
+            yield Prediction(item.path, "video", error=error)
+    else:
+        (item,) = task.items
+        yield Prediction(item.path, "input", error=ImageError(item.error, path=item.path))
+
+
+def _images(detector, items, outputs, reading, inputs):
+    """Images in one forward pass: each read (or failed) alone, detected together, then drawn
+    and yielded one by one."""
+    read = []  # (path, image, output, error) in input order
+    for item, output in zip(items, outputs):
+        try:
+            image = images.load_image(item.path if item.source is None else item.source, reading.channels,
+                                      reading.max_pixels)
+            if isinstance(output, DarkfoldError):
+                raise output
+            read.append((item.path, image, output, None))
+        except DarkfoldError as error:
+            read.append((item.path, None, None, error))
+    loaded = [image for _, image, _, error in read if error is None]
+    if loaded:
+        started = time.perf_counter()
+        found = iter(detector.detect_many(loaded, batch=len(loaded)))
+        seconds = (time.perf_counter() - started) / len(loaded)
+    for path, image, output, error in read:
+        if error is None:
+            detections = next(found)
+            try:
+                if output is not None:
+                    images.write_image(output, images.draw_detections(image, detections, detector.classes),
+                                       inputs=inputs)
+            except DarkfoldError as failure:
+                error = failure
+        if error is not None:
+            yield Prediction(path, "image", error=error)
+            continue
+        yield Prediction(path, "image", detections=tuple(detections), output=output,
+                         size=(image.shape[1], image.shape[0]), seconds=seconds)
+
+
+def _video(detector, item, output, reading, inputs, task):
+    """The frames of a video from ``task.start`` to ``task.stop``, detected in batches as its
+    reader thread decodes them. A camera or live stream, which has no end but the user's
+    signal, ends at the first SIGINT/SIGTERM with its copy finished (``interrupts.finishing``)."""
+    if isinstance(output, DarkfoldError):
+        raise output
+    realtime = item.live if reading.realtime is None else reading.realtime
+    video = videos.Video(item.path if item.source is None else item.source, item.path, live=item.live,
+                         realtime=realtime, start=task.start, stop=task.stop)
+    try:
+        what = item.path if output is None else f"the annotated copy {output} of {item.path}"
+        with interrupts.finishing(what) if item.live else contextlib.nullcontext():
+            yield from _frames(detector, video, item, output, inputs, task)
+    finally:
+        video.close()
+
+
+def _frames(detector, video, item, output, inputs, task):
+    """``_video``'s frames, detected and drawn into ``output``; each batch's last frame is
+    yielded once the next batch (or the end) is known, so that the last one knows it is last
+    and comes when the annotated video is in place. A reading failure ends the video like its
+    end, the frames before it kept, then is its error; the copy is then removed."""
+    writer = None
+    noted = not task.note
+    try:
+        batches = video.batches(BATCH)
+        batch, failure = next(batches, []), None  # ImageError if no frame decodes
+        while batch:
+            if interrupts.stop_requested():
+                video.close()  # the frames it holds are still detected and written
+            started = time.perf_counter()
+            found = detector.detect_many([frame for _, frame in batch], batch=len(batch))
+            seconds = (time.perf_counter() - started) / len(batch)
+            following = []
+            for position, ((number, frame), detections) in enumerate(zip(batch, found)):
+                notes = []
+                if output is not None and writer is None:
+                    writer = videos.VideoOutput(output, video.fps, (frame.shape[1], frame.shape[0]), inputs=inputs)
+                    if writer.note is not None and not noted:
+                        notes.append(writer.note)
+                        noted = True
+                if writer is not None:
+                    writer.write(images.draw_detections(frame, detections, detector.classes))
+                if position == len(batch) - 1:
+                    try:
+                        following = next(batches, [])
+                    except DarkfoldError as error:
+                        failure = error
+                last = position == len(batch) - 1 and not following
+                result = Prediction(item.path, "video", number, tuple(detections), output=output,
+                                    size=(frame.shape[1], frame.shape[0]), seconds=seconds, frames=len(video),
+                                    last=last, warnings=tuple(notes + (video.warnings if last else [])))
+                if last and writer is not None:
+                    try:
+                        writer.close()
+                    except DarkfoldError:
+                        yield dataclasses.replace(result, last=False)  # its detections stand; the error follows
+                        raise
+                if number >= task.shown:
+                    yield result
+            batch = following
+        if failure is not None:
+            raise failure
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
 
 
 class PredictionRun:
     """The iterator ``predict`` returns. ``images``: how many images it reads (folders
-    expanded), a progress bar's total; ``close()`` stops it, removing what a stopped video
-    left half-written and an output folder the run made and left empty."""
+    expanded, those a resumed run recorded left out), a progress bar's total; ``warnings``:
+    what looked wrong about the run itself (a resumed file's cut last line); ``close()`` stops
+    it, removing what a stopped video left half-written and an output folder the run made and
+    left empty."""
 
-    def __init__(self, detector, inputs, model_files, output, max_pixels=None, channels="bgr", realtime=None):
+    def __init__(self, detector, inputs, model_files, output, reading=None, cluster=None, records=None):
         self.detector = detector
-        self.max_pixels = max_pixels
-        self.channels = channels
-        self.realtime = realtime
+        self.reading = Reading(protected=tuple(model_files)) if reading is None else reading
+        self.warnings = [] if records is None else list(records.warnings)
+        self._records = records
+        self._cluster = cluster
+        if records is not None:
+            inputs = [item for item in inputs if not records.done(item)]
         self.images = sum(item.kind == "image" for item in inputs)
         self._inputs = inputs
         # Every file the run reads, so that no annotated copy replaces one of them.
         self._sources = InputFiles([item.path for item in inputs if item.kind != "error" and item.source is None]
-                                   + model_files)
+                                   + list(model_files))
         self._folder = None if output is None else OutputFolder(output)
         self._taken = set()  # output names given so far
-        self._noted = False  # whether the note on the video codec was given
         self._results = self._run()
 
     def __iter__(self):
@@ -133,144 +336,92 @@ class PredictionRun:
 
     def close(self):
         self._results.close()
+        # A run closed before its first result never entered _run, whose end closes these.
+        if self._cluster is not None:
+            self._cluster.close()
+        if self._records is not None:
+            self._records.close()
 
     def _run(self):
+        results = None
         try:
-            self.detector.prepare()  # before the first image's time is taken
-            for group in _image_batches(self._inputs, BATCH):
-                item = group[0]
-                if item.kind == "image":
-                    yield from self._images(group)
-                elif item.kind == "video":
-                    try:
-                        yield from self._video(item)
-                    except DarkfoldError as error:
-                        yield Prediction(item.path, "video", error=error)
-                else:
-                    yield Prediction(item.path, "input", error=ImageError(item.error, path=item.path))
+            if self._cluster is None:
+                self.detector.prepare()  # before the first image's time is taken
+                results = (result for task in self._tasks() for result in
+                           run_task(task, self.detector, self.reading, self._sources))
+            else:
+                results = self._cluster.run(
+                    self._tasks(), run_task, lambda task: run_task(task, self.detector, self.reading, self._sources),
+                    self._folder)
+            for result in results:
+                if self._records is not None:
+                    self._records.append(result)
+                yield result
         finally:
+            if results is not None:
+                results.close()  # a video stopped midway removes its half-written copy first
+            if self._cluster is not None:
+                self._cluster.close()
+            if self._records is not None:
+                self._records.close()
             if self._folder is not None:
                 self._folder.remove_if_unused()
 
-    def _images(self, items):
-        """Images in one forward pass: each read (or failed) alone, detected together, then
-        drawn and yielded one by one."""
-        read = []  # (path, image, output, error) in input order
-        for item in items:
-            try:
-                image = images.load_image(item.path if item.source is None else item.source, self.channels,
-                                          self.max_pixels)
-                read.append((item.path, image, self._output(item), None))
-            except DarkfoldError as error:
-                read.append((item.path, None, None, error))
-        loaded = [image for _, image, _, error in read if error is None]
-        if loaded:
-            started = time.perf_counter()
-            found = iter(self.detector.detect_many(loaded, batch=len(loaded)))
-            seconds = (time.perf_counter() - started) / len(loaded)
-        for path, image, output, error in read:
-            if error is None:
-                detections = next(found)
-                try:
-                    if output is not None:
-                        images.write_image(output, images.draw_detections(image, detections, self.detector.classes),
-                                           inputs=self._sources)
-                except DarkfoldError as failure:
-                    error = failure
-            if error is not None:
-                yield Prediction(path, "image", error=error)
-                continue
-            yield Prediction(path, "image", detections=tuple(detections), output=output,
-                             size=(image.shape[1], image.shape[0]), seconds=seconds)
-
-    def _video(self, item):
-        """The frames of a video, detected in batches as its reader thread decodes them; each
-        batch's last frame is yielded once the next batch (or the end) is known, so that the
-        last one knows it is last and comes when the annotated video is in place. A reading
-        failure ends the video like its end, the frames before it kept, then is its error."""
-        realtime = item.live if self.realtime is None else self.realtime
-        video = videos.Video(item.path if item.source is None else item.source, item.path, live=item.live,
-                             realtime=realtime)
-        output = None
-        try:
-            if item.live and self._folder is not None:
+    def _tasks(self):
+        """The run's tasks, in input order, made as they are asked for: consecutive images
+        ``BATCH`` to a task (``cluster.IMAGES`` on a cluster), a video one task (on a cluster
+        without copies, one per ``cluster.FRAMES`` frames of a file), a failed input one."""
+        per_task = BATCH if self._cluster is None else self._cluster.images_per_task
+        noted = False
+        for group in _image_batches(self._inputs, per_task):
+            item = group[0]
+            if item.kind == "image":
+                yield Task("images", tuple(group), tuple(self._output(item) for item in group))
+            elif item.kind == "video":
                 output = self._output(item, video=True)
-            what = item.path if output is None else f"the annotated copy {output} of {item.path}"
-            with interrupts.finishing(what) if item.live else contextlib.nullcontext():
-                yield from self._frames(item, video, output)
-        finally:
-            video.close()
+                shown = 0 if self._records is None else self._records.next_frame(item)
+                yield from self._video_tasks(item, output, shown, note=not noted and output is not None)
+                noted = noted or output is not None
+            else:
+                yield Task("input", (item,), (None,))
 
-    def _frames(self, item, video, output):
-        """``_video``'s frames, detected and drawn into ``output``: the annotated copy is in
-        place when the last frame comes, and removed if the frames end in an error."""
-        writer = None
-        try:
-            batches = video.batches(BATCH)
-            batch, failure = next(batches), None  # ImageError if no frame decodes
-            while batch:
-                if interrupts.stop_requested():
-                    video.close()  # the frames it holds are still detected and written
-                started = time.perf_counter()
-                found = self.detector.detect_many([frame for _, frame in batch], batch=len(batch))
-                seconds = (time.perf_counter() - started) / len(batch)
-                following = []
-                for position, ((number, frame), detections) in enumerate(zip(batch, found)):
-                    notes = []
-                    if self._folder is not None and writer is None:
-                        output = output or self._output(item, video=True)
-                        writer = videos.VideoOutput(output, video.fps, (frame.shape[1], frame.shape[0]),
-                                                    inputs=self._sources)
-                        if writer.note is not None and not self._noted:
-                            notes.append(writer.note)
-                            self._noted = True
-                    if writer is not None:
-                        writer.write(images.draw_detections(frame, detections, self.detector.classes))
-                    if position == len(batch) - 1:
-                        try:
-                            following = next(batches, [])
-                        except DarkfoldError as error:
-                            failure = error
-                    last = position == len(batch) - 1 and not following
-                    result = Prediction(item.path, "video", number, tuple(detections), output=output,
-                                        size=(frame.shape[1], frame.shape[0]), seconds=seconds, frames=len(video),
-                                        last=last, warnings=tuple(notes + (video.warnings if last else [])))
-                    if last and writer is not None:
-                        try:
-                            writer.close()
-                        except DarkfoldError:
-                            yield dataclasses.replace(result, last=False)  # its detections stand; the error follows
-                            raise
-                    yield result
-                batch = following
-            if failure is not None:
-                raise failure
-        except BaseException:
-            if writer is not None:
-                writer.abort()
-            raise
+    def _video_tasks(self, item, output, shown, note):
+        """A video's tasks: one for the whole video, or on a cluster without a copy, its frames
+        from ``shown`` on in ranges; with a copy, every frame is detected again for it."""
+        start = 0 if output is not None else shown
+        frames = 0 if self._cluster is None or output is not None else self._cluster.frame_count(item, self.reading)
+        if frames <= start:
+            yield Task("video", (item,), (output,), start=start, shown=shown, note=note)
+            return
+        size = self._cluster.frames_per_task
+        starts = range(start, frames, size)
+        for part, first in enumerate(starts):
+            stop = None if part == len(starts) - 1 else first + size  # the last range reads to the real end
+            yield Task("video", (item,), (None,), start=first, stop=stop, shown=shown, part=part, parts=len(starts))
 
     def _output(self, item, video=False):
         """Where the annotated copy of the input ``item`` goes (None when none is written);
-        OutputError if that is one of the run's inputs."""
+        the OutputError, instead, if that is one of the run's inputs."""
         if self._folder is None:
             return None
-        self._folder.make()
+        try:
+            self._folder.make()
+        except OutputError as error:
+            return error
         output = images.output_path(item.name or item.path, self._folder.path, self._taken, video=video)
         source = self._sources.matching(output)
         if source is not None:
             if os.path.realpath(source) == os.path.realpath(item.path):
-                raise OutputError(f"{output}: the annotated copy would overwrite the image itself; choose another -o",
-                                  path=output, expected="a file that is not an input", found="the image itself")
-            raise OutputError(f"{output}: the annotated copy of {item.path} would overwrite the input {source}; "
-                              "choose another -o", path=output, expected="a file that is not an input",
-                              found=f"the input {source}")
+                return OutputError(f"{output}: the annotated copy would overwrite the image itself; choose another -o",
+                                   path=output, expected="a file that is not an input", found="the image itself")
+            return OutputError(f"{output}: the annotated copy of {item.path} would overwrite the input {source}; "
+                               "choose another -o", path=output, expected="a file that is not an input",
+                               found=f"the input {source}")
         return output
 
 
 def _image_batches(inputs, size):
-    """Consecutive image inputs in groups of up to ``size`` (one forward pass each); the
-    other inputs (videos, errors) alone."""
+    """Consecutive image inputs in groups of up to ``size``; the other inputs (videos, errors) alone."""
     group = []
     for item in inputs:
         if item.kind == "image":

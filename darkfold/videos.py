@@ -81,14 +81,19 @@ class Video:
     falling behind; a file is then read at its own frame rate, as if it were live. Without it,
     every frame is handed over, the reader waiting while ``QUEUED`` frames wait.
 
+    ``start`` and ``stop``: a file's frames from ``start`` (a seek, the frames keeping their
+    numbers in the whole video) up to, not including, ``stop``; a video that ends before
+    ``start`` gives no frame, and no error (its frames were all read before).
+
     ``fps`` and ``len()`` (the frame count the container claims, 0 if none or live) are known
     once it is open; ``warnings`` once ``batches`` has ended. ImageError if it cannot be opened.
     """
 
-    def __init__(self, source, name=None, *, live=False, realtime=False):
+    def __init__(self, source, name=None, *, live=False, realtime=False, start=0, stop=None):
         self.name = str(source) if name is None else name
         self.live = live
         self.realtime = realtime
+        self.start, self.stop = start, stop
         self.warnings = []
         self.read = 0  # frames decoded so far
         # A file's path goes in errors' path field; a stream's URL or a camera's number does not.
@@ -98,6 +103,9 @@ class Video:
         # Streams may say 0, -1, NaN, or their clock's rate (90000) here.
         self.fps = fps if 0 < fps <= MAX_FPS else 25.0
         self.frame_count = int(count) if count > 0 and not live else 0
+        if start:
+            # OpenCV's FFmpeg reader seeks to the key frame before and decodes up to the frame asked for.
+            self._capture.set(cv2.CAP_PROP_POS_FRAMES, start)
         self._frames = collections.deque()  # (number, frame), oldest first
         self._changed = threading.Condition()
         self._done = self._stopping = False
@@ -112,16 +120,16 @@ class Video:
         """The reader thread: frames into ``_frames`` until the source ends, fails or ``close()``."""
         try:
             started = time.monotonic()
-            while not self._stopping:
+            while not self._stopping and (self.stop is None or self.start + self.read < self.stop):
                 ok, frame = self._capture.read()  # OpenCV releases the GIL while it decodes
                 if not ok:
                     break
-                number = self.read
+                number = self.start + self.read
                 self.read += 1
                 with self._changed:
                     if self.realtime and not self.live:  # a file played as if live: at its own pace
-                        self._changed.wait_for(lambda: self._stopping,
-                                               timeout=max(0.0, started + number / self.fps - time.monotonic()))
+                        self._changed.wait_for(lambda: self._stopping, timeout=max(
+                            0.0, started + (number - self.start) / self.fps - time.monotonic()))
                     if self.realtime:
                         self._frames.clear()  # stale: detection had no time for it
                     while len(self._frames) >= QUEUED and not self._stopping:
@@ -151,16 +159,19 @@ class Video:
             if not batch:
                 break
             yield batch
+        end = self.start + self.read
         if self._error is not None:
-            raise ImageError(f"{self.name}: reading stopped after {self.read} frames: {self._error}", path=self._path,
+            raise ImageError(f"{self.name}: reading stopped after {end} frames: {self._error}", path=self._path,
                              expected="frames", found=str(self._error))
+        if self.read == 0 and self.start:
+            return  # the video ended before ``start``: said by the range that read its end
         if self.read == 0:
             raise ImageError(f"{self.name}: no frame could be decoded (corrupt or unsupported video)", path=self._path,
                              expected="video frames", found="none decodable")
         if self.live and not self._stopping:
-            self.warnings.append(f"{self.name}: the stream stopped after {self.read} frames")
-        elif self.read < self.frame_count:
-            self.warnings.append(f"{self.name}: the video ended after {self.read} frames, though its container "
+            self.warnings.append(f"{self.name}: the stream stopped after {end} frames")
+        elif end < min(self.frame_count, self.stop or self.frame_count):
+            self.warnings.append(f"{self.name}: the video ended after {end} frames, though its container "
                                  f"says {self.frame_count}: a truncated or damaged file?")
 
     def close(self):
@@ -169,6 +180,20 @@ class Video:
             self._stopping = True
             self._changed.notify_all()
         self._thread.join(timeout=0.1)
+
+
+def frame_count(source, name=None):
+    """The frame count the container of the video file (or http(s):// URL) ``source`` claims; 0
+    when it does not say, or when the video does not open (reading it says why)."""
+    try:
+        capture = _open(source, str(source) if name is None else name, live=False)
+    except ImageError:
+        return 0
+    try:
+        count = capture.get(cv2.CAP_PROP_FRAME_COUNT)
+        return int(count) if count > 0 else 0
+    finally:
+        capture.release()
 
 
 def _open(source, name, live):

@@ -83,6 +83,8 @@ _ENVIRONMENT_MARKERS = {
                     "install the test extra, pip install '.[test]'"),
     "openvino": (importlib.util.find_spec("openvino") is not None, "openvino (backend='openvino')",
                  "install the test extra, pip install '.[test]'"),
+    "dask": (importlib.util.find_spec("distributed") is not None, "dask[distributed] (detection on a cluster)",
+             "install the test extra, pip install '.[test]'"),
 }
 
 
@@ -93,7 +95,7 @@ def pytest_configure(config):
 
 @pytest.hookimpl(trylast=True)  # after -m has deselected what an environment does not run
 def pytest_collection_modifyitems(config, items):
-    """Skip the tests this environment's OpenCV or backends cannot run; under CI, where each
+    """Skip the tests this environment's OpenCV, backends or Dask cannot run; under CI, where each
     environment selects its tests with -m, such a test is a defect of the run, not a skip."""
     for marker, (runs, needs, remedy) in _ENVIRONMENT_MARKERS.items():
         selected = [item for item in items if item.get_closest_marker(marker)]

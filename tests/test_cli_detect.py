@@ -4,12 +4,16 @@ import io
 import json
 import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
 import zlib
 
 import cv2
 import numpy as np
 import pytest
-from conftest import CFG_DIR, DATA_DIR, make_video, run_cli, truncated_video, write
+from conftest import CFG_DIR, DATA_DIR, REPO, make_video, run_cli, truncated_video, write
 from fixtures import NET
 
 import darkfold
@@ -364,6 +368,7 @@ def test_realtime_is_asked_for_or_refused_or_left_to_the_source(capsys, monkeypa
 
     class Run:
         images = 0
+        warnings = ()
 
         def __iter__(self):
             return iter(())
@@ -417,3 +422,57 @@ def test_backend_auto_names_the_backend_it_chose_with_debug(capsys):
     code, out, err = run(capsys, DATA_DIR / "dog.jpg", "--no-draw", "--backend", "auto", "--debug")
     assert code == 0 and "darkfold: backend auto: openvino in f32\n" in err
     assert [line[:12] for line in out.splitlines()[1:]] == [line[:12] for line in DOG_LINES]
+
+
+# --------------------------------------------------------------------------------------------
+# archives: --resume, --dask
+
+
+def test_resume_after_a_killed_run_ends_with_every_image_once(capsys, tmp_path):
+    folder = tmp_path / "archive"
+    folder.mkdir()
+    images = sorted(DATA_DIR.glob("*.jpg"))
+    for k in range(40):
+        os.symlink(images[k % len(images)], folder / f"{k:02d}.jpg")
+    code, expected, _ = run(capsys, folder, "--json", "--no-draw")
+    record = tmp_path / "run.jsonl"
+    command = [sys.executable, "-m", "darkfold", "detect", str(folder), "--no-draw", "--resume", str(record)]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while process.poll() is None and (not record.exists() or record.read_bytes().count(b"\n") < 5):
+            time.sleep(0.01)
+    finally:
+        process.kill()  # SIGKILL: no handler runs; a line may be cut short
+        process.wait()
+    recorded = record.read_bytes().count(b"\n")
+    assert 5 <= recorded < 40
+    code, out, err = run(capsys, folder, "--no-draw", "--json", "--resume", record)
+    assert code == 0 and len(out.splitlines()) == 40 - recorded
+    assert record.read_text().splitlines() == expected.splitlines()
+
+
+def test_without_dask_the_dask_option_is_one_error_naming_the_extra(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "darkfold.cluster", None)  # as where dask is not installed
+    monkeypatch.delattr(darkfold, "cluster", raising=False)  # imported by an earlier test
+    code, out, err = run(capsys, DATA_DIR, "--dask", "local")
+    assert code == 2 and out == ""
+    assert err.startswith("darkfold: error: running on a Dask cluster needs dask's distributed package: "
+                          "pip install 'darkfold[dask]'")
+
+
+@pytest.mark.dask
+def test_dask_local_prints_the_json_lines_of_one_process(capsys, tmp_path):
+    code, expected, _ = run(capsys, DATA_DIR, "--json", "--no-draw")
+    code, out, err = run(capsys, DATA_DIR, "--json", "--no-draw", "--dask", "local:2")
+    assert code == 0 and out == expected
+
+
+@pytest.mark.dask
+def test_an_unreachable_scheduler_is_one_error_and_exit_2(capsys):
+    with socket.socket() as probe:  # a port where nothing listens
+        probe.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+    code, out, err = run(capsys, DATA_DIR, "--dask", address)
+    assert code == 2 and out == ""
+    assert err.startswith(f"darkfold: error: {address}: cannot reach a Dask scheduler there within 5 s (")
+    assert len(err.splitlines()) == 1

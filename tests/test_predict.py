@@ -9,7 +9,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
-from conftest import DATA_DIR, REPO, make_video, truncated_video, write
+from conftest import DATA_DIR, REPO, make_video, modules_loaded_by, truncated_video, write
 
 import darkfold
 from darkfold import DarkfoldError, ImageError, OutputError, images, videos
@@ -200,7 +200,7 @@ def test_an_http_stream_gives_every_frame_with_the_files_detections(http_folder,
 def test_cameras_and_live_streams_are_read_in_realtime_unless_told_otherwise(monkeypatch, tiny_model):
     opened = []
 
-    def record(source, name, *, live, realtime):
+    def record(source, name, *, live, realtime, start=0, stop=None):
         opened.append((source, live, realtime))
         raise ImageError(f"{name}: not opened in this test")
 
@@ -226,3 +226,8 @@ def test_a_copy_not_in_h264_is_noted_once_per_run(tmp_path, tiny_model, monkeypa
     notes = [note for r in results for note in r.warnings]
     assert len(notes) == 1 and list(results[0].warnings) == notes
     assert notes[0].startswith(f"{tmp_path / 'out' / 'a.mp4'}: written as MPEG-4 Part 2 (mp4v)")
+
+
+def test_a_run_in_one_process_does_not_import_dask():
+    script = f"import darkfold; list(darkfold.predict({str(DATA_DIR / 'dog.jpg')!r}))"
+    assert modules_loaded_by(script, "distributed", "dask", "darkfold.cluster") == set()

@@ -100,16 +100,20 @@ class OtherLoad:
         load.share   # CPU time of other processes / (wall time x CPUs), or None
 
     On this shared 2-vCPU machine another process's load skews timings, so
-    every report prints this.
+    every report prints this. ``pids``: processes of the benchmark itself (a local Dask
+    cluster's workers), whose CPU time is not another's.
     """
 
+    def __init__(self, pids=()):
+        self.pids = tuple(pids)
+
     def __enter__(self):
-        self._start = _cpu_snapshot()
+        self._start = _cpu_snapshot(self.pids)
         self.share = None
         return self
 
     def __exit__(self, *_exc):
-        end = _cpu_snapshot()
+        end = _cpu_snapshot(self.pids)
         if self._start is not None and end is not None:
             wall, busy, own = (e - s for e, s in zip(end, self._start))
             if wall > 0:
@@ -125,8 +129,9 @@ class OtherLoad:
         return text
 
 
-def _cpu_snapshot():
-    """(wall seconds, busy CPU seconds of the machine, CPU seconds of this process and its reaped children)."""
+def _cpu_snapshot(pids=()):
+    """(wall seconds, busy CPU seconds of the machine, CPU seconds of this process, its reaped
+    children and the processes ``pids``)."""
     try:
         with open("/proc/stat") as file:
             values = [int(v) for v in file.readline().split()[1:]]
@@ -134,5 +139,13 @@ def _cpu_snapshot():
         return None
     busy = sum(values[:8]) - values[3] - values[4]  # user..steal, minus idle and iowait
     own = os.times()
+    ticks = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as file:
+                fields = file.read().rpartition(")")[2].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime: the stat file's 14th and 15th
+        except (OSError, ValueError, IndexError):
+            pass  # ended meanwhile
     return (time.monotonic(), busy / os.sysconf("SC_CLK_TCK"),
-            own.user + own.system + own.children_user + own.children_system)
+            own.user + own.system + own.children_user + own.children_system + ticks / os.sysconf("SC_CLK_TCK"))

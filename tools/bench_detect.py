@@ -26,6 +26,15 @@ a folder holding the same decoded frames as JPEG files (quality 95), nothing wri
 video frames/s >= 0.95x the folder's images/s, the video's frames being decoded on their own
 thread and detected 4 to a forward pass as a folder's images are.
 
+With --dask SCHEDULER (local, local:N or a scheduler's address) it runs only this instead:
+darkfold.predict over the images of FOLDER, repeated to at least 200 inputs, on the Dask
+cluster (predict's client=: tasks of darkfold.cluster.IMAGES images, one detector per
+worker) against darkfold.predict in this one process, nothing written, interleaved rounds
+after warm-up rounds (the first compiles and builds the workers' detectors). Goal on one
+machine: ~1x (the same CPUs, shared differently); on a cluster, the workers' CPUs over this
+machine's. It also times Dask's own cost: a round of as many empty tasks as the run sends,
+per image. Report the min of the per-round ratios as well as the median: the CPUs may be shared.
+
 --threads N gives both the same number of threads (Model.forward's threads=, cv2.setNumThreads);
 by default each uses every CPU.
 
@@ -118,6 +127,8 @@ def main(argv=None):
     parser.add_argument("--repeat", type=int, default=0, metavar="N",
                         help="timed rounds (default: as many as fit in ~30 s, 5 to 50)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a report")
+    parser.add_argument("--dask", metavar="SCHEDULER",
+                        help="compare predict on this Dask cluster (local, local:N, tcp://host:8786) with one process")
     args = parser.parse_args(argv)
     if (args.cfg is None) != (args.weights is None):
         parser.error("give both --cfg and --weights, or neither")
@@ -128,6 +139,8 @@ def main(argv=None):
         parser.error(f"{args.folder}: no images")
 
     model = darkfold.load(cfg, weights)
+    if args.dask:
+        return _dask(args, model, paths)
     detectors = {name: Detector(model, thresh=THRESH, nms=NMS, threads=args.threads, backend=backend,
                                 precision=precision)
                  for name, (backend, precision) in PATHS.items() if installed(backend)}
@@ -195,6 +208,50 @@ def main(argv=None):
     return 0
 
 
+def _dask(args, model, paths):
+    """darkfold.predict on the cluster ``args.dask`` vs in this process, over ``paths`` repeated
+    to at least 200 inputs."""
+    from darkfold import cluster
+
+    inputs = paths * -(-200 // len(paths))
+    client, owned = cluster.connect(args.dask)
+    try:
+        pids = list(client.run(os.getpid).values()) if args.dask.startswith(cluster.LOCAL) else []
+        workers = client.scheduler_info()["workers"]
+        cases = {"cluster": lambda: list(darkfold.predict(inputs, model, threads=args.threads, client=client)),
+                 "one process": lambda: list(darkfold.predict(inputs, model, threads=args.threads))}
+        results = {"cfg": model.cfg.path, "images": len(inputs), "scheduler": args.dask, "workers": len(workers),
+                   "worker_threads": sum(worker["nthreads"] for worker in workers.values()),
+                   "images_per_task": cluster.IMAGES}
+        results["predict"] = _measure(cases, args.repeat, len(inputs), subject="cluster", peer="one process",
+                                      pids=pids)
+        tasks = -(-len(inputs) // cluster.IMAGES)
+        empty = {"empty tasks": lambda: client.gather([client.submit(_nothing, k, pure=False) for k in range(tasks)]),
+                 "nothing": lambda: None}
+        results["empty_tasks"] = {"tasks": tasks, "seconds": _bench.stats(
+            _bench.rounds(empty, repeat=max(5, args.repeat), warmup=1)["empty tasks"])}
+    finally:
+        for thing in owned:
+            thing.close()
+    if args.json:
+        print(json.dumps(results, indent=1))
+        return 0
+    part = results["predict"]
+    print(f"darkfold.predict on a Dask cluster ({results['scheduler']}: {results['workers']} workers, "
+          f"{results['worker_threads']} threads) vs one process: {results['images']} images of {args.folder}, "
+          f"{results['images_per_task']} a task; model {results['cfg']}")
+    _print_part("", part, ("cluster", "one process"))
+    empty = results["empty_tasks"]
+    print(f"Dask's own cost: {empty['tasks']} empty tasks take {empty['seconds']['median'] * 1e3:.1f} ms "
+          f"(min {empty['seconds']['min'] * 1e3:.1f}): {empty['seconds']['median'] / results['images'] * 1e3:.2f} ms "
+          "an image")
+    return 0
+
+
+def _nothing(number):
+    return number
+
+
 def _video_and_frames(loaded, folder, repeat=4):
     """An mp4v video of the images ``loaded`` (resized to the first one's size), ``repeat`` times
     over, and a folder holding its decoded frames as JPEG files: ``(video path, folder path)``."""
@@ -222,11 +279,11 @@ def _head_inputs(detector, image):
     return detector.model.forward(detector.preprocess(image), threads=detector.threads)
 
 
-def _measure(cases, repeat, count, subject="darkfold", peer="opencv"):
+def _measure(cases, repeat, count, subject="darkfold", peer="opencv", pids=()):
     if repeat <= 0:
         probe = _bench.rounds(cases, repeat=1, warmup=1)
         repeat = max(5, min(50, int(30 / sum(t[0] for t in probe.values()))))
-    with _bench.OtherLoad() as load:
+    with _bench.OtherLoad(pids) as load:
         times = _bench.rounds(cases, repeat=repeat, warmup=2)
     return {"rounds": repeat, "other_load": load.share, "load": load.describe(),
             "seconds": {name: _bench.stats(values) for name, values in times.items()}, "times": times,
@@ -245,18 +302,20 @@ def _report(results):
              ("around_forward", "pre- and post-processing alone (forward computed beforehand)"),
              ("forward", "the forward pass alone (Model.forward vs Net.forward)")]
     for key, title in parts:
-        part = results[key]
-        print(f"\n{title}: {part['rounds']} interleaved rounds; {part['load']}")
-        for name in part["times"]:
-            print(f"  {name:23s} {part['images_per_s'][name]:8.1f} images/s   round {_bench.fmt_ms(part['times'][name])}")
-        for name, ratio in part["ratios"].items():
-            print(f"  {name}/OpenCV images/s = {_bench.fmt_ratio(ratio)}")
-    part = results["video"]
-    print(f"\ndarkfold.predict over a video vs the same frames as a folder of JPEGs: {part['rounds']} interleaved "
-          f"rounds; {part['load']}")
-    for name in ("video", "folder"):
-        print(f"  {name:9s} {part['images_per_s'][name]:8.1f} frames/s   round {_bench.fmt_ms(part['times'][name])}")
-    print(f"  video/folder frames/s = {_bench.fmt_ratio(part['ratio'])}")
+        _print_part(f"\n{title}: ", results[key], list(results[key]["times"]), peer_name="OpenCV")
+    _print_part("\ndarkfold.predict over a video vs the same frames as a folder of JPEGs: ", results["video"],
+                ("video", "folder"), unit="frames")
+
+
+def _print_part(title, part, names, unit="images", peer_name=None):
+    """A part's rounds, the CPU use of others, each case's rate, and each case's ratio to the
+    peer (``part["ratios"]``) or else the first case's to the second."""
+    print(f"{title}{part['rounds']} interleaved rounds; {part['load']}")
+    width = max(9, *map(len, names))
+    for name in names:
+        print(f"  {name:{width}s} {part['images_per_s'][name]:8.1f} {unit}/s   round {_bench.fmt_ms(part['times'][name])}")
+    for name, ratio in (part.get("ratios") or {names[0]: part["ratio"]}).items():
+        print(f"  {name}/{peer_name or names[1]} {unit}/s = {_bench.fmt_ratio(ratio)}")
 
 
 if __name__ == "__main__":
