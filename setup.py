@@ -108,7 +108,7 @@ setup(
         # implementation the tests compare against: the same distribution, pinned.
         "test": ["pytest>=7", "hypothesis>=6", *requires_opencv("==4.14.*"), "onnx>=1.14", "onnxruntime>=1.15"],
     },
-    entry_points={"console_scripts": ["darkfold=darkfold.cli:main"]},
+    entry_points={"console_scripts": ["darkfold=darkfold.cli:command"]},
     cmdclass={"sdist": NoSdist},
     license="MIT",
 )
