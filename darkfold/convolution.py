@@ -46,10 +46,10 @@ def float32_array(array):
     return array if array.flags.writeable else array.copy()
 
 
-def linear_parts(layer, arrays, fold):
+def _linear_parts(layer, arrays, fold):
     """A [convolutional]'s ``(filters, factors, biases, batchnorm)``: its weights as (filters,
     channels, taps); the float64 factor each filter is multiplied by as it is reordered
-    (``reordered``): its BatchNorm's when ``fold`` folds it, else 1; the biases (folded too);
+    (``_reordered``): its BatchNorm's when ``fold`` folds it, else 1; the biases (folded too);
     and the BatchNorm applied at run time, or None."""
     weights = arrays["weights"]
     filters = weights.reshape(*weights.shape[:2], -1)
@@ -60,7 +60,7 @@ def linear_parts(layer, arrays, fold):
     return filters, np.ones(len(weights)), float32_array(arrays["biases"]), batchnorm
 
 
-def reordered(filters, factors, filters_last=True, out=None):
+def _reordered(filters, factors, filters_last=True, out=None):
     """``filters`` (filters, channels, taps), each multiplied by its factor, reordered in one pass
     as (taps, channels, filters): for each tap (ky, kx) a (channels, filters) matrix, rows as
     im2col_nhwc lays out a window; or, not ``filters_last``, as (taps, filters, channels).
@@ -81,17 +81,17 @@ class Convolution(Step):
         self.layer = layer
         self.code = activation_code(layer)
         # self.batchnorm: (rolling_mean, deviation, scales) when applied at run time, else None
-        filters, factors, self.biases, self.batchnorm = linear_parts(layer, arrays, fold)
+        filters, factors, self.biases, self.batchnorm = _linear_parts(layer, arrays, fold)
         count, size, groups = len(filters), layer.size, layer.groups
         self.reads_planes = layer.index == 0 and groups == 1 and layer.input.c <= 4
         if self.reads_planes:
             # Rows of the GEMM's right side in (c, ky, kx) order: Darknet's own weight order.
-            self.matrices = [reordered(filters.reshape(count, -1, 1), factors)[0]]
+            self.matrices = [_reordered(filters.reshape(count, -1, 1), factors)[0]]
         else:
             # (ky, kx, c) order, as im2col_nhwc lays out a window.
             step = count // groups
             parts = [slice(g * step, (g + 1) * step) for g in range(groups)]
-            self.matrices = [reordered(filters[part], factors[part]).reshape(-1, step) for part in parts]
+            self.matrices = [_reordered(filters[part], factors[part]).reshape(-1, step) for part in parts]
         # A 1x1 convolution reads its input as it is, a (pixels, channels) matrix: NHWC only.
         self.pointwise = (not self.reads_planes and size == 1 and layer.stride_x == layer.stride_y == 1
                           and layer.padding == 0)
@@ -270,7 +270,7 @@ class WinogradConvolution(Step):
     def __init__(self, layer, arrays, fold):
         self.code = activation_code(layer)
         # BatchNorm is always folded here (applies); prepare() reorders and transforms the weights.
-        self._filters, self._factors, self.biases, _ = linear_parts(layer, arrays, fold)
+        self._filters, self._factors, self.biases, _ = _linear_parts(layer, arrays, fold)
         self.tile = self.tile_size(layer)
         at, _, bt = self.MATRICES[self.tile]
         self.at, self.bt = float32_array(at), float32_array(bt)
@@ -313,7 +313,7 @@ class WinogradConvolution(Step):
         self.transposed = not self._runs_by_tiles(self.image_tiles, threads)
         taps = np.empty(9 * self.channels * self.widest_block, np.float32)  # one block's g, reused
         for b, (f0, f1) in enumerate(zip(edges, edges[1:])):
-            block = reordered(self._filters[f0:f1], self._factors[f0:f1], not self.transposed, taps)
+            block = _reordered(self._filters[f0:f1], self._factors[f0:f1], not self.transposed, taps)
             np.matmul(kron, block.reshape(9, -1), out=self.block(b).reshape(self.positions, -1))
         del self._filters, self._factors
 
