@@ -38,8 +38,8 @@ def fold_factors(weights, biases, scales, rolling_mean, rolling_variance):
                          f"and rolling_variance of shapes {', '.join(str(v.shape) for v in vectors)}",
                          expected=weights.shape[:1], found=[v.shape for v in vectors])
     biases, scales, rolling_mean, rolling_variance = vectors
-    # A damaged file's negative variance gives NaN, and values past float32 inf, as in Darknet, without
-    # warnings: the engine names the layer holding them if they reach an output (runtime.check_finite).
+    # A damaged file's negative variance gives NaN, and a value past float32's range inf, as in
+    # Darknet, without warnings: detection names the layer holding them (runtime.check_finite).
     with np.errstate(all="ignore"):
         root = np.sqrt(rolling_variance + EPS)
         return scales / root, (biases - scales * rolling_mean / root).astype(np.float32)
