@@ -115,7 +115,7 @@ setup(
         "test": ["pytest>=7.3", "hypothesis>=6", *requires_opencv("==4.14.*"), "onnx>=1.14", "onnxruntime>=1.15",
                  "openvino>=2024.0", "dask[distributed]>=2024.1"],
     },
-    entry_points={"console_scripts": ["darkfold=darkfold.cli:main"]},
+    entry_points={"console_scripts": ["darkfold=darkfold.cli:command"]},
     cmdclass={"sdist": NoSdist},
     license="MIT",
 )

@@ -9,12 +9,12 @@ biases of the convolution (or connected layer) it follows:
     b' = biases - rolling_mean * s
 
 Darknet stores BatchNorm's beta in ``biases`` when ``batch_normalize=1``. fold.py decides which
-layers fold and rewrites the cfg; the engine folds too (``fold_own_batchnorm``), or applies the
-run-time form (``runtime_batchnorm``) where it does not.
+layers fold and rewrites the cfg; the engine folds too, each weight multiplied as it is written
+in the order its kernels read (``fold_factors``, ``scale_filters``), or applies the run-time
+form (``runtime_batchnorm``) where it does not.
 """
 
 import functools
-import math
 
 import numpy as np
 
@@ -28,53 +28,89 @@ EPS = 1e-5
 NO_BATCHNORM = (np.empty(0, np.float32),) * 3
 
 
-def _fold_filters(weights, biases, scales, rolling_mean, rolling_variance, eps, out_weights, out_biases):
-    """The fold per output filter, compiled by numba (``_fold_kernel``): ``weights`` is (filters,
-    k) float32, the others (filters,). Matches Darknet's fuse_conv_batchnorm (network.c): the
-    factor and the bias are computed in double, and each weight is multiplied in double and
-    rounded to float32 once."""
-    filters, k = weights.shape
-    for f in range(filters):
-        # np.float64, not float(): numba keeps float(float32) in single precision.
-        scale = np.float64(scales[f])
-        root = math.sqrt(np.float64(rolling_variance[f]) + eps)
-        factor = scale / root
-        out_biases[f] = np.float64(biases[f]) - scale * np.float64(rolling_mean[f]) / root
-        for i in range(k):
-            out_weights[f, i] = np.float64(weights[f, i]) * factor
+def fold_factors(weights, biases, scales, rolling_mean, rolling_variance):
+    """The per-filter half of Darknet's fuse_conv_batchnorm (network.c), in double as it is:
+    ``(factor, biases)``, the float64 factor that multiplies each filter's weights and the
+    folded biases in float32."""
+    vectors = [np.asarray(vector, np.float64) for vector in (biases, scales, rolling_mean, rolling_variance)]
+    if any(vector.shape != weights.shape[:1] for vector in vectors):
+        raise ModelError(f"BatchNorm fold: weights for {weights.shape[0]} filters, but biases, scales, rolling_mean "
+                         f"and rolling_variance of shapes {', '.join(str(v.shape) for v in vectors)}",
+                         expected=weights.shape[:1], found=[v.shape for v in vectors])
+    biases, scales, rolling_mean, rolling_variance = vectors
+    # A damaged file's negative variance gives NaN, and a value past float32's range inf, as in
+    # Darknet, without warnings: detection names the layer holding them (runtime.check_finite).
+    with np.errstate(all="ignore"):
+        root = np.sqrt(rolling_variance + EPS)
+        return scales / root, (biases - scales * rolling_mean / root).astype(np.float32)
+
+
+def _scale_filters(weights, factors, out, filters_last):
+    """``weights[f] * factors[f]`` into ``out``, compiled by numba (``scale_filters``); the loops
+    write ``out`` in its own order, a cache line at a time."""
+    filters, channels, taps = weights.shape
+    if filters_last:
+        for f0 in range(0, filters, _FILTER_BLOCK):
+            f1 = min(f0 + _FILTER_BLOCK, filters)
+            for c in range(channels):
+                for t in range(taps):
+                    for f in range(f0, f1):
+                        # np.float64, not float(): numba keeps float(float32) in single precision.
+                        out[t, c, f] = np.float64(weights[f, c, t]) * factors[f]
+    else:
+        for f in range(filters):
+            factor = factors[f]
+            for t in range(taps):
+                for c in range(channels):
+                    out[t, f, c] = np.float64(weights[f, c, t]) * factor
+
+
+# Filters-last output is written for this many filters at a time: the rows of weights they
+# read stay in cache from one channel to the next.
+_FILTER_BLOCK = 32
 
 
 @functools.cache
-def _fold_kernel():
-    """``_fold_filters`` compiled. numba rather than numpy, whose float32 -> float64 -> float32
-    round trip runs well below memory speed; serial, as the fold is bound by memory bandwidth
-    and a parallel region stalls badly when the CPUs are shared."""
+def _scale_kernel():
+    """``_scale_filters`` compiled, for one signature: read-only C-contiguous weights (a weights
+    file's are read-only). numba rather than numpy, whose float32 -> float64 -> float32 round
+    trip runs well below memory speed, and whose copies into another order are slower still;
+    serial, as it is bound by memory bandwidth and a parallel region stalls badly when the
+    CPUs are shared."""
     import numba  # here, on the first fold: importing darkfold (and fold.py, for convert) loads no numba
 
-    return numba.njit(cache=True)(_fold_filters)
+    weights = numba.types.Array(numba.float32, 3, "C", readonly=True)
+    factors = numba.types.Array(numba.float64, 1, "C")
+    out = numba.types.Array(numba.float32, 3, "C")
+    return numba.njit(numba.void(weights, factors, out, numba.boolean), cache=True)(_scale_filters)
+
+
+def scale_filters(weights, factors, out, filters_last):
+    """``weights`` (filters, channels, taps), filter ``f`` multiplied by ``factors[f]`` (float64),
+    written into ``out`` (C-contiguous float32) in another order: (taps, channels, filters) with
+    ``filters_last``, else (taps, filters, channels), which is the same order for one tap. Each
+    product is computed in double and rounded to float32 once, as Darknet's
+    fuse_conv_batchnorm does; a factor of 1 copies a weight exactly."""
+    f, c, t = weights.shape
+    # The kernel does not check bounds.
+    if out.shape != ((t, c, f) if filters_last else (t, f, c)) or factors.shape != (f,):
+        raise ValueError(f"scale_filters: weights {weights.shape}, factors {factors.shape}, out {out.shape}")
+    _scale_kernel()(_readonly(weights), np.ascontiguousarray(factors, np.float64), out, filters_last)
 
 
 def fold_arrays(weights, biases, scales, rolling_mean, rolling_variance):
     """Folded ``(weights, biases)`` (Darknet's fuse_conv_batchnorm): new float32 arrays, inputs
     untouched."""
-    # One array type for every call (read-only, C-contiguous float32), so numba
-    # compiles and caches a single specialization.
-    flat, biases, scales, rolling_mean, rolling_variance = (
-        _readonly(a) for a in (weights.reshape(weights.shape[0], -1), biases, scales, rolling_mean,
-                               rolling_variance))
-    # The kernel does not check bounds: one value per filter in each vector, or no call.
-    vectors = (biases, scales, rolling_mean, rolling_variance)
-    if any(vector.shape != (flat.shape[0],) for vector in vectors):
-        raise ModelError(f"BatchNorm fold: weights for {flat.shape[0]} filters, but biases, scales, rolling_mean "
-                         f"and rolling_variance of shapes {', '.join(str(v.shape) for v in vectors)}",
-                         expected=(flat.shape[0],), found=[v.shape for v in vectors])
-    out_weights = np.empty(flat.shape, np.float32)
-    out_biases = np.empty(biases.shape, np.float32)
-    _fold_kernel()(flat, biases, scales, rolling_mean, rolling_variance, EPS, out_weights, out_biases)
-    return out_weights.reshape(weights.shape), out_biases
+    factors, biases = fold_factors(weights, biases, scales, rolling_mean, rolling_variance)
+    out = np.empty(weights.shape, np.float32)
+    filters = len(weights)  # as (filters, values, 1) in and (1, filters, values) out: the same order
+    scale_filters(weights.reshape(filters, -1, 1), factors, out.reshape(1, filters, -1), filters_last=False)
+    return out, biases
 
 
 def _readonly(array):
+    # One array type for every call (read-only, C-contiguous float32), so numba loads and
+    # caches a single specialization.
     view = np.ascontiguousarray(array, dtype=np.float32).view()
     view.flags.writeable = False
     return view

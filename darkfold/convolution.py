@@ -13,10 +13,11 @@ from types import MappingProxyType
 import numpy as np
 
 from .activations import NONDECREASING, activation_code
-from .batchnorm import NO_BATCHNORM, fold_own_batchnorm, runtime_batchnorm
+from .batchnorm import NO_BATCHNORM, fold_factors, runtime_batchnorm, scale_filters
 from .kernels.activation import bias_or_batchnorm_activate
 from .kernels.im2col import NCHW_PLANES, NHWC_WINDOWS, POINTWISE, conv_rows, im2col_nchw, im2col_nhwc
 from .kernels.winograd import winograd_channels, winograd_input, winograd_tiles
+from .layers import BATCHNORM_ARRAYS
 from .step import Step
 
 # Tiles of fewer GEMM rows make BLAS repack the weights too often (PERF-NOTES.md); layers
@@ -45,6 +46,32 @@ def float32_array(array):
     return array if array.flags.writeable else array.copy()
 
 
+def _linear_parts(layer, arrays, fold):
+    """A [convolutional]'s ``(filters, factors, biases, batchnorm)``: its weights as (filters,
+    channels, taps); the float64 factor each filter is multiplied by as it is reordered
+    (``_reordered``): its BatchNorm's when ``fold`` folds it, else 1; the biases (folded too);
+    and the BatchNorm applied at run time, or None."""
+    weights = arrays["weights"]
+    filters = weights.reshape(*weights.shape[:2], -1)
+    if layer.batch_normalize and fold:
+        factors, biases = fold_factors(weights, arrays["biases"], *(arrays[name] for name in BATCHNORM_ARRAYS))
+        return filters, factors, biases, None
+    batchnorm = runtime_batchnorm(arrays) if layer.batch_normalize else None
+    return filters, np.ones(len(weights)), float32_array(arrays["biases"]), batchnorm
+
+
+def _reordered(filters, factors, filters_last=True, out=None):
+    """``filters`` (filters, channels, taps), each multiplied by its factor, reordered in one pass
+    as (taps, channels, filters): for each tap (ky, kx) a (channels, filters) matrix, rows as
+    im2col_nhwc lays out a window; or, not ``filters_last``, as (taps, filters, channels).
+    Written into ``out`` (flat, large enough) when given."""
+    f, c, t = filters.shape
+    shape = (t, c, f) if filters_last else (t, f, c)
+    out = np.empty(shape, np.float32) if out is None else out[:f * c * t].reshape(shape)
+    scale_filters(filters, factors, out, filters_last)
+    return out
+
+
 class Convolution(Step):
     """[convolutional]: im2col, GEMM, bias (or explicit BatchNorm) and activation."""
 
@@ -53,23 +80,18 @@ class Convolution(Step):
     def __init__(self, layer, arrays, fold):
         self.layer = layer
         self.code = activation_code(layer)
-        self.batchnorm = None  # (rolling_mean, deviation, scales) when applied at run time
-        if layer.batch_normalize and fold:
-            arrays = fold_own_batchnorm(arrays)
-        elif layer.batch_normalize:
-            self.batchnorm = runtime_batchnorm(arrays)
-        weights, self.biases = arrays["weights"], float32_array(arrays["biases"])
-        filters, _, size, _ = weights.shape
-        groups = layer.groups
+        # self.batchnorm: (rolling_mean, deviation, scales) when applied at run time, else None
+        filters, factors, self.biases, self.batchnorm = _linear_parts(layer, arrays, fold)
+        count, size, groups = len(filters), layer.size, layer.groups
         self.reads_planes = layer.index == 0 and groups == 1 and layer.input.c <= 4
         if self.reads_planes:
             # Rows of the GEMM's right side in (c, ky, kx) order: Darknet's own weight order.
-            self.matrices = [float32_array(weights.reshape(filters, -1).T)]
+            self.matrices = [_reordered(filters.reshape(count, -1, 1), factors)[0]]
         else:
             # (ky, kx, c) order, as im2col_nhwc lays out a window.
-            step = filters // groups
-            self.matrices = [float32_array(weights[g * step:(g + 1) * step].transpose(2, 3, 1, 0).reshape(-1, step))
-                             for g in range(groups)]
+            step = count // groups
+            parts = [slice(g * step, (g + 1) * step) for g in range(groups)]
+            self.matrices = [_reordered(filters[part], factors[part]).reshape(-1, step) for part in parts]
         # A 1x1 convolution reads its input as it is, a (pixels, channels) matrix: NHWC only.
         self.pointwise = (not self.reads_planes and size == 1 and layer.stride_x == layer.stride_y == 1
                           and layer.padding == 0)
@@ -247,15 +269,13 @@ class WinogradConvolution(Step):
 
     def __init__(self, layer, arrays, fold):
         self.code = activation_code(layer)
-        if layer.batch_normalize:
-            arrays = fold_own_batchnorm(arrays)
-        weights, self.biases = arrays["weights"], float32_array(arrays["biases"])
+        # BatchNorm is always folded here (applies); prepare() reorders and transforms the weights.
+        self._filters, self._factors, self.biases, _ = _linear_parts(layer, arrays, fold)
         self.tile = self.tile_size(layer)
         at, _, bt = self.MATRICES[self.tile]
         self.at, self.bt = float32_array(at), float32_array(bt)
-        filters, self.channels = weights.shape[:2]
+        filters, self.channels = self._filters.shape[:2]
         self.positions = len(bt) ** 2
-        self._taps = float32_array(np.asarray(weights).transpose(2, 3, 1, 0)).reshape(9, self.channels, filters)
         self.weight_bytes = 4 * self.positions * self.channels * filters
         self.image_tiles = -(-layer.output.h // self.tile) * -(-layer.output.w // self.tile)
         self.weights = self.edges = self.widest_block = self.transposed = None  # by prepare()
@@ -286,16 +306,16 @@ class WinogradConvolution(Step):
             return
         g = self.MATRICES[self.tile][1]
         kron = np.kron(g, g).astype(np.float32)
-        edges = _block_edges(self._taps.shape[2], threads)
+        edges = _block_edges(len(self._filters), threads)
         self.weights = np.empty(self.positions * self.channels * edges[-1], np.float32)
         self.edges = np.array(edges, np.int64)
         self.widest_block = int(np.diff(self.edges).max())
         self.transposed = not self._runs_by_tiles(self.image_tiles, threads)
+        taps = np.empty(9 * self.channels * self.widest_block, np.float32)  # one block's g, reused
         for b, (f0, f1) in enumerate(zip(edges, edges[1:])):
-            taps = self._taps[:, :, f0:f1]
-            taps = (taps.transpose(0, 2, 1) if self.transposed else taps).reshape(9, -1)
-            np.matmul(kron, taps, out=self.block(b).reshape(self.positions, -1))
-        del self._taps
+            block = _reordered(self._filters[f0:f1], self._factors[f0:f1], not self.transposed, taps)
+            np.matmul(kron, block.reshape(9, -1), out=self.block(b).reshape(self.positions, -1))
+        del self._filters, self._factors
 
     def block(self, b):
         """Block ``b`` of the weights, as kernels.winograd.winograd_weight_block finds it."""

@@ -286,8 +286,9 @@ class Engine:
             self.steps.append(step(layer, arrays, fold))
         self.workers = Workers(threads or default_threads())
         self.close = weakref.finalize(self, self.workers.close)  # threads would otherwise outlive the model
-        for step in self.steps:
-            step.prepare(self.workers.threads)
+        with blas_threads(1):  # prepare's products are small and bound by memory: a second BLAS thread
+            for step in self.steps:  # gains little and stalls when other processes share the CPUs
+                step.prepare(self.workers.threads)
         readers = _readers(self.layers)
         self.fused = self._fuse_pools(readers) if fuse else set()
         self.in_place = self._concat_in_place(readers)

@@ -113,6 +113,19 @@ def test_module_entry_point_prints_errors_without_traceback(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_the_command_collects_garbage_rarely_and_not_its_objects_at_exit():
+    """``python -m darkfold`` (and the console script, the same function) keeps the garbage
+    collector from walking start-up's long-lived objects while it runs, and freezes them before
+    the interpreter's exit; its atexit handlers still run."""
+    script = ("import atexit, gc, runpy, sys\n"
+              "atexit.register(lambda: print(gc.get_threshold()[0], gc.get_freeze_count() > 0, file=sys.stderr))\n"
+              "runpy.run_module('darkfold', run_name='__main__')\n")
+    result = subprocess.run([sys.executable, "-c", script, "info"], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0 and "Total BFLOPS" in result.stdout
+    young, frozen = result.stderr.split()
+    assert int(young) >= 100_000 and frozen == "True"
+
+
 def test_a_bug_is_exit_1_with_one_line_asking_for_a_report(capsys, monkeypatch):
     def broken(*args, **kwargs):
         raise ZeroDivisionError("division by zero")

@@ -5,7 +5,9 @@
 Every case is a fresh process, the cases taking turns round by round (tools/_bench.py).
 The processes run a copy of the package in a temporary folder, without its __pycache__,
 and keep numba's cache in temporary folders (NUMBA_CACHE_DIR), so no kernel compiled
-earlier in the source tree is used:
+earlier in the source tree is used. The copy's modules are compiled to bytecode first, as
+pip compiles an installed package's (where PYTHONDONTWRITEBYTECODE is set, every process
+would otherwise compile them from source again). The cases:
 
   import numpy   python -c "import numpy": the peer, what any numpy program pays
   import         python -c "import darkfold"
@@ -22,6 +24,7 @@ run. Goals: cold <= 10 s, warm <= 0.6 s.
 """
 
 import argparse
+import compileall
 import glob
 import json
 import os
@@ -47,6 +50,7 @@ class Child:
         self.package = os.path.join(folder, "src", "darkfold")
         shutil.copytree(os.path.join(_bench.REPO, "darkfold"), self.package,
                         ignore=shutil.ignore_patterns("__pycache__"))
+        compileall.compile_dir(self.package, quiet=1)
         self.warm_cache = os.path.join(folder, "cache-warm")
         self.cold_cache = None
         self.printed = {"cold": [], "warm": []}  # (compile seconds or None, detection seconds) per run
