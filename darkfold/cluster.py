@@ -26,6 +26,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import difflib
 import os
 import threading
 import uuid
@@ -50,12 +51,13 @@ def connect(scheduler):
     address), and what this module made and must close (nothing for a Client given)."""
     if not isinstance(scheduler, str):
         return scheduler, []
+    if "://" not in scheduler and ":" not in scheduler and scheduler != LOCAL:  # no host:port either
+        _refuse(scheduler)
     if scheduler.startswith(LOCAL) and "://" not in scheduler:
         count = scheduler[len(LOCAL) + 1:]
         if scheduler != LOCAL and not (scheduler[len(LOCAL)] == ":" and count.isascii() and count.isdigit()
                                        and int(count) > 0):
-            raise ClusterError(f"{scheduler}: expected local, local:N (N workers, at least 1) or a scheduler's "
-                               "address such as tcp://host:8786", expected="local:N", found=scheduler)
+            _refuse(scheduler)
         workers = int(count) if count else default_threads()
         # One single-threaded process per CPU: a worker's engine runs on one thread (darkfold's
         # threads, BLAS's), so the processes do not fight over the CPUs.
@@ -76,6 +78,13 @@ def connect(scheduler):
         raise ClusterError(f"{scheduler}: the Dask scheduler has no worker (none joined within {CONNECT_TIMEOUT:g} s); "
                            f"start them with `dask worker {scheduler}`", expected="workers", found="none") from error
     return client, [client]
+
+
+def _refuse(scheduler):
+    near = not scheduler.startswith(LOCAL) and difflib.get_close_matches(scheduler, [LOCAL], cutoff=0.6)
+    hint = "; did you mean local?" if near else ""
+    raise ClusterError(f"{scheduler}: expected local, local:N (N workers, at least 1) or a scheduler's address such "
+                       f"as tcp://host:8786{hint}", expected="local:N", found=scheduler)
 
 
 class DetectorPlugin(distributed.WorkerPlugin):

@@ -144,3 +144,11 @@ def test_inputs_and_an_output_folder_the_workers_do_not_see_are_one_error_before
 def test_a_local_cluster_needs_a_number_of_workers(scheduler, tiny_model):
     with pytest.raises(ClusterError, match=f"{scheduler}: expected local, local:N"):
         darkfold.predict(DATA_DIR, tiny_model, client=scheduler)
+
+
+@pytest.mark.parametrize("scheduler, hint", [("locl", "; did you mean local?"), ("cluster7", "")])
+def test_a_scheduler_that_is_neither_local_nor_an_address_is_refused_at_once(scheduler, hint, tiny_model):
+    with pytest.raises(ClusterError) as error:
+        darkfold.predict(DATA_DIR, tiny_model, client=scheduler)
+    assert str(error.value) == (f"{scheduler}: expected local, local:N (N workers, at least 1) or a scheduler's "
+                                f"address such as tcp://host:8786{hint}")
