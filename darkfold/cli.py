@@ -487,7 +487,8 @@ def run_verify(args):
         print(json.dumps(_verification_json(check)))
     else:
         print(_verification_table(check))
-        print("OK: the folded model matches" if check.ok else "FAILED: the folded model differs")
+        what = "the folded model" if args.backend == "numba" else f"the folded model on --backend {args.backend}"
+        print(f"OK: {what} matches" if check.ok else f"FAILED: {what} differs")
     return 0 if check.ok else 1
 
 

@@ -65,7 +65,7 @@ def test_verify_backend_compares_it_with_the_engine_per_output(capsys, backend):
 @pytest.mark.openvino
 def test_verify_bf16_is_reported_past_the_float32_tolerance(capsys):
     assert main(["verify", "--backend", "openvino", "--precision", "bf16"]) == 1
-    assert "FAILED: the folded model differs" in capsys.readouterr().out
+    assert "FAILED: the folded model on --backend openvino differs" in capsys.readouterr().out
 
 
 @pytest.mark.onnxruntime
