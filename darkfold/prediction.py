@@ -307,9 +307,9 @@ def _frames(detector, video, item, output, inputs, task):
 class PredictionRun:
     """The iterator ``predict`` returns. ``images``: how many images it reads (folders
     expanded, those a resumed run recorded left out), a progress bar's total; ``warnings``:
-    what looked wrong about the run itself (a resumed file's cut last line); ``close()`` stops
-    it, removing what a stopped video left half-written and an output folder the run made and
-    left empty."""
+    what looked wrong about the run itself (a resumed file's cut last line, or one that
+    records every input already, known up front for images); ``close()`` stops it, removing what a stopped video left
+    half-written and an output folder the run made and left empty."""
 
     def __init__(self, detector, inputs, model_files, output, reading=None, cluster=None, records=None):
         self.detector = detector
@@ -318,7 +318,10 @@ class PredictionRun:
         self._records = records
         self._cluster = cluster
         if records is not None:
-            inputs = [item for item in inputs if not records.done(item)]
+            left = [item for item in inputs if not records.done(item)]
+            if inputs and not left:
+                self.warnings.append(f"{records.path}: every input is recorded there already: nothing to do")
+            inputs = left
         self.images = sum(item.kind == "image" for item in inputs)
         self._inputs = inputs
         # Every file the run reads, so that no annotated copy replaces one of them.

@@ -69,6 +69,10 @@ def test_a_resumed_run_appends_what_was_not_recorded_and_the_file_ends_complete(
     assert [(r.source, r.frame) for r in resumed][:4] == [(str(video), frame) for frame in range(6, 10)]
     assert record.read_text().splitlines() == expected
     assert list(darkfold.predict(inputs, tiny_model, resume=record)) == []  # nothing left
+    # Images recorded are known before any reading: a run with none left says so.
+    finished = darkfold.predict(SAMPLE_IMAGES, tiny_model, resume=record)
+    assert finished.warnings == [f"{record}: every input is recorded there already: nothing to do"]
+    assert list(finished) == []
     assert record.read_text().splitlines() == expected
 
 
