@@ -99,6 +99,7 @@ class OpenvinoSession:
                        "PERFORMANCE_HINT": "LATENCY"}
         self.compiled = {}  # batch size -> compiled model
         self.lock = threading.Lock()  # an infer request is not for two threads at once
+        self._compiled(1)  # one image at a time is the common case: compiled with the session, not on a first image
 
     def _compiled(self, batch):
         if batch not in self.compiled:
