@@ -296,8 +296,8 @@ def _parser():
                         help="skip the images and frames recorded in FILE.jsonl (what --json printed) and append "
                              "the new results' JSON lines to it (created if missing)")
     detect.add_argument("--max-pixels", type=_positive_int, metavar="N",
-                        help="refuse images of more than N pixels, from the header of a PNG or JPEG "
-                             "(default: darkfold.images.MAX_PIXELS, 16384 x 16384)")
+                        help="refuse images of more than N pixels, from the header of a PNG, JPEG, BMP, WebP, "
+                             "TIFF or PNM (default: darkfold.images.MAX_PIXELS, 16384 x 16384)")
     _add_threads(detect)
     _add_backend(detect, "run the network on BACKEND; darkfold's preprocessing, decoding and NMS around it")
     detect.set_defaults(run=run_detect)

@@ -8,6 +8,7 @@ and centred on 0.5 grey. The network input is NCHW float32.
 
 import contextlib
 import os
+import re
 import stat
 import sys
 import tempfile
@@ -31,9 +32,9 @@ LETTERBOX_GREY = 0.5  # letterbox_image fills with .5
 MAX_PIXELS = 2**28
 """The most pixels (width x height) ``read_image`` decodes: 16384 x 16384, 768 MB as BGR.
 
-A PNG or JPEG header can promise 40000 x 40000 pixels in 200 bytes; such an
-image is refused from its header, before any memory is taken (other formats
-once decoded). Raise it here, with ``read_image(..., max_pixels=)`` or with
+An image header can promise 40000 x 40000 pixels in 200 bytes; such an image
+is refused from its header (PNG, JPEG, BMP, WebP, TIFF, PBM/PGM/PPM), before any
+memory is taken (other formats once decoded). Raise it here, with ``read_image(..., max_pixels=)`` or with
 ``darkfold detect --max-pixels``; OpenCV refuses more than 2**30 pixels
 itself unless OPENCV_IO_MAX_IMAGE_PIXELS is set before it is imported.
 """
@@ -47,7 +48,7 @@ def read_image(path, max_pixels=None):
     """The image at ``path`` as a BGR uint8 array, as ``cv2.imread`` gives it; ImageError if unreadable.
 
     An image of more than ``max_pixels`` (default: ``MAX_PIXELS``) is an
-    ImageError too, found from the header of a PNG or JPEG before decoding.
+    ImageError too, found from the header before decoding (``header_size``'s formats).
     """
     return decode_image(read_bytes(path, "image"), path, max_pixels)
 
@@ -100,13 +101,69 @@ def load_image(image, channels="bgr", max_pixels=None):
 
 
 def header_size(data):
-    """``(width, height)`` from the header of a PNG (IHDR) or a JPEG (its SOFn frame header), read
-    without decoding; None for other formats and for a header that cannot be read."""
+    """``(width, height)`` from the header of a PNG (IHDR), a JPEG (its SOFn frame header), a BMP,
+    a WebP, a TIFF (its first image) or a PBM/PGM/PPM, read without decoding; None for other
+    formats and for a header that cannot be read."""
     if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and len(data) >= 24:
         return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     if data[:2] == b"\xff\xd8":
         return _jpeg_size(data)
+    if data[:2] == b"BM" and len(data) >= 26:
+        return _bmp_size(data)
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP" and len(data) >= 30:
+        return _webp_size(data)
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return _tiff_size(data)
+    if data[:1] == b"P" and len(data) >= 3 and data[1:2] in b"123456" and data[2:3].isspace():
+        return _pnm_size(data)
     return None
+
+
+def _bmp_size(data):
+    # BITMAPCOREHEADER (12 bytes) has 16-bit sizes; the later headers 32-bit ones, the height
+    # negative for rows stored top-down.
+    if int.from_bytes(data[14:18], "little") == 12:
+        return int.from_bytes(data[18:20], "little"), int.from_bytes(data[20:22], "little")
+    return (abs(int.from_bytes(data[18:22], "little", signed=True)),
+            abs(int.from_bytes(data[22:26], "little", signed=True)))
+
+
+def _webp_size(data):
+    chunk = data[12:16]
+    if chunk == b"VP8 ":  # lossy: a key frame's 14-bit sizes after its start code
+        return int.from_bytes(data[26:28], "little") & 0x3FFF, int.from_bytes(data[28:30], "little") & 0x3FFF
+    if chunk == b"VP8L":  # lossless: 14 bits each of width - 1 and height - 1
+        bits = int.from_bytes(data[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8X":  # extended: the canvas, 24 bits each of width - 1 and height - 1
+        return int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1
+    return None
+
+
+_TIFF_WIDTH, _TIFF_HEIGHT = 256, 257  # the ImageWidth and ImageLength tags
+_TIFF_VALUE_SIZES = {3: 2, 4: 4}  # SHORT and LONG, the types a size may have
+
+
+def _tiff_size(data):
+    order = "little" if data[:2] == b"II" else "big"
+    directory = int.from_bytes(data[4:8], order)
+    count = int.from_bytes(data[directory:directory + 2], order)
+    sizes = {}
+    for entry in range(directory + 2, min(directory + 2 + 12 * count, len(data) - 11), 12):
+        tag, kind = int.from_bytes(data[entry:entry + 2], order), int.from_bytes(data[entry + 2:entry + 4], order)
+        if tag in (_TIFF_WIDTH, _TIFF_HEIGHT) and kind in _TIFF_VALUE_SIZES:
+            sizes[tag] = int.from_bytes(data[entry + 8:entry + 8 + _TIFF_VALUE_SIZES[kind]], order)
+    if len(sizes) < 2:
+        return None
+    return sizes[_TIFF_WIDTH], sizes[_TIFF_HEIGHT]
+
+
+def _pnm_size(data):
+    # "P6", then width and height as decimal text, with whitespace and # comments between.
+    fields = re.sub(rb"#[^\n]*", b" ", data[2:1024]).split()[:2]
+    if len(fields) < 2 or not all(field.isdigit() for field in fields):
+        return None
+    return int(fields[0]), int(fields[1])
 
 
 # SOF0-SOF15 carry the frame's size; C4 (Huffman tables), C8 and CC (arithmetic coding) do not.

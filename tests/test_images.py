@@ -129,12 +129,33 @@ def test_the_size_of_a_png_or_jpeg_is_read_from_its_header():
     dog = (DATA_DIR / "dog.jpg").read_bytes()
     assert header_size(dog) == (768, 576) and header_size(with_jpeg_size(dog, 40000, 30000)) == (40000, 30000)
     assert header_size(grey_png(40000, 20)) == (40000, 20)
-    assert header_size(b"BM" + bytes(60)) is None and header_size(dog[:100]) is None
+    assert header_size(b"GIF89a" + bytes(60)) is None and header_size(dog[:100]) is None
+
+
+@pytest.mark.parametrize("extension, options", [
+    (".bmp", []), (".webp", [cv2.IMWRITE_WEBP_QUALITY, 101]), (".webp", [cv2.IMWRITE_WEBP_QUALITY, 80]),
+    (".tiff", []), (".ppm", []), (".pgm", [])], ids=["bmp", "webp-lossless", "webp-lossy", "tiff", "ppm", "pgm"])
+def test_the_size_of_bmp_webp_tiff_and_pnm_images_is_read_from_their_header(extension, options):
+    image = np.zeros((37, 61, 3), np.uint8)
+    data = cv2.imencode(extension, image[:, :, 0] if extension == ".pgm" else image, options)[1].tobytes()
+    assert header_size(data) == (61, 37)  # what OpenCV wrote
+
+
+# Headers of 40000 x 40000 pixels with next to no pixel data, as a hostile upload sends them.
+LYING_HEADERS = {
+    "huge.bmp": struct.pack("<2sI4xI", b"BM", 0, 54) + struct.pack("<IiiHH", 40, 40000, -40000, 1, 24) + bytes(24),
+    "huge.webp": b"RIFF" + struct.pack("<I", 30) + b"WEBPVP8X" + struct.pack("<I", 10) + bytes(4)
+                 + (39999).to_bytes(3, "little") * 2 + bytes(8),
+    "huge.tiff": b"MM\x00*" + struct.pack(">IH", 8, 2) + struct.pack(">HHIHH", 256, 3, 1, 40000, 0)
+                 + struct.pack(">HHII", 257, 4, 1, 40000) + bytes(4),
+    "huge.ppm": b"P6\n# a comment\n40000 40000\n255\n" + bytes(10),
+}
 
 
 @pytest.mark.parametrize("name, data", [("huge.png", lambda: grey_png(40000, 40000)),
                                         ("huge.jpg", lambda: with_jpeg_size((DATA_DIR / "dog.jpg").read_bytes(),
-                                                                            40000, 40000))])
+                                                                            40000, 40000)),
+                                        *((name, lambda data=data: data) for name, data in LYING_HEADERS.items())])
 def test_an_image_whose_header_promises_too_many_pixels_is_refused_before_decoding(tmp_path, monkeypatch, name,
                                                                                    data):
     # 196 bytes of PNG claiming 40000 x 40000 ended in OpenCV's pixel limit as an internal error.
@@ -152,12 +173,12 @@ def test_the_pixel_limit_can_be_raised_or_lowered_and_holds_for_formats_without_
     dog = str(DATA_DIR / "dog.jpg")
     with pytest.raises(ImageError, match="768 x 576 = 442,368 pixels, more than the 442,367"):
         read_image(dog, max_pixels=768 * 576 - 1)
-    bmp = tmp_path / "dog.bmp"
-    cv2.imwrite(str(bmp), cv2.imread(dog))
+    raster = tmp_path / "dog.ras"  # Sun raster: no header check, the limit holds after decoding
+    cv2.imwrite(str(raster), cv2.imread(dog))
     monkeypatch.setattr(images, "MAX_PIXELS", 1000)
-    with pytest.raises(ImageError, match="dog.bmp: 768 x 576 = 442,368 pixels, more than the 1,000"):
-        read_image(str(bmp))
-    assert read_image(str(bmp), max_pixels=768 * 576).shape == (576, 768, 3)
+    with pytest.raises(ImageError, match="dog.ras: 768 x 576 = 442,368 pixels, more than the 1,000"):
+        read_image(str(raster))
+    assert read_image(str(raster), max_pixels=768 * 576).shape == (576, 768, 3)
 
 
 def test_what_opencv_refuses_or_cannot_allocate_is_an_image_error(tmp_path, monkeypatch):
