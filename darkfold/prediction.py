@@ -135,7 +135,7 @@ def predict(inputs, model=None, *, names=None, thresh=THRESH, nms=NMS, letterbox
             from . import cluster
         except ImportError as error:
             raise ClusterError(f"running on a Dask cluster needs dask's distributed package: "
-                               f"pip install 'darkfold[dask]' ({error})", expected="dask[distributed]",
+                               f'pip install "darkfold[dask]" ({error})', expected="dask[distributed]",
                                found="not installed") from None
         # The workers build their own detector from the model and these options, the names
         # read here (a names file need not be on the workers' file system).

@@ -457,7 +457,7 @@ def test_without_dask_the_dask_option_is_one_error_naming_the_extra(capsys, monk
     code, out, err = run(capsys, DATA_DIR, "--dask", "local")
     assert code == 2 and out == ""
     assert err.startswith("darkfold: error: running on a Dask cluster needs dask's distributed package: "
-                          "pip install 'darkfold[dask]'")
+                          'pip install "darkfold[dask]"')
 
 
 @pytest.mark.dask
