@@ -317,12 +317,13 @@ class PredictionRun:
         self.warnings = [] if records is None else list(records.warnings)
         self._records = records
         self._cluster = cluster
-        if records is not None:
-            left = [item for item in inputs if not records.done(item)]
-            if inputs and not left:
-                self.warnings.append(f"{records.path}: every input is recorded there already: nothing to do")
-            inputs = left
-        self.images = sum(item.kind == "image" for item in inputs)
+        # The inputs a resumed run recorded are skipped, but keep their place: the copies of the
+        # others get the names a whole run gives them, and none replaces one of theirs.
+        self._recorded = set() if records is None else {
+            number for number, item in enumerate(inputs) if records.done(item)}
+        if inputs and len(self._recorded) == len(inputs):
+            self.warnings.append(f"{records.path}: every input is recorded there already: nothing to do")
+        self.images = sum(item.kind == "image" for number, item in enumerate(inputs) if number not in self._recorded)
         self._inputs = inputs
         # Every file the run reads, so that no annotated copy replaces one of them.
         self._sources = InputFiles([item.path for item in inputs if item.kind != "error" and item.source is None]
@@ -376,17 +377,24 @@ class PredictionRun:
         without copies, one per ``cluster.FRAMES`` frames of a file), a failed input one."""
         per_task = BATCH if self._cluster is None else self._cluster.images_per_task
         noted = False
-        for group in _image_batches(self._inputs, per_task):
-            item = group[0]
+        for group in _image_batches(self._named(), per_task):
+            item, output = group[0]
             if item.kind == "image":
-                yield Task("images", tuple(group), tuple(self._output(item) for item in group))
+                yield Task("images", tuple(item for item, _ in group), tuple(output for _, output in group))
             elif item.kind == "video":
-                output = self._output(item, video=True)
                 shown = 0 if self._records is None else self._records.next_frame(item)
                 yield from self._video_tasks(item, output, shown, note=not noted and output is not None)
                 noted = noted or output is not None
             else:
                 yield Task("input", (item,), (None,))
+
+    def _named(self):
+        """``(input, where its annotated copy goes)`` for each input to run, in order; a recorded
+        input's name is taken all the same."""
+        for number, item in enumerate(self._inputs):
+            output = self._output(item, video=item.kind == "video") if item.kind in ("image", "video") else None
+            if number not in self._recorded:
+                yield item, output
 
     def _video_tasks(self, item, output, shown, note):
         """A video's tasks: one for the whole video, or on a cluster without a copy, its frames
@@ -423,12 +431,13 @@ class PredictionRun:
         return output
 
 
-def _image_batches(inputs, size):
-    """Consecutive image inputs in groups of up to ``size``; the other inputs (videos, errors) alone."""
+def _image_batches(named, size):
+    """Consecutive ``(image input, output)`` pairs in groups of up to ``size``; the other
+    inputs' pairs (videos, errors) alone."""
     group = []
-    for item in inputs:
-        if item.kind == "image":
-            group.append(item)
+    for pair in named:
+        if pair[0].kind == "image":
+            group.append(pair)
             if len(group) == size:
                 yield group
                 group = []
@@ -436,7 +445,7 @@ def _image_batches(inputs, size):
         if group:
             yield group
             group = []
-        yield [item]
+        yield [pair]
     if group:
         yield group
 

@@ -9,7 +9,9 @@ What identifies an input is what the line names: ``{"image": path}`` (the path o
 printed: the same string must be given again), ``{"video": path, "frame": n}`` for a frame,
 and a line with ``"error"`` for a whole image, video or input (recorded, so not tried again:
 drop its line from the file to retry it). A video is continued from the frame after the last
-one recorded; cameras and live streams are never skipped.
+one recorded; cameras and live streams are never skipped, nor are images in memory (named
+by their place, ``<bytes 0>``, not their content). An input given twice is skipped as many
+times as it is recorded.
 
 Each line is appended with one ``write`` on a file opened for appending, so a run killed at
 any point leaves whole lines, and at most a last line cut short, without its newline: reading
@@ -18,6 +20,7 @@ its input runs again. The file is flushed to the disk (``fsync``) at most once a
 when the run ends, so a crash of the machine loses at most that second's lines.
 """
 
+import collections
 import json
 import os
 import time
@@ -39,7 +42,7 @@ class Records:
         self.warnings = []
         if inputs is not None:
             inputs.check_output(self.path, "resume file")
-        self._images = set()  # (kind, source) of images and failed inputs recorded
+        self._images = collections.Counter()  # (kind, source) of images and failed inputs -> lines recorded
         self._frames = {}  # video -> the frame after the last one recorded
         self._failed = set()  # videos recorded with an error
         self._read()
@@ -87,17 +90,25 @@ class Records:
     def _add(self, entry):
         kind, source, frame, failed = entry
         if kind != "video":
-            self._images.add((kind, source))
+            self._images[kind, source] += 1
         elif failed:
             self._failed.add(source)
         elif isinstance(frame, int):
             self._frames[source] = max(self._frames.get(source, 0), frame + 1)
 
     def done(self, item):
-        """Whether the input ``item`` (an ``images.Input``) was recorded whole."""
+        """Whether the input ``item`` (an ``images.Input``) was recorded whole; asked once per
+        input, in order, so that an input given twice is done twice only if recorded twice. An
+        image in memory (``<bytes 0>``, ...) is named by its place, not its content: never done."""
         if item.kind == "video":
             return not item.live and item.path in self._failed
-        return (item.kind if item.kind == "image" else "input", item.path) in self._images
+        if item.kind == "image" and item.source is not None:
+            return False
+        key = (item.kind if item.kind == "image" else "input", item.path)
+        if not self._images[key]:
+            return False
+        self._images[key] -= 1
+        return True
 
     def next_frame(self, item):
         """The first frame of the video ``item`` that no line records (0 for a camera or live stream)."""

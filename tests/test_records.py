@@ -85,3 +85,30 @@ def test_a_video_continued_with_a_copy_is_detected_again_for_it_but_printed_from
     assert [(r.frame, r.last) for r in results] == [(4, False), (5, True)]
     assert os.listdir(tmp_path / "out") == ["clip.mp4"]
     assert [json.loads(line)["frame"] for line in record.read_text().splitlines()] == list(range(6))
+
+
+def test_an_input_given_twice_is_skipped_as_often_as_it_is_recorded_and_images_in_memory_never(tmp_path):
+    record = write(tmp_path / "run.jsonl", '{"image": "a.jpg", "detections": []}\n'
+                                          '{"image": "<bytes 0>", "detections": []}\n')
+    records = Records(record)
+    assert [records.done(Input("a.jpg", "image")) for _ in range(2)] == [True, False]
+    assert not records.done(Input("<bytes 0>", "image", source=b"new data"))
+    records.close()
+
+
+def test_a_resumed_run_gives_each_copy_the_name_a_whole_run_gives_it(tmp_path, tiny_model):
+    # Two inputs named dog.jpg: a whole run writes dog.jpg and dog-2.jpg. With the first recorded,
+    # the second's copy is still dog-2.jpg, not the first's dog.jpg.
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+    inputs = [write(tmp_path / folder / "dog.jpg", (DATA_DIR / image).read_bytes())
+              for folder, image in (("a", "dog.jpg"), ("b", "person.jpg"))]
+    out, record = tmp_path / "out", tmp_path / "run.jsonl"
+    run = darkfold.predict(inputs, tiny_model, output=out, resume=record)
+    first = next(run)
+    run.close()
+    assert first.output == str(out / "dog.jpg")
+    drawn = (out / "dog.jpg").read_bytes()
+    [second] = darkfold.predict(inputs, tiny_model, output=out, resume=record)
+    assert second.output == str(out / "dog-2.jpg") and (out / "dog.jpg").read_bytes() == drawn
+    assert [json.loads(line)["image"] for line in record.read_text().splitlines()] == list(map(str, inputs))
