@@ -24,6 +24,7 @@ are not files to share: they run in this process, in their turn.
 
 import asyncio
 import collections
+import concurrent.futures
 import contextlib
 import dataclasses
 import difflib
@@ -53,17 +54,20 @@ def connect(scheduler):
         return scheduler, []
     if "://" not in scheduler and ":" not in scheduler and scheduler != LOCAL:  # no host:port either
         _refuse(scheduler)
-    if scheduler.startswith(LOCAL) and "://" not in scheduler:
+    if scheduler == LOCAL or scheduler.startswith(LOCAL + ":"):  # localhost:8786 is an address
         count = scheduler[len(LOCAL) + 1:]
-        if scheduler != LOCAL and not (scheduler[len(LOCAL)] == ":" and count.isascii() and count.isdigit()
-                                       and int(count) > 0):
+        if scheduler != LOCAL and not (count.isascii() and count.isdigit() and int(count) > 0):
             _refuse(scheduler)
         workers = int(count) if count else default_threads()
         # One single-threaded process per CPU: a worker's engine runs on one thread (darkfold's
         # threads, BLAS's), so the processes do not fight over the CPUs.
         cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                            dashboard_address=None)
-        client = distributed.Client(cluster)
+        try:
+            client = distributed.Client(cluster)
+        except BaseException:
+            cluster.close()
+            raise
         return client, [client, cluster]
     try:
         client = distributed.Client(scheduler, timeout=CONNECT_TIMEOUT)
@@ -139,7 +143,6 @@ class Cluster:
             # A worker is one thread unless told otherwise (one worker process per CPU).
             self._plugin = DetectorPlugin(model, {**options, "threads": options.get("threads") or 1})
             self.client.register_plugin(self._plugin)
-            self.threads = sum(worker["nthreads"] for worker in self.client.scheduler_info()["workers"].values())
         except BaseException:
             self.close()
             raise
@@ -153,10 +156,15 @@ class Cluster:
             return 0
         return videos.frame_count(item.path if item.source is None else item.source, item.path)
 
-    def run(self, tasks, function, here, output=None):
+    def run(self, tasks, function, here, failed, output=None):
         """The Predictions of ``tasks`` (``function(task, detector, reading)`` on a worker, or
-        ``here(task)`` in this process for a camera or live stream), in order. ``output``: the
-        run's output folder (an ``OutputFolder``), which the workers must see."""
+        ``here(task)`` in this process for a camera or live stream), in order; for a task whose
+        workers kept dying (an input that crashes or exhausts them), ``failed(task, reason)``,
+        and the run goes on. ``output``: the run's output folder (an ``OutputFolder``), which
+        the workers must see.
+
+        A stopped run cancels the tasks it sent; one a worker is running ends on that worker,
+        and a copy it was writing stays half-written under its hidden temporary name there."""
         tasks = iter(tasks)
         upcoming = collections.deque()  # tasks made, not yet sent
         for task in tasks:  # up to the first that reads a file, which the workers must see
@@ -164,7 +172,7 @@ class Cluster:
             if _files(task):
                 break
         self._check_shared(_files(upcoming[-1]) if upcoming else [], output)
-        window = max(2, TASKS_PER_THREAD * self.threads)
+        window = max(2, TASKS_PER_THREAD * self._threads())
         pending = collections.deque()  # (task, future, or None for a task run here)
 
         def fill():
@@ -183,7 +191,8 @@ class Cluster:
         try:
             while pending:
                 task, future = pending.popleft()
-                results = here(task) if future is None else self._result(future, task)
+                results = here(task) if future is None else self._result(future, task, failed)
+                window = max(2, TASKS_PER_THREAD * self._threads())  # workers may join or leave
                 fill()
                 yield from ranges.feed(task, results)
         finally:
@@ -191,16 +200,20 @@ class Cluster:
                 if future is not None:
                     future.cancel()
 
+    def _threads(self):
+        """The worker threads the cluster has now."""
+        return sum(self.client.nthreads().values())
+
     @staticmethod
-    def _result(future, task):
-        """The task's results; ClusterError for a task that Dask gave up on."""
+    def _result(future, task, failed):
+        """The task's results; ``failed``'s for a task that Dask gave up on; ClusterError when
+        the cluster is lost."""
         try:
             return future.result()
-        except distributed.KilledWorker as error:
-            raise ClusterError(f"{task.items[0].path}: every worker that ran the task of this input died (out of "
-                               f"memory?), and Dask gave up on it: {error}", expected="a task that ends",
-                               found="workers dying") from None
-        except (OSError, asyncio.CancelledError) as error:
+        except distributed.KilledWorker:
+            return list(failed(task, "every worker that ran this input's task died (out of memory, or a crash in "
+                                     "a decoder?), and Dask gave up on it"))
+        except (OSError, asyncio.CancelledError, concurrent.futures.CancelledError) as error:
             raise ClusterError(f"the Dask cluster was lost during the run ({type(error).__name__}: {error}); "
                                "--resume continues a run from what it recorded", found=str(error)) from None
 

@@ -139,7 +139,12 @@ def predict(inputs, model=None, *, names=None, thresh=THRESH, nms=NMS, letterbox
                                found="not installed") from None
         # The workers build their own detector from the model and these options, the names
         # read here (a names file need not be on the workers' file system).
-        cluster = cluster.Cluster(client, model, {**options, "names": detector.names}, reading)
+        try:
+            cluster = cluster.Cluster(client, model, {**options, "names": detector.names}, reading)
+        except BaseException:
+            if records is not None:
+                records.close()
+            raise
     return PredictionRun(detector, listed, model_files, output if draw else None, reading=reading, cluster=cluster,
                          records=records)
 
@@ -199,6 +204,16 @@ def run_task(task, detector, reading, inputs=None):
     else:
         (item,) = task.items
         yield Prediction(item.path, "input", error=ImageError(item.error, path=item.path))
+
+
+def failed_task(task, reason):
+    """One failed Prediction per input of ``task``, which could not run: ``reason`` says why
+    (a cluster's workers died running it). Recorded like any failed input, so a resumed run
+    does not try it again."""
+    for item in task.items:
+        kind = item.kind if item.kind in ("image", "video") else "input"
+        yield Prediction(item.path, kind, error=ClusterError(f"{item.path}: {reason}", path=item.path,
+                                                             expected="a task that ends", found="workers dying"))
 
 
 def _images(detector, items, outputs, reading, inputs):
@@ -308,8 +323,8 @@ class PredictionRun:
     """The iterator ``predict`` returns. ``images``: how many images it reads (folders
     expanded, those a resumed run recorded left out), a progress bar's total; ``warnings``:
     what looked wrong about the run itself (a resumed file's cut last line, or one that
-    records every input already, known up front for images); ``close()`` stops it, removing what a stopped video left
-    half-written and an output folder the run made and left empty."""
+    records every input already, known up front for images); ``close()`` stops it, removing
+    what a stopped video left half-written and an output folder the run made and left empty."""
 
     def __init__(self, detector, inputs, model_files, output, reading=None, cluster=None, records=None):
         self.detector = detector
@@ -356,7 +371,7 @@ class PredictionRun:
             else:
                 results = self._cluster.run(
                     self._tasks(), run_task, lambda task: run_task(task, self.detector, self.reading, self._sources),
-                    self._folder)
+                    failed_task, self._folder)
             for result in results:
                 if self._records is not None:
                     self._records.append(result)

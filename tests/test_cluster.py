@@ -5,7 +5,9 @@ import json
 import os
 import shutil
 import signal
+import sys
 
+import cloudpickle
 import pytest
 from conftest import DATA_DIR, make_video, truncated_video, write
 
@@ -14,6 +16,7 @@ from darkfold import ClusterError, outputs
 
 distributed = pytest.importorskip("distributed") if not os.environ.get("CI") else __import__("distributed")
 from darkfold import cluster  # noqa: E402 - needs distributed
+from darkfold import prediction  # noqa: E402
 
 pytestmark = pytest.mark.dask
 
@@ -93,6 +96,30 @@ def test_a_worker_killed_mid_run_loses_no_line_and_repeats_none(client, archive,
     assert victim not in client.run(os.getpid).values()
 
 
+def _dies_on_eagle(task, detector, reading, inputs=None):
+    """prediction.run_task, but a worker given eagle.jpg dies, as one out of memory does."""
+    if any(os.path.basename(item.path) == "eagle.jpg" for item in task.items):
+        os._exit(1)
+    return prediction.run_task(task, detector, reading, inputs)
+
+
+def test_an_input_that_kills_every_worker_it_meets_is_one_error_and_the_run_goes_on(
+        client, tiny_model, monkeypatch, tmp_path):
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # _dies_on_eagle travels to the workers
+    monkeypatch.setattr(prediction, "run_task", _dies_on_eagle)
+    monkeypatch.setattr(cluster, "IMAGES", 1)
+    names = ["dog.jpg", "eagle.jpg", "giraffe.jpg"]
+    record = tmp_path / "run.jsonl"
+    results = list(darkfold.predict([DATA_DIR / name for name in names], tiny_model, client=client, resume=record))
+    assert [(os.path.basename(r.source), r.error is None) for r in results] == [
+        ("dog.jpg", True), ("eagle.jpg", False), ("giraffe.jpg", True)]
+    assert str(results[1].error) == (f"{DATA_DIR / 'eagle.jpg'}: every worker that ran this input's task died (out "
+                                     "of memory, or a crash in a decoder?), and Dask gave up on it")
+    # Recorded as failed: a resumed run does not feed it to the workers again.
+    assert list(darkfold.predict([DATA_DIR / name for name in names], tiny_model, client=client, resume=record)) == []
+    client.wait_for_workers(2, timeout=60)
+
+
 def test_an_interrupted_run_resumed_on_a_cluster_records_every_input_once(
         client, archive, single_process_lines, tiny_model, tmp_path, monkeypatch):
     monkeypatch.setattr(cluster, "FRAMES", 16)
@@ -146,9 +173,27 @@ def test_a_local_cluster_needs_a_number_of_workers(scheduler, tiny_model):
         darkfold.predict(DATA_DIR, tiny_model, client=scheduler)
 
 
+def test_localhost_with_a_port_is_an_address_not_a_local_cluster(tiny_model, monkeypatch):
+    monkeypatch.setattr(cluster, "CONNECT_TIMEOUT", 0.5)
+    with pytest.raises(ClusterError, match=r"^localhost:1: cannot reach a Dask scheduler there within 0.5 s"):
+        darkfold.predict(DATA_DIR, tiny_model, client="localhost:1")
+
+
 @pytest.mark.parametrize("scheduler, hint", [("locl", "; did you mean local?"), ("cluster7", "")])
 def test_a_scheduler_that_is_neither_local_nor_an_address_is_refused_at_once(scheduler, hint, tiny_model):
     with pytest.raises(ClusterError) as error:
         darkfold.predict(DATA_DIR, tiny_model, client=scheduler)
     assert str(error.value) == (f"{scheduler}: expected local, local:N (N workers, at least 1) or a scheduler's "
                                 f"address such as tcp://host:8786{hint}")
+
+
+class _LostFuture:
+    """A future whose scheduler went away: distributed cancels it."""
+
+    def result(self):
+        raise distributed.client.FutureCancelledError("key", reason="scheduler-connection-lost")
+
+
+def test_a_cluster_lost_mid_run_is_one_cluster_error_that_points_to_resume():
+    with pytest.raises(ClusterError, match=r"^the Dask cluster was lost during the run \(FutureCancelledError"):
+        cluster.Cluster._result(_LostFuture(), None, None)
