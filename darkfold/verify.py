@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .options import check_tolerance
+from .options import check_backend, check_tolerance
 from .errors import ModelError
 
 TOLERANCE = 1e-4
@@ -77,6 +77,7 @@ def verify(original, folded=None, *, tolerance=TOLERANCE, x=None, threads=None, 
     from .runtime import check_finite
 
     tolerance = check_tolerance(tolerance)
+    backend, precision = check_backend(backend, precision)  # before the original runs, not after
     x = sample_input(original) if x is None else x
     expected = original.forward(x, fold=False, threads=threads)
     check_finite(original, x, expected, fold=False, threads=threads)  # no fold can be checked against NaN
