@@ -333,7 +333,8 @@ class Detector:
 
     def _forward(self, x):
         outputs = forward(self.model, x, threads=self.threads, backend=self.backend, precision=self.precision)
-        check_finite(self.model, x, outputs, threads=self.threads)  # NaN would be no detection, silently
+        # NaN would be no detection, silently
+        check_finite(self.model, x, outputs, threads=self.threads, backend=self.backend)
         return outputs
 
     def _first_calls(self):

@@ -84,7 +84,7 @@ def verify(original, folded=None, *, tolerance=TOLERANCE, x=None, threads=None, 
     other = folded or original
     # folded: the original folds in memory, by default
     actual = other.forward(x, threads=threads, backend=backend, precision=precision)
-    check_finite(other, x, actual, threads=threads)
+    check_finite(other, x, actual, threads=threads, backend=backend)
     if len(actual) != len(expected):
         raise ModelError(f"{other.cfg.path}: {len(actual)} detection heads, but {original.cfg.path} has "
                          f"{len(expected)}; these are not the same network", path=other.cfg.path,

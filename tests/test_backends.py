@@ -11,7 +11,7 @@ from conftest import DATA_DIR, ENGINE_CFGS, modules_loaded_by, write, yolo_blob
 from fixtures import NET
 
 import darkfold
-from darkfold import backends, options
+from darkfold import backends, options, runtime
 
 ONNXRUNTIME = pytest.param("onnxruntime", marks=pytest.mark.onnxruntime)
 OPENVINO = pytest.param("openvino", marks=pytest.mark.openvino)
@@ -233,3 +233,20 @@ def test_a_model_without_weights_cannot_run_on_a_backend(tiny_cfg):
 def test_the_numba_backend_loads_neither_onnx_nor_a_runtime():
     script = "import numpy as np, darkfold\ndarkfold.load().forward(np.zeros((1, 3, 416, 416), np.float32))\n"
     assert modules_loaded_by(script, "onnx", "onnxruntime", "openvino", "numba") == {"numba"}
+
+
+def test_nan_from_a_backend_where_the_engine_is_finite_is_blamed_on_the_backend(tiny_cfg, monkeypatch):
+    def nan_session(model, backend, precision, threads):
+        def session(x):
+            outputs = runtime.forward(model, x, model.head_inputs)
+            outputs[model.head_inputs[0]][0, 0, 0, 0] = np.nan
+            return outputs
+        return session
+
+    monkeypatch.setattr(backends, "_open", nan_session)
+    model = darkfold.load()
+    with pytest.raises(darkfold.ModelError) as error:
+        model.detect(IMAGES[0], backend="onnxruntime")
+    assert str(error.value).startswith(f"{tiny_cfg}:123: layer 15 [convolutional]: backend='onnxruntime' outputs "
+                                       "NaN or inf here on this input, where darkfold's numba engine's outputs are "
+                                       "finite")
