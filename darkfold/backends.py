@@ -52,10 +52,15 @@ class Backend:
         for package in ("onnx", self.package):
             try:
                 module = importlib.import_module(package)
-            except ImportError:
-                raise DarkfoldError(f'backend={self.name!r} needs the {package} package: pip install '
-                                    f'"darkfold[{self.extra}]"', expected=f"the {package} package",
-                                    found="not installed") from None
+            except Exception as error:  # noqa: BLE001 - a broken install raises anything (protobuf: TypeError)
+                if importlib.util.find_spec(package) is None:
+                    raise DarkfoldError(f'backend={self.name!r} needs the {package} package: pip install '
+                                        f'"darkfold[{self.extra}]"', expected=f"the {package} package",
+                                        found="not installed") from None
+                raise DarkfoldError(f"backend={self.name!r}: the {package} package is installed but fails to "
+                                    f"import: {type(error).__name__}: {error}; reinstall it: pip install "
+                                    f'--force-reinstall "darkfold[{self.extra}]"',
+                                    expected=f"the {package} package importing", found=str(error)) from None
         return module
 
     def installed(self):
@@ -150,7 +155,8 @@ def session_for(model, backend, precision=F32, threads=None):
 
 def _auto(model, precision, threads):
     """The session of the first installed backend of AUTO_ORDER; None when that is the numba
-    engine, or the backend cannot run the model, which is said on stderr (the log)."""
+    engine, or the backend cannot run the model, which is said on stderr (the log), as is a
+    backend skipped because its package fails to import."""
     for name in AUTO_ORDER:
         if name == NUMBA:
             break
@@ -162,6 +168,9 @@ def _auto(model, precision, threads):
         except UnsupportedError as error:
             log.warning("backend auto: %s; running darkfold's numba engine instead", error)
             return None
+        except DarkfoldError as error:  # installed but broken: the next backend may run
+            log.warning("backend auto: skipping %s: %s", name, error)
+            continue
         log.debug("backend auto: %s in %s", name, session.precision)
         return session
     if precision == BF16:

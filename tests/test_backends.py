@@ -250,3 +250,17 @@ def test_nan_from_a_backend_where_the_engine_is_finite_is_blamed_on_the_backend(
     assert str(error.value).startswith(f"{tiny_cfg}:123: layer 15 [convolutional]: backend='onnxruntime' outputs "
                                        "NaN or inf here on this input, where darkfold's numba engine's outputs are "
                                        "finite")
+
+
+@pytest.mark.onnxruntime  # for onnx, which builds the graph
+def test_a_backend_installed_but_failing_to_import_is_named_and_auto_skips_it(tmp_path, monkeypatch, caplog):
+    (tmp_path / "broken_runtime.py").write_text("raise TypeError('Descriptors cannot be created directly')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    broken = backends.Backend("openvino", "broken_runtime", "openvino", backends.OpenvinoSession)
+    monkeypatch.setitem(backends.BACKENDS, "openvino", broken)
+    with pytest.raises(darkfold.DarkfoldError, match=r"backend='openvino': the broken_runtime package is installed "
+                                                     r"but fails to import: TypeError: Descriptors cannot"):
+        backends.session_for(darkfold.load(), "openvino")
+    with caplog.at_level(logging.WARNING, logger="darkfold"):
+        assert backends.session_for(darkfold.load(), "auto") is None  # numba, next in AUTO_ORDER
+    assert "backend auto: skipping openvino: backend='openvino': the broken_runtime package is installed" in caplog.text
