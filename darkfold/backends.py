@@ -21,8 +21,10 @@ import re
 import threading
 import weakref
 
+import numpy as np
+
 from .errors import DarkfoldError, ModelError, UnsupportedError
-from .options import AUTO, BF16, F32, NUMBA, check_backend, thread_count
+from .options import AUTO, BATCH, BF16, F32, NUMBA, check_backend, thread_count
 from .runtime import check_input, check_indices
 from .runtime import forward as engine_forward
 
@@ -90,7 +92,11 @@ class OnnxruntimeSession:
 
 class OpenvinoSession:
     """OpenVINO's CPU plugin, latency-tuned (one stream of ``threads`` threads), in ``precision``;
-    a model compiled per batch size, since static shapes let it plan its buffers."""
+    a model compiled per batch size, since static shapes let it plan its buffers (a dynamic batch
+    dimension gives the same outputs, more slowly). The sizes detection passes, 1 and
+    ``options.BATCH``, compile with the session, so that no image's time holds a compile: a
+    smaller batch runs on the next larger size compiled, padded with zeros (images do not
+    mix in a forward pass), and only a batch larger than every size compiles its own."""
 
     def __init__(self, openvino, graph, threads, precision):
         self.core = openvino.Core()
@@ -102,23 +108,29 @@ class OpenvinoSession:
         self.precision = precision
         self.config = {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads,
                        "PERFORMANCE_HINT": "LATENCY"}
-        self.compiled = {}  # batch size -> compiled model
+        self.compiled = {}  # batch size -> (infer request, output names)
         self.lock = threading.Lock()  # an infer request is not for two threads at once
-        self._compiled(1)  # one image at a time is the common case: compiled with the session, not on a first image
+        for batch in (1, BATCH):
+            self._compile(batch)
 
-    def _compiled(self, batch):
-        if batch not in self.compiled:
-            graph = self.graph.clone()
-            graph.reshape({"images": [batch, *self.graph.input("images").get_partial_shape()[1:].to_shape()]})
-            compiled = self.core.compile_model(graph, "CPU", self.config)
-            self.compiled[batch] = (compiled.create_infer_request(), [o.get_any_name() for o in compiled.outputs])
-        return self.compiled[batch]
+    def _compile(self, batch):
+        graph = self.graph.clone()
+        graph.reshape({"images": [batch, *self.graph.input("images").get_partial_shape()[1:].to_shape()]})
+        compiled = self.core.compile_model(graph, "CPU", self.config)
+        self.compiled[batch] = (compiled.create_infer_request(), [o.get_any_name() for o in compiled.outputs])
 
     def __call__(self, x):
+        n = x.shape[0]
         with self.lock:
-            request, names = self._compiled(x.shape[0])
+            batch = min((size for size in self.compiled if size >= n), default=None)
+            if batch is None:
+                self._compile(n)
+                batch = n
+            if batch > n:
+                x = np.concatenate([x, np.zeros((batch - n, *x.shape[1:]), x.dtype)])
+            request, names = self.compiled[batch]
             results = request.infer({"images": x})
-            return _layer_outputs(names, [results[i].copy() for i in range(len(names))])
+            return _layer_outputs(names, [results[i][:n].copy() for i in range(len(names))])
 
 
 def has_bf16(core):

@@ -135,6 +135,24 @@ def test_threads_are_openvinos_inference_threads_and_float32_is_asked_for(tiny_m
 
 
 @pytest.mark.openvino
+def test_openvino_compiles_detections_batch_sizes_with_the_session_and_pads_smaller_batches(tiny_cfg, tiny_weights):
+    model = darkfold.load(tiny_cfg, tiny_weights)
+    session = backends.session_for(model, "openvino", threads=1)
+    assert sorted(session.compiled) == [1, options.BATCH]
+    x = np.concatenate([yolo_blob(416), oracle.random_blob(416, 416, seed=2), oracle.random_blob(416, 416, seed=3)])
+    alone = [session(x[k:k + 1]) for k in range(3)]
+    for batch in (2, 3):  # the last batch of a list: run on the BATCH model, the padding dropped
+        outputs = session(x[:batch])
+        assert sorted(session.compiled) == [1, options.BATCH]
+        for index, output in outputs.items():
+            assert output.shape[0] == batch
+            for k in range(batch):
+                assert relative_difference(output[k:k + 1], alone[k][index]) <= 1e-5
+    assert session(np.concatenate([x, x])).keys() == alone[0].keys()  # larger than BATCH: compiled then
+    assert sorted(session.compiled) == [1, options.BATCH, 6]
+
+
+@pytest.mark.openvino
 def test_bf16_on_a_cpu_without_it_runs_float32_and_says_so(tiny_cfg, tiny_weights, monkeypatch, caplog):
     monkeypatch.setattr(backends, "has_bf16", lambda core: False)
     model = darkfold.load(tiny_cfg, tiny_weights)
