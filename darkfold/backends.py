@@ -27,6 +27,7 @@ from .errors import DarkfoldError, ModelError, UnsupportedError
 from .options import AUTO, BATCH, BF16, F32, NUMBA, check_backend, thread_count
 from .runtime import check_input, check_indices
 from .runtime import forward as engine_forward
+from .runtime import release as runtime_release
 
 log = logging.getLogger("darkfold")
 
@@ -232,9 +233,11 @@ def _not_run(model, error, name):
 
 
 def release(model):
-    """Forget the sessions opened for ``model`` (they also go when it is garbage-collected)."""
+    """Free what running ``model`` holds (``Model.release``): the sessions opened for it and its
+    engines' worker threads (``runtime.release``). Both also go when it is garbage-collected."""
     with _opening:
         _sessions.pop(model, None)
+    runtime_release(model)
 
 
 def forward(model, x, layers=None, *, fold=True, threads=None, backend=NUMBA, precision=F32):

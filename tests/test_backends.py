@@ -112,9 +112,20 @@ def test_a_session_is_opened_once_per_model_and_options_and_released_with_them(b
     first = backends.session_for(model, backend, threads=1)
     assert backends.session_for(model, backend, threads=1) is first
     assert backends.session_for(model, backend, threads=2) is not first
-    backends.release(model)
+    model.release()
     assert backends.session_for(model, backend, threads=1) is not first
-    backends.release(model)
+    model.release()
+
+
+def test_model_release_frees_its_engines_and_its_backend_sessions(tiny_cfg, tiny_weights, monkeypatch):
+    model = darkfold.load(tiny_cfg, tiny_weights)
+    monkeypatch.setattr(backends, "_open", lambda model, backend, precision, threads: object())
+    backends.session_for(model, "onnxruntime", threads=1)
+    engine = runtime.engine_for(model, threads=1)
+    model.release()
+    assert model not in backends._sessions and model not in runtime._engines
+    assert runtime.engine_for(model, threads=1) is not engine
+    model.release()
 
 
 @pytest.mark.onnxruntime
