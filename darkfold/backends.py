@@ -21,10 +21,13 @@ import re
 import threading
 import weakref
 
+import numpy as np
+
 from .errors import DarkfoldError, ModelError, UnsupportedError
-from .options import AUTO, BF16, F32, NUMBA, check_backend, thread_count
+from .options import AUTO, BATCH, BF16, F32, NUMBA, check_backend, thread_count
 from .runtime import check_input, check_indices
 from .runtime import forward as engine_forward
+from .runtime import release as runtime_release
 
 log = logging.getLogger("darkfold")
 
@@ -52,10 +55,15 @@ class Backend:
         for package in ("onnx", self.package):
             try:
                 module = importlib.import_module(package)
-            except ImportError:
-                raise DarkfoldError(f'backend={self.name!r} needs the {package} package: pip install '
-                                    f'"darkfold[{self.extra}]"', expected=f"the {package} package",
-                                    found="not installed") from None
+            except Exception as error:  # noqa: BLE001 - a broken install raises anything (protobuf: TypeError)
+                if importlib.util.find_spec(package) is None:
+                    raise DarkfoldError(f'backend={self.name!r} needs the {package} package: pip install '
+                                        f'"darkfold[{self.extra}]"', expected=f"the {package} package",
+                                        found="not installed") from None
+                raise DarkfoldError(f"backend={self.name!r}: the {package} package is installed but fails to "
+                                    f"import: {type(error).__name__}: {error}; reinstall it: pip install "
+                                    f'--force-reinstall "darkfold[{self.extra}]"',
+                                    expected=f"the {package} package importing", found=str(error)) from None
         return module
 
     def installed(self):
@@ -85,7 +93,11 @@ class OnnxruntimeSession:
 
 class OpenvinoSession:
     """OpenVINO's CPU plugin, latency-tuned (one stream of ``threads`` threads), in ``precision``;
-    a model compiled per batch size, since static shapes let it plan its buffers."""
+    a model compiled per batch size, since static shapes let it plan its buffers (a dynamic batch
+    dimension gives the same outputs, more slowly). The sizes detection passes, 1 and
+    ``options.BATCH``, compile with the session, so that no image's time holds a compile: a
+    smaller batch runs on the next larger size compiled, padded with zeros (images do not
+    mix in a forward pass), and only a batch larger than every size compiles its own."""
 
     def __init__(self, openvino, graph, threads, precision):
         self.core = openvino.Core()
@@ -97,23 +109,29 @@ class OpenvinoSession:
         self.precision = precision
         self.config = {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads,
                        "PERFORMANCE_HINT": "LATENCY"}
-        self.compiled = {}  # batch size -> compiled model
+        self.compiled = {}  # batch size -> (infer request, output names)
         self.lock = threading.Lock()  # an infer request is not for two threads at once
-        self._compiled(1)  # one image at a time is the common case: compiled with the session, not on a first image
+        for batch in (1, BATCH):
+            self._compile(batch)
 
-    def _compiled(self, batch):
-        if batch not in self.compiled:
-            graph = self.graph.clone()
-            graph.reshape({"images": [batch, *self.graph.input("images").get_partial_shape()[1:].to_shape()]})
-            compiled = self.core.compile_model(graph, "CPU", self.config)
-            self.compiled[batch] = (compiled.create_infer_request(), [o.get_any_name() for o in compiled.outputs])
-        return self.compiled[batch]
+    def _compile(self, batch):
+        graph = self.graph.clone()
+        graph.reshape({"images": [batch, *self.graph.input("images").get_partial_shape()[1:].to_shape()]})
+        compiled = self.core.compile_model(graph, "CPU", self.config)
+        self.compiled[batch] = (compiled.create_infer_request(), [o.get_any_name() for o in compiled.outputs])
 
     def __call__(self, x):
+        n = x.shape[0]
         with self.lock:
-            request, names = self._compiled(x.shape[0])
+            batch = min((size for size in self.compiled if size >= n), default=None)
+            if batch is None:
+                self._compile(n)
+                batch = n
+            if batch > n:
+                x = np.concatenate([x, np.zeros((batch - n, *x.shape[1:]), x.dtype)])
+            request, names = self.compiled[batch]
             results = request.infer({"images": x})
-            return _layer_outputs(names, [results[i].copy() for i in range(len(names))])
+            return _layer_outputs(names, [results[i][:n].copy() for i in range(len(names))])
 
 
 def has_bf16(core):
@@ -150,7 +168,8 @@ def session_for(model, backend, precision=F32, threads=None):
 
 def _auto(model, precision, threads):
     """The session of the first installed backend of AUTO_ORDER; None when that is the numba
-    engine, or the backend cannot run the model, which is said on stderr (the log)."""
+    engine, or the backend cannot run the model, which is said on stderr (the log), as is a
+    backend skipped because its package fails to import."""
     for name in AUTO_ORDER:
         if name == NUMBA:
             break
@@ -162,6 +181,9 @@ def _auto(model, precision, threads):
         except UnsupportedError as error:
             log.warning("backend auto: %s; running darkfold's numba engine instead", error)
             return None
+        except DarkfoldError as error:  # installed but broken: the next backend may run
+            log.warning("backend auto: skipping %s: %s", name, error)
+            continue
         log.debug("backend auto: %s in %s", name, session.precision)
         return session
     if precision == BF16:
@@ -211,9 +233,11 @@ def _not_run(model, error, name):
 
 
 def release(model):
-    """Forget the sessions opened for ``model`` (they also go when it is garbage-collected)."""
+    """Free what running ``model`` holds (``Model.release``): the sessions opened for it and its
+    engines' worker threads (``runtime.release``). Both also go when it is garbage-collected."""
     with _opening:
         _sessions.pop(model, None)
+    runtime_release(model)
 
 
 def forward(model, x, layers=None, *, fold=True, threads=None, backend=NUMBA, precision=F32):

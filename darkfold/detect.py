@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .bundled import COCO_NAMES, DEFAULT_CFG
-from .options import F32, NUMBA, check_backend, check_probability
+from .options import BATCH, F32, NUMBA, check_backend, check_probability
 from .errors import DarkfoldError, ModelError
 from .files import read_bytes
 from .heads import model_heads
@@ -29,7 +29,6 @@ from .runtime import check_finite, damaged_parameters, warm_up
 
 THRESH = 0.25  # detector.c: -thresh default .25
 NMS = 0.45  # test_detector: nms = .45
-BATCH = 4  # images per forward pass when detecting on a list
 # No trained YOLO holds a parameter this large (their weights stay within about +-100, BatchNorm
 # variances below 1e6); one that does is what overflows the boxes.
 HUGE_PARAMETER = 1e9
@@ -324,8 +323,9 @@ class Detector:
     def prepare(self, everything=False):
         """Build the engine and have numba compile, or load from its cache, the kernels detection
         runs (runtime.warm_up, which logs a compile), so that the first image's time is the
-        detection's alone; on another backend, open its session and compile detection's own
-        kernels. Returns the seconds it took when it compiled, else 0."""
+        detection's alone; on another backend, open its session (OpenVINO compiles the model
+        for a single image and for ``BATCH``, the batches detect and detect_many pass, then)
+        and compile detection's own kernels. Returns the seconds it took when it compiled, else 0."""
         if session_for(self.model, self.backend, self.precision, self.threads) is not None:
             self._first_calls()
             return 0
@@ -333,7 +333,8 @@ class Detector:
 
     def _forward(self, x):
         outputs = forward(self.model, x, threads=self.threads, backend=self.backend, precision=self.precision)
-        check_finite(self.model, x, outputs, threads=self.threads)  # NaN would be no detection, silently
+        # NaN would be no detection, silently
+        check_finite(self.model, x, outputs, threads=self.threads, backend=self.backend)
         return outputs
 
     def _first_calls(self):

@@ -146,6 +146,15 @@ class Model:
 
         return forward(self, x, layers, fold=fold, threads=threads, backend=backend, precision=precision)
 
+    def release(self):
+        """Free what running the model holds: its engines' worker threads and its backend
+        sessions (they also go when the model is garbage-collected). The next call builds them
+        again."""
+        # Imported here for the same reason as in forward().
+        from .backends import release
+
+        release(self)
+
     def detect(self, image, thresh=0.25, nms=0.45, *, names=None, letterbox=None, threads=None, channels="bgr",
                backend="numba", precision="f32"):
         """Detect objects as Darknet's ``detector test`` does; see ``darkfold.detect``.

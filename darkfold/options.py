@@ -59,6 +59,7 @@ BACKENDS = (NUMBA, "onnxruntime", "openvino")  # backends.BACKENDS, and darkfold
 AUTO = "auto"
 F32, BF16 = "f32", "bf16"
 PRECISIONS = (F32, BF16)
+BATCH = 4  # images per forward pass when detecting on a list (detect.py), a batch size backends prepare for
 
 
 def check_backend(backend, precision=F32):

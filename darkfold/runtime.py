@@ -21,7 +21,7 @@ from .engine import Engine
 from .errors import ModelError, shortened
 from .batchnorm import EPS
 from .kernels import cache
-from .options import thread_count
+from .options import NUMBA, thread_count
 
 log = logging.getLogger("darkfold")
 
@@ -140,12 +140,14 @@ def check_indices(model, indices):
     return sorted(checked)
 
 
-def check_finite(model, x, outputs, *, fold=True, threads=None):
-    """Raise a ModelError if any of ``outputs`` (``forward(model, x, ...)``'s) holds NaN or inf.
+def check_finite(model, x, outputs, *, fold=True, threads=None, backend=NUMBA):
+    """Raise a ModelError if any of ``outputs`` (``forward(model, x, ...)``'s on ``backend``)
+    holds NaN or inf.
 
     The error names where they come from: the first layer holding a NaN, an inf or a
     negative variance among its parameters (a damaged weights file), or, when all are
-    sound, the first layer whose output on ``x`` is not finite (values past float32).
+    sound, the first layer whose output on ``x`` is not finite (values past float32); or,
+    when the engine's outputs on ``x`` are finite, the backend that gave the non-finite ones.
     """
     if all(np.isfinite(output).all() for output in outputs.values()):
         return
@@ -155,6 +157,11 @@ def check_finite(model, x, outputs, *, fold=True, threads=None):
     index = engine_for(model, fold=fold, threads=threads, fuse=False).first_nonfinite(x)
     if index is None:  # finite when run again layer by layer: name the output that was not
         index = next(i for i, output in outputs.items() if not np.isfinite(output).all())
+        if backend != NUMBA:
+            raise ModelError.at_layer(
+                model.layers[index], f": backend={backend!r} outputs NaN or inf here on this input, where "
+                "darkfold's numba engine's outputs are finite: a fault of that backend, not of the model; "
+                "use backend='numba'", expected="finite outputs", found=f"NaN or inf from {backend}")
     raise ModelError.at_layer(
         model.layers[index], " is the first layer to output NaN or inf on this input, though every parameter "
         "is finite: its values grow past float32's range (about 3.4e38), which takes weights or inputs far "

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .options import check_tolerance
+from .options import check_backend, check_tolerance
 from .errors import ModelError
 
 TOLERANCE = 1e-4
@@ -77,13 +77,14 @@ def verify(original, folded=None, *, tolerance=TOLERANCE, x=None, threads=None, 
     from .runtime import check_finite
 
     tolerance = check_tolerance(tolerance)
+    backend, precision = check_backend(backend, precision)  # before the original runs, not after
     x = sample_input(original) if x is None else x
     expected = original.forward(x, fold=False, threads=threads)
     check_finite(original, x, expected, fold=False, threads=threads)  # no fold can be checked against NaN
     other = folded or original
     # folded: the original folds in memory, by default
     actual = other.forward(x, threads=threads, backend=backend, precision=precision)
-    check_finite(other, x, actual, threads=threads)
+    check_finite(other, x, actual, threads=threads, backend=backend)
     if len(actual) != len(expected):
         raise ModelError(f"{other.cfg.path}: {len(actual)} detection heads, but {original.cfg.path} has "
                          f"{len(expected)}; these are not the same network", path=other.cfg.path,

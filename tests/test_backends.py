@@ -11,7 +11,7 @@ from conftest import DATA_DIR, ENGINE_CFGS, modules_loaded_by, write, yolo_blob
 from fixtures import NET
 
 import darkfold
-from darkfold import backends, options
+from darkfold import backends, options, runtime
 
 ONNXRUNTIME = pytest.param("onnxruntime", marks=pytest.mark.onnxruntime)
 OPENVINO = pytest.param("openvino", marks=pytest.mark.openvino)
@@ -112,9 +112,20 @@ def test_a_session_is_opened_once_per_model_and_options_and_released_with_them(b
     first = backends.session_for(model, backend, threads=1)
     assert backends.session_for(model, backend, threads=1) is first
     assert backends.session_for(model, backend, threads=2) is not first
-    backends.release(model)
+    model.release()
     assert backends.session_for(model, backend, threads=1) is not first
-    backends.release(model)
+    model.release()
+
+
+def test_model_release_frees_its_engines_and_its_backend_sessions(tiny_cfg, tiny_weights, monkeypatch):
+    model = darkfold.load(tiny_cfg, tiny_weights)
+    monkeypatch.setattr(backends, "_open", lambda model, backend, precision, threads: object())
+    backends.session_for(model, "onnxruntime", threads=1)
+    engine = runtime.engine_for(model, threads=1)
+    model.release()
+    assert model not in backends._sessions and model not in runtime._engines
+    assert runtime.engine_for(model, threads=1) is not engine
+    model.release()
 
 
 @pytest.mark.onnxruntime
@@ -132,6 +143,24 @@ def test_threads_are_openvinos_inference_threads_and_float32_is_asked_for(tiny_m
         compiled = session.compiled[1][0].get_compiled_model()
         assert compiled.get_property("INFERENCE_NUM_THREADS") == threads
         assert str(compiled.get_property("INFERENCE_PRECISION_HINT")) == "<Type: 'float32'>"
+
+
+@pytest.mark.openvino
+def test_openvino_compiles_detections_batch_sizes_with_the_session_and_pads_smaller_batches(tiny_cfg, tiny_weights):
+    model = darkfold.load(tiny_cfg, tiny_weights)
+    session = backends.session_for(model, "openvino", threads=1)
+    assert sorted(session.compiled) == [1, options.BATCH]
+    x = np.concatenate([yolo_blob(416), oracle.random_blob(416, 416, seed=2), oracle.random_blob(416, 416, seed=3)])
+    alone = [session(x[k:k + 1]) for k in range(3)]
+    for batch in (2, 3):  # the last batch of a list: run on the BATCH model, the padding dropped
+        outputs = session(x[:batch])
+        assert sorted(session.compiled) == [1, options.BATCH]
+        for index, output in outputs.items():
+            assert output.shape[0] == batch
+            for k in range(batch):
+                assert relative_difference(output[k:k + 1], alone[k][index]) <= 1e-5
+    assert session(np.concatenate([x, x])).keys() == alone[0].keys()  # larger than BATCH: compiled then
+    assert sorted(session.compiled) == [1, options.BATCH, 6]
 
 
 @pytest.mark.openvino
@@ -233,3 +262,34 @@ def test_a_model_without_weights_cannot_run_on_a_backend(tiny_cfg):
 def test_the_numba_backend_loads_neither_onnx_nor_a_runtime():
     script = "import numpy as np, darkfold\ndarkfold.load().forward(np.zeros((1, 3, 416, 416), np.float32))\n"
     assert modules_loaded_by(script, "onnx", "onnxruntime", "openvino", "numba") == {"numba"}
+
+
+def test_nan_from_a_backend_where_the_engine_is_finite_is_blamed_on_the_backend(tiny_cfg, monkeypatch):
+    def nan_session(model, backend, precision, threads):
+        def session(x):
+            outputs = runtime.forward(model, x, model.head_inputs)
+            outputs[model.head_inputs[0]][0, 0, 0, 0] = np.nan
+            return outputs
+        return session
+
+    monkeypatch.setattr(backends, "_open", nan_session)
+    model = darkfold.load()
+    with pytest.raises(darkfold.ModelError) as error:
+        model.detect(IMAGES[0], backend="onnxruntime")
+    assert str(error.value).startswith(f"{tiny_cfg}:123: layer 15 [convolutional]: backend='onnxruntime' outputs "
+                                       "NaN or inf here on this input, where darkfold's numba engine's outputs are "
+                                       "finite")
+
+
+@pytest.mark.onnxruntime  # for onnx, which builds the graph
+def test_a_backend_installed_but_failing_to_import_is_named_and_auto_skips_it(tmp_path, monkeypatch, caplog):
+    (tmp_path / "broken_runtime.py").write_text("raise TypeError('Descriptors cannot be created directly')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    broken = backends.Backend("openvino", "broken_runtime", "openvino", backends.OpenvinoSession)
+    monkeypatch.setitem(backends.BACKENDS, "openvino", broken)
+    with pytest.raises(darkfold.DarkfoldError, match=r"backend='openvino': the broken_runtime package is installed "
+                                                     r"but fails to import: TypeError: Descriptors cannot"):
+        backends.session_for(darkfold.load(), "openvino")
+    with caplog.at_level(logging.WARNING, logger="darkfold"):
+        assert backends.session_for(darkfold.load(), "auto") is None  # numba, next in AUTO_ORDER
+    assert "backend auto: skipping openvino: backend='openvino': the broken_runtime package is installed" in caplog.text

@@ -65,3 +65,12 @@ def test_convert_no_verify_skips_the_check(tmp_cwd, capsys):
 def test_convert_json_reports_the_check(tmp_cwd, capsys):
     assert main(["convert", "-o", "out", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["verify"]["ok"] is True
+
+
+def test_a_bad_backend_or_precision_is_refused_before_the_original_runs(tiny_model, monkeypatch):
+    def forward(*args, **kwargs):
+        raise AssertionError("the original ran")
+
+    monkeypatch.setattr(tiny_model, "forward", forward)
+    with pytest.raises(darkfold.ModelError, match=r"precision='bf16' runs on backend='openvino'"):
+        darkfold.verify(tiny_model, precision="bf16")

@@ -11,7 +11,8 @@ whole folder, the images already in the page cache:
              Model.forward (darkfold's engine, default threads), decoding of every head,
              per-class NMS, Detection objects.
   darkfold-onnxruntime, darkfold-openvino-f32, darkfold-openvino-bf16: the same pipeline, the
-             forward pass on that backend (Detector(backend=, precision=)), where installed.
+             forward pass on that backend (Detector(backend=, precision=)), where installed;
+             bf16 is skipped, saying so, on a CPU without it (backends.has_bf16).
   opencv     the peer, the pipeline OpenCV's samples run: cv2.imread, cv2.dnn.blobFromImage
              (1/255, network size, swapRB), Net.forward of the [yolo]/[region] outputs of
              readNetFromDarknet (default CPU backend and settings), then for every class the
@@ -48,7 +49,6 @@ The report says how much CPU other processes used meanwhile; above 10% it is mar
 
 import argparse
 import functools
-import importlib.util
 import json
 import os
 import sys
@@ -63,7 +63,7 @@ import cv2
 import numpy as np
 
 import darkfold
-from darkfold import images
+from darkfold import backends, images
 from darkfold.detect import BATCH, Detector
 
 THRESH, NMS = 0.25, 0.45
@@ -77,7 +77,8 @@ PATHS = {
 
 
 def installed(backend):
-    return backend == "numba" or importlib.util.find_spec(backend) is not None
+    """Whether darkfold can open ``backend`` here: numba always, another when its package and onnx are."""
+    return backend == "numba" or backends.BACKENDS[backend].installed()
 
 
 class OpenCVPipeline:
@@ -144,8 +145,13 @@ def main(argv=None):
     detectors = {name: Detector(model, thresh=THRESH, nms=NMS, threads=args.threads, backend=backend,
                                 precision=precision)
                  for name, (backend, precision) in PATHS.items() if installed(backend)}
-    for each in detectors.values():
+    for name, each in list(detectors.items()):
         each.prepare()  # numba's kernels, or the backend's session: before the rounds
+        session = backends.session_for(model, each.backend, each.precision, args.threads)
+        if session is not None and session.precision != each.precision:  # no bf16 here (backends.has_bf16)
+            print(f"{name}: skipped: this CPU lacks AVX512_BF16 and AMX, so OpenVINO would run float32",
+                  file=sys.stderr)
+            del detectors[name]
     detector = detectors["darkfold"]
     if args.threads:
         cv2.setNumThreads(args.threads)
@@ -211,6 +217,8 @@ def main(argv=None):
 def _dask(args, model, paths):
     """darkfold.predict on the cluster ``args.dask`` vs in this process, over ``paths`` repeated
     to at least 200 inputs."""
+    # Imported here, not at the top: darkfold.cluster imports dask[distributed], an optional extra
+    # that the tool's other parts do not need.
     from darkfold import cluster
 
     inputs = paths * -(-200 // len(paths))
