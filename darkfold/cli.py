@@ -1,6 +1,7 @@
 """The ``darkfold`` command: one function per subcommand, over the public API."""
 
 import argparse
+import contextlib
 import difflib
 import errno
 import gc
@@ -201,8 +202,7 @@ def _parser():
         epilog="examples:\n  darkfold info\n  darkfold info yolov3.cfg yolov3.weights\n  darkfold info yolov4.cfg --json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    info.add_argument("cfg", nargs="?", metavar="CFG", help="Darknet .cfg file (default: the bundled model)")
-    info.add_argument("weights", nargs="?", metavar="WEIGHTS", help="Darknet .weights file to check against CFG")
+    _add_model(info, "Darknet .weights file to check against CFG")
     info.add_argument("--json", action="store_true", help="print JSON instead of the table")
     info.add_argument("--partial", action="store_true",
                       help="accept a weights file holding only the first layers (e.g. darknet53.conv.74)")
@@ -218,8 +218,7 @@ def _parser():
                "  darkfold convert yolov4.cfg yolov4.weights -o models/ --force",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    convert.add_argument("cfg", nargs="?", metavar="CFG", help="Darknet .cfg file (default: the bundled model)")
-    convert.add_argument("weights", nargs="?", metavar="WEIGHTS", help="Darknet .weights file")
+    _add_model(convert)
     convert.add_argument("-o", "--output", metavar="OUT_DIR", default=".",
                          help="folder for the folded files (default: the current folder; created if missing)")
     convert.add_argument("-f", "--force", action="store_true", help="replace existing output files")
@@ -239,8 +238,7 @@ def _parser():
                "  darkfold verify yolov4.cfg yolov4.weights yolov4-folded.cfg yolov4-folded.weights",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    check.add_argument("cfg", nargs="?", metavar="CFG", help="the original .cfg (default: the bundled model)")
-    check.add_argument("weights", nargs="?", metavar="WEIGHTS", help="the original .weights")
+    _add_model(check, "the original .weights", cfg_help="the original .cfg (default: the bundled model)")
     check.add_argument("folded_cfg", nargs="?", metavar="FOLDED_CFG", help="the folded .cfg")
     check.add_argument("folded_weights", nargs="?", metavar="FOLDED_WEIGHTS", help="the folded .weights")
     check.add_argument("--tolerance", type=_tolerance, default=TOLERANCE, metavar="T",
@@ -314,8 +312,7 @@ def _parser():
                "  darkfold export yolov4.cfg yolov4.weights --batch 4 --opset 18 --force",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    export.add_argument("cfg", nargs="?", metavar="CFG", help="Darknet .cfg file (default: the bundled model)")
-    export.add_argument("weights", nargs="?", metavar="WEIGHTS", help="Darknet .weights file")
+    _add_model(export)
     export.add_argument("-o", "--output", metavar="OUT.onnx",
                         help="the file to write (default: <cfg stem>.onnx in the current folder; "
                              "an existing folder: <cfg stem>.onnx in it)")
@@ -340,11 +337,16 @@ def _parser():
         epilog="examples:\n  darkfold warmup\n  darkfold warmup yolov4.cfg yolov4.weights",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    warmup.add_argument("cfg", nargs="?", metavar="CFG", help="Darknet .cfg file (default: the bundled model)")
-    warmup.add_argument("weights", nargs="?", metavar="WEIGHTS", help="Darknet .weights file for CFG")
+    _add_model(warmup, "Darknet .weights file for CFG")
     _add_threads(warmup)
     warmup.set_defaults(run=run_warmup)
     return parser
+
+
+def _add_model(parser, weights_help="Darknet .weights file", cfg_help="Darknet .cfg file (default: the bundled model)"):
+    """The optional CFG WEIGHTS positionals of the commands that take a model."""
+    parser.add_argument("cfg", nargs="?", metavar="CFG", help=cfg_help)
+    parser.add_argument("weights", nargs="?", metavar="WEIGHTS", help=weights_help)
 
 
 def _add_threads(parser):
@@ -413,6 +415,21 @@ def _model_paths(args, needs=None):
     return args.cfg, args.weights
 
 
+@contextlib.contextmanager
+def _output_folder(path):
+    """The block writes into the folder ``path``, made first; if it fails, the folder goes again
+    when the run made it and left it empty, and a failed check's table is printed first."""
+    folder = OutputFolder(path)
+    try:
+        folder.make()
+        yield
+    except BaseException as error:
+        if isinstance(error, VerificationError):
+            print(_verification_table(error.verification), file=sys.stderr)
+        folder.remove_if_unused()
+        raise
+
+
 def _print_warnings(source):
     """Print the warnings of a Model, a DarkfoldError or a Prediction."""
     for warning in source.warnings:
@@ -438,18 +455,9 @@ def run_convert(args):
     out_cfg, out_weights = (os.path.join(args.output, _stem(path) + "-folded" + suffix)
                             for path, suffix in ((cfg_path, ".cfg"), (weights_path, ".weights")))
     started = time.perf_counter()
-    folder = OutputFolder(args.output)
-    try:
-        folder.make()
+    with _output_folder(args.output):
         folded = convert(cfg_path, weights_path, out_cfg, out_weights, force=args.force, verify=args.verify,
                          threads=args.threads)
-    except VerificationError as error:
-        print(_verification_table(error.verification), file=sys.stderr)
-        folder.remove_if_unused()
-        raise
-    except BaseException:
-        folder.remove_if_unused()
-        raise
     elapsed = time.perf_counter() - started
     _print_warnings(folded)
     check = folded.verification
@@ -518,21 +526,11 @@ def run_export(args):
         output = os.path.join(output, name)
     started = time.perf_counter()
     model = load(cfg_path, weights_path)
-    folder = OutputFolder(os.path.dirname(output) or ".")
-    try:
-        folder.make()
+    with _output_folder(os.path.dirname(output) or "."):
         result = export_onnx(model, output, decode=args.decode, batch=args.batch, opset=args.opset,
                              force=args.force, verify=None if args.verify else False, threads=args.threads)
-    except VerificationError as error:
-        print(_verification_table(error.verification), file=sys.stderr)
-        folder.remove_if_unused()
-        raise
-    except BaseException:
-        folder.remove_if_unused()
-        raise
     elapsed = time.perf_counter() - started
-    for warning in result.warnings:
-        print(f"darkfold: warning: {printable(warning)}", file=sys.stderr)
+    _print_warnings(result)
     check = result.verification
     if args.json:
         summary = {"onnx": result.path, "bytes": result.size, "opset": result.opset,
